@@ -1,0 +1,381 @@
+"""The lineage graph, one partition per product drop:
+
+raw_product_images -> clip_embeddings -> product_image_collection -> reference_images -> campaign_images
+                                             campaign_briefs ------^
+"""
+
+
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from dagster import (
+    AssetExecutionContext,
+    DynamicPartitionsDefinition,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from .domain.artifacts import write_atomic, write_json
+from .domain.briefs import load_briefs
+from .domain.errors import StudioError
+from .domain.generator import Reference
+from .domain.sheets import contact_sheet, markdown_image
+from .domain.store import row_id
+from .resources import ClipModel, DropLibrary, ImageGeneratorResource, MilvusResource
+
+product_drops = DynamicPartitionsDefinition(name="product_drops")
+
+SHEET_LIMIT = 48  # thumbnails per contact sheet shown in the UI
+
+
+def _md_table(rows: list[dict], columns: list[str]) -> str:
+    def cell(v) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _save_sheet(library: DropLibrary, drop: str, name: str, sheet) -> dict:
+    from .domain.sheets import to_jpeg
+
+    path = library.artifacts(drop).sheet_path(name)
+    write_atomic(path, to_jpeg(sheet, max_side=2400, quality=85))
+    return {"contact_sheet": MetadataValue.md(markdown_image(sheet, name)), "contact_sheet_file": MetadataValue.path(str(path))}
+
+
+def _fail_clearly(fn):
+    """Turn a StudioError into a Dagster Failure whose description is the one-line message."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except StudioError as e:
+            raise Failure(description=str(e)) from e
+
+    return wrapper
+
+
+@asset(
+    partitions_def=product_drops,
+    group_name="catalog",
+    kinds={"python", "parquet"},
+    description="Manifest of a drop folder: one row per valid image (path, sha256, size, format); rejected files with reasons.",
+)
+@_fail_clearly
+def raw_product_images(context: AssetExecutionContext, library: DropLibrary) -> MaterializeResult:
+    drop = library.drop(context.partition_key)
+    art = library.artifacts(drop.name)
+    previous = art.read_manifest()
+    from .domain.drops import scan_drop
+
+    start = time.perf_counter()
+    manifest = scan_drop(drop, previous.images if previous else None, max_pixels=library.max_image_pixels)
+    art.write_manifest(manifest)
+    images = manifest.images
+    for r in manifest.rejected:
+        context.log.warning(f"rejected {drop.name}/{r['file']}: {r['reason']}")
+    sheet = contact_sheet(
+        [(drop.folder / p, p) for p in images["path"].head(SHEET_LIMIT)],
+        title=f"{drop.name}: {len(images)} images" + (f" (first {SHEET_LIMIT})" if len(images) > SHEET_LIMIT else ""),
+    )
+    return MaterializeResult(
+        metadata={
+            "images": len(images) + len(manifest.rejected),
+            "valid": len(images),
+            "rejected": len(manifest.rejected),
+            "distinct_contents": int(images["sha256"].nunique()),
+            "bytes": int(images["bytes"].sum()),
+            "formats": MetadataValue.json(dict(Counter(images["format"]))),
+            "rejected_files": MetadataValue.md(_md_table(manifest.rejected, ["file", "reason"]))
+            if manifest.rejected
+            else MetadataValue.text("none"),
+            "scan_seconds": round(time.perf_counter() - start, 3),
+            "dagster/row_count": len(images),
+            "folder": MetadataValue.path(str(drop.folder)),
+            **_save_sheet(library, drop.name, "drop", sheet),
+        }
+    )
+
+
+@asset(
+    partitions_def=product_drops,
+    deps=[raw_product_images],
+    group_name="catalog",
+    kinds={"pytorch", "parquet"},
+    pool="gpu",
+    description="CLIP image embeddings (float32, unit norm) of each distinct image; reused by content hash.",
+)
+@_fail_clearly
+def clip_embeddings(context: AssetExecutionContext, library: DropLibrary, clip: ClipModel) -> MaterializeResult:
+    drop = library.drop(context.partition_key)
+    art = library.artifacts(drop.name)
+    manifest = art.read_manifest()
+    unique = manifest.unique_images
+    encoder = clip.encoder()
+    model_id = encoder.model_id
+
+    old_sha, old_vecs, old_model = art.read_embeddings()
+    known = dict(zip(old_sha, old_vecs)) if old_model == model_id else {}
+    todo = unique[~unique["sha256"].isin(known.keys())].reset_index(drop=True)
+    vectors: dict[str, np.ndarray] = {h: known[h] for h in unique["sha256"] if h in known}
+
+    context.log.info(
+        f"{drop.name}: {len(unique)} distinct images, {len(vectors)} reused, {len(todo)} to encode "
+        f"with {model_id} on {encoder.device} (batch {encoder.batch_size})"
+    )
+    failures: list[dict] = []
+    start = time.perf_counter()
+    paths = [drop.folder / p for p in todo["path"]]
+
+    def progress(p):
+        context.log.info(f"embedded {p.done}/{p.total} images, {p.images_per_second:.1f} images/s")
+
+    for batch in encoder.iter_image_batches(paths, on_progress=progress):
+        for i, vec in zip(batch.indices, batch.vectors):
+            vectors[todo.at[i, "sha256"]] = vec
+        for i, reason in batch.failures:
+            failures.append({"file": todo.at[i, "path"], "reason": reason})
+            context.log.warning(f"rejected {drop.name}/{todo.at[i, 'path']}: {reason}")
+    seconds = time.perf_counter() - start
+
+    order = [h for h in unique["sha256"] if h in vectors]
+    matrix = np.stack([vectors[h] for h in order]) if order else np.zeros((0, encoder.dim), np.float32)
+    art.write_embeddings(order, matrix, model_id)
+    if failures:  # decodable by PIL at scan time but not by the encoder's reader
+        m = art.read_manifest()
+        m.rejected = sorted(m.rejected + failures, key=lambda r: r["file"])
+        bad = {f["file"] for f in failures}
+        m.images = m.images[~m.images["path"].isin(bad)].reset_index(drop=True)
+        art.write_manifest(m)
+    encoded = len(todo) - len(failures)
+    return MaterializeResult(
+        metadata={
+            "model": model_id,
+            "device": encoder.device,
+            "dim": int(matrix.shape[1]) if matrix.size else encoder.dim,
+            "vectors": len(order),
+            "encoded": encoded,
+            "reused": len(unique) - len(todo),
+            "rejected": len(failures),
+            "encode_seconds": round(seconds, 3),
+            "images_per_second": round(encoded / seconds, 1) if encoded and seconds > 0 else 0.0,
+            "batch_size": encoder.batch_size,
+            "fit": encoder.fit,
+            "dagster/row_count": len(order),
+        }
+    )
+
+
+@asset(
+    partitions_def=product_drops,
+    deps=[clip_embeddings],
+    group_name="catalog",
+    kinds={"milvus"},
+    description="The drop's rows in the Milvus collection: exactly its valid images, keyed by drop and content hash.",
+)
+@_fail_clearly
+def product_image_collection(
+    context: AssetExecutionContext, library: DropLibrary, milvus: MilvusResource
+) -> MaterializeResult:
+    drop = library.drop(context.partition_key)
+    art = library.artifacts(drop.name)
+    unique = art.read_manifest().unique_images
+    sha, vecs, model_id = art.read_embeddings()
+    vec_of = dict(zip(sha, vecs))
+    rows = [
+        {**r, "vector": vec_of[r["sha256"]]}
+        for r in unique.to_dict("records")
+        if r["sha256"] in vec_of
+    ]
+    wanted = {row_id(drop.name, r["sha256"]) for r in rows}
+    with milvus.store() as store:
+        store.ensure_collection(vecs.shape[1])
+        current = store.rows_of_drop(drop.name)
+        same_model = art.synced_model() == model_id
+        changed = [
+            r for r in rows
+            if not same_model
+            or current.get(row_id(drop.name, r["sha256"])) != (r["path"], tuple(r["aliases"]))
+        ]
+        upserted = store.upsert_drop(drop.name, changed)
+        stale = sorted(set(current) - wanted)
+        deleted = store.delete_ids(drop.name, stale)
+        indexed = store.count(drop.name)
+        total = store.count()
+    art.mark_synced(model_id, milvus.collection)
+    context.log.info(f"{drop.name}: upserted {upserted}, deleted {deleted}, {indexed} rows now in {milvus.collection}")
+    return MaterializeResult(
+        metadata={
+            "collection": milvus.collection,
+            "milvus": milvus.display_uri,
+            "indexed": indexed,
+            "upserted": upserted,
+            "deleted": deleted,
+            "unchanged": len(rows) - len(changed),
+            "collection_rows": total,
+            "dagster/row_count": indexed,
+        }
+    )
+
+
+@asset(
+    partitions_def=product_drops,
+    group_name="campaigns",
+    kinds={"yaml"},
+    description="Validated campaign briefs from <drop>/briefs.yaml (id, prompt, query, top_k, aspect_ratio).",
+)
+@_fail_clearly
+def campaign_briefs(context: AssetExecutionContext, library: DropLibrary) -> MaterializeResult:
+    drop = library.drop(context.partition_key)
+    briefs = load_briefs(drop.briefs_file)
+    library.artifacts(drop.name).write_briefs(briefs)
+    if not drop.briefs_file.exists():
+        context.log.info(f"{drop.briefs_file} not found: no campaign briefs for {drop.name}")
+    return MaterializeResult(
+        metadata={
+            "briefs": len(briefs),
+            "file": MetadataValue.path(str(drop.briefs_file)),
+            "table": MetadataValue.md(_md_table([b.to_dict() for b in briefs], ["id", "query", "top_k", "aspect_ratio", "prompt"]))
+            if briefs
+            else MetadataValue.text("no briefs"),
+        }
+    )
+
+
+@asset(
+    partitions_def=product_drops,
+    deps=[product_image_collection, campaign_briefs],
+    group_name="campaigns",
+    kinds={"milvus", "pytorch"},
+    description="For each brief, the drop's best-matching images for its query (CLIP text-to-image search in Milvus).",
+)
+@_fail_clearly
+def reference_images(
+    context: AssetExecutionContext, library: DropLibrary, clip: ClipModel, milvus: MilvusResource
+) -> MaterializeResult:
+    drop = library.drop(context.partition_key)
+    art = library.artifacts(drop.name)
+    briefs = art.read_briefs()
+    refs: dict[str, list[dict]] = {}
+    if briefs:
+        queries = clip.encoder().embed_texts([b.query for b in briefs])
+        with milvus.store() as store:
+            results = store.search(queries, drop=drop.name, top_k=max(b.top_k for b in briefs))
+        for b, hits in zip(briefs, results):
+            refs[b.id] = [{"path": h.path, "score": round(h.score, 4)} for h in hits[: b.top_k]]
+    art.write_references(refs)
+    empty = [b.id for b in briefs if not refs.get(b.id)]
+    for b in briefs:
+        context.log.info(f"{b.id} ({b.query!r}): " + ", ".join(f"{r['path']} {r['score']:.3f}" for r in refs[b.id]))
+    items = [
+        (drop.folder / r["path"], f"{b.id} #{k + 1} {r['score']:.2f}")
+        for b in briefs
+        for k, r in enumerate(refs[b.id])
+    ]
+    cols = max([b.top_k for b in briefs] or [1])
+    sheet = contact_sheet(items[:SHEET_LIMIT], cols=min(cols, 8), title=f"{drop.name}: references per brief")
+    return MaterializeResult(
+        metadata={
+            "briefs": len(briefs),
+            "references": sum(len(v) for v in refs.values()),
+            "briefs_without_references": MetadataValue.json(empty),
+            "table": MetadataValue.md(
+                _md_table(
+                    [{"brief": b.id, "query": b.query, "rank": k + 1, "path": r["path"], "score": r["score"]}
+                     for b in briefs for k, r in enumerate(refs[b.id])],
+                    ["brief", "query", "rank", "path", "score"],
+                )
+            ) if briefs else MetadataValue.text("no briefs"),
+            **_save_sheet(library, drop.name, "references", sheet),
+        }
+    )
+
+
+@asset(
+    partitions_def=product_drops,
+    deps=[reference_images, campaign_briefs],
+    group_name="campaigns",
+    kinds={"gemini", "png"},
+    description="One campaign image per brief, generated from the prompt and its reference images; PNG + JSON sidecar.",
+)
+@_fail_clearly
+def campaign_images(
+    context: AssetExecutionContext, library: DropLibrary, generator: ImageGeneratorResource
+) -> MaterializeResult:
+    drop = library.drop(context.partition_key)
+    art = library.artifacts(drop.name)
+    briefs = art.read_briefs()
+    refs = art.read_references()
+    gen = generator.generator()
+    out_dir = art.campaign_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    generated: list[str] = []
+    blocked: list[dict] = []
+    usage_total: Counter = Counter()
+    for brief in briefs:
+        references = [Reference(drop.folder / r["path"], r["score"]) for r in refs.get(brief.id, [])]
+        start = time.perf_counter()
+        result = gen.generate(brief, references)
+        seconds = round(time.perf_counter() - start, 2)
+        sidecar = {
+            "brief": brief.to_dict(),
+            "drop": drop.name,
+            "references": [{"path": r["path"], "score": r["score"]} for r in refs.get(brief.id, [])],
+            "generator": result.generator,
+            "model": result.model,
+            "finish_reason": result.finish_reason,
+            "text": result.text,
+            "usage": result.usage,
+            "seconds": seconds,
+        }
+        png_path = out_dir / f"{brief.id}.png"
+        if result.png is None:
+            blocked.append({"brief": brief.id, "reason": result.blocked_reason, "text": result.text[:200]})
+            context.log.warning(f"brief {brief.id}: no image ({result.blocked_reason}) {result.text[:200]}")
+            png_path.unlink(missing_ok=True)
+        else:
+            write_atomic(png_path, result.png)
+            generated.append(str(png_path))
+        write_json(out_dir / f"{brief.id}.json", sidecar)
+        usage_total.update({k: v for k, v in result.usage.items() if isinstance(v, (int, float))})
+    # Outputs of briefs that were removed from briefs.yaml are stale.
+    ids = {b.id for b in briefs}
+    for stale in out_dir.iterdir():
+        if stale.suffix in (".png", ".json") and stale.stem not in ids:
+            stale.unlink()
+    if briefs and not generated:
+        raise Failure(description=f"{drop.name}: no brief produced an image: " + ", ".join(
+            f"{b['brief']} ({b['reason']})" for b in blocked))
+    sheet = contact_sheet([(Path(p), Path(p).stem) for p in generated], thumb=256, cols=4,
+                          title=f"{drop.name}: campaign images by {gen.name}")
+    return MaterializeResult(
+        metadata={
+            "generator": gen.name,
+            "model": gen.model or "offline campaign board (no GEMINI_API_KEY)",
+            "briefs": len(briefs),
+            "generated": len(generated),
+            "blocked": MetadataValue.json(blocked),
+            "usage": MetadataValue.json(dict(usage_total)),
+            "output_dir": MetadataValue.path(str(out_dir)),
+            **_save_sheet(library, drop.name, "campaign", sheet),
+        }
+    )
+
+
+drop_assets = [
+    raw_product_images,
+    clip_embeddings,
+    product_image_collection,
+    campaign_briefs,
+    reference_images,
+    campaign_images,
+]

@@ -1,0 +1,124 @@
+"""Where each step of a drop keeps its output, as plain files people can open.
+
+    <artifacts_dir>/<drop>/
+        manifest.parquet      valid images (path, sha256, width, height, format, bytes)
+        rejected.json         [{file, reason}]
+        embeddings.parquet    sha256 -> vector (float32, unit norm)
+        embeddings.json       model id and dim the vectors came from
+        collection.json       model id last synced to Milvus
+        briefs.json           validated briefs
+        references.json       {brief id: [{path, score}]}
+        campaign/<brief>.png  generated image, with <brief>.json sidecar
+        sheets/*.jpg          contact sheets shown in the UI
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .briefs import Brief
+from .drops import MANIFEST_COLUMNS, Manifest
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write via a temporary file and rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False).encode())
+
+
+def read_json(path: Path, default=None):
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else default
+
+
+@dataclass(frozen=True)
+class DropArtifacts:
+    root: Path
+
+    @classmethod
+    def at(cls, artifacts_dir: str | Path, drop: str) -> "DropArtifacts":
+        return cls(Path(artifacts_dir) / drop)
+
+    # -- manifest ----------------------------------------------------------
+    def write_manifest(self, manifest: Manifest) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / ".manifest.parquet.tmp"
+        manifest.images.to_parquet(tmp, index=False)
+        tmp.replace(self.root / "manifest.parquet")
+        write_json(self.root / "rejected.json", manifest.rejected)
+
+    def read_manifest(self) -> Manifest | None:
+        path = self.root / "manifest.parquet"
+        if not path.exists():
+            return None
+        images = pd.read_parquet(path)
+        return Manifest(images=images[MANIFEST_COLUMNS], rejected=read_json(self.root / "rejected.json", []))
+
+    # -- embeddings --------------------------------------------------------
+    def write_embeddings(self, sha256: list[str], vectors: np.ndarray, model_id: str) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        dim = vectors.shape[1]
+        table = pa.table(
+            {
+                "sha256": pa.array(sha256, pa.string()),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
+            }
+        )
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / ".embeddings.parquet.tmp"
+        pq.write_table(table, tmp)
+        tmp.replace(self.root / "embeddings.parquet")
+        write_json(self.root / "embeddings.json", {"model_id": model_id, "dim": int(dim), "rows": len(sha256)})
+
+    def read_embeddings(self) -> tuple[list[str], np.ndarray, str | None]:
+        """(sha256 list, vectors, model id); empty when nothing was embedded yet."""
+        path = self.root / "embeddings.parquet"
+        info = read_json(self.root / "embeddings.json", {})
+        if not path.exists():
+            return [], np.zeros((0, info.get("dim", 0)), np.float32), None
+        table = pq.read_table(path)
+        dim = info.get("dim") or table.schema.field("vector").type.list_size
+        flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        vectors = np.asarray(flat, dtype=np.float32).reshape(-1, dim)
+        return table.column("sha256").to_pylist(), vectors, info.get("model_id")
+
+    # -- collection sync marker --------------------------------------------
+    def synced_model(self) -> str | None:
+        return read_json(self.root / "collection.json", {}).get("model_id")
+
+    def mark_synced(self, model_id: str, collection: str) -> None:
+        write_json(self.root / "collection.json", {"model_id": model_id, "collection": collection})
+
+    # -- briefs and references ---------------------------------------------
+    def write_briefs(self, briefs: list[Brief]) -> None:
+        write_json(self.root / "briefs.json", [b.to_dict() for b in briefs])
+
+    def read_briefs(self) -> list[Brief]:
+        return [Brief(**b) for b in read_json(self.root / "briefs.json", [])]
+
+    def write_references(self, refs: dict[str, list[dict]]) -> None:
+        write_json(self.root / "references.json", refs)
+
+    def read_references(self) -> dict[str, list[dict]]:
+        return read_json(self.root / "references.json", {})
+
+    # -- campaign outputs --------------------------------------------------
+    @property
+    def campaign_dir(self) -> Path:
+        return self.root / "campaign"
+
+    def sheet_path(self, name: str) -> Path:
+        return self.root / "sheets" / f"{name}.jpg"

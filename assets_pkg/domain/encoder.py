@@ -1,0 +1,274 @@
+"""CLIP image and text embeddings.
+
+Split the way clip-retrieval does it:
+- reader: a torch DataLoader whose workers open, orient and preprocess images;
+  files that fail to decode are dropped in `collate` and reported, not fatal;
+- mapper: one batched forward pass per batch, L2-normalised, float32 out;
+- writer: the caller consumes batches as they come (`iter_image_batches`), so
+  memory stays flat whatever the size of the drop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from .drops import load_rgb
+from .errors import EncoderError
+
+with warnings.catch_warnings():
+    # clip-anytorch still imports pkg_resources; the warning is noise for users.
+    warnings.simplefilter("ignore")
+    import clip
+
+FIT_MODES = ("pad", "crop")
+
+
+def resolve_device(device: str = "auto") -> str:
+    if device in ("", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EncoderError(f"CLIP_DEVICE={device!r} but no CUDA device is available")
+    return device
+
+
+def pad_to_square(img: Image.Image, fill=(255, 255, 255)) -> Image.Image:
+    """Letterbox: the whole product stays in frame, on a white background."""
+    w, h = img.size
+    if w == h:
+        return img
+    side = max(w, h)
+    canvas = Image.new("RGB", (side, side), fill)
+    canvas.paste(img, ((side - w) // 2, (side - h) // 2))
+    return canvas
+
+
+class _ImageFiles(Dataset):
+    def __init__(self, paths: Sequence[str | Path], preprocess, fit: str):
+        self.paths = [str(p) for p in paths]
+        self.preprocess = preprocess
+        self.fit = fit
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            img = load_rgb(self.paths[i])
+            if self.fit == "pad":
+                img = pad_to_square(img)
+            return i, self.preprocess(img), None
+        except Exception as e:  # any decode problem rejects this file only
+            return i, None, f"cannot decode: {e}"
+
+
+def _collate(items):
+    ok = [(i, t) for i, t, err in items if err is None]
+    failures = [(i, err) for i, t, err in items if err is not None]
+    if ok:
+        idx, tensors = zip(*ok)
+        return list(idx), torch.stack(tensors), failures
+    return [], None, failures
+
+
+@dataclass
+class ImageBatch:
+    indices: list[int]  # positions in the input list
+    vectors: np.ndarray  # (len(indices), dim) float32, unit norm
+    failures: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass
+class EmbedProgress:
+    done: int
+    total: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.done / self.seconds if self.seconds > 0 else 0.0
+
+
+_MODEL_CACHE: dict[tuple[str, str], tuple] = {}
+_MODEL_LOCK = threading.Lock()
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _FILE_HASHES[key] = h.hexdigest()
+    return _FILE_HASHES[key]
+
+
+def _load_model(name: str, device: str, download_root: str | None):
+    key = (name, device)
+    with _MODEL_LOCK:
+        if key in _MODEL_CACHE:
+            return _MODEL_CACHE[key]
+        if name not in clip.available_models() and not Path(name).is_file():
+            raise EncoderError(
+                f"CLIP_MODEL={name!r}: no such checkpoint file and not a CLIP model name "
+                f"({', '.join(clip.available_models())})"
+            )
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model, preprocess = clip.load(name, device=device, jit=False, download_root=download_root)
+        except EncoderError:
+            raise
+        except Exception as e:
+            root = download_root or os.path.expanduser("~/.cache/clip")
+            if name in clip.available_models():
+                raise EncoderError(
+                    f"CLIP_MODEL={name!r}: weights are not in {root} and could not be downloaded "
+                    f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); copy the .pt file there "
+                    f"or set CLIP_MODEL to a local checkpoint"
+                ) from None
+            raise EncoderError(f"CLIP_MODEL={name!r}: not a loadable CLIP checkpoint ({type(e).__name__}: {e})") from None
+        model.eval()
+        _MODEL_CACHE[key] = (model, preprocess)
+        return model, preprocess
+
+
+class ClipEncoder:
+    """A CLIP model loaded once, used for batched image and text embeddings."""
+
+    def __init__(
+        self,
+        model: str = "ViT-B/32",
+        device: str = "auto",
+        batch_size: int = 0,
+        num_workers: int = -1,
+        fit: str = "pad",
+        download_root: str | None = None,
+    ):
+        if fit not in FIT_MODES:
+            raise EncoderError(f"CLIP_FIT={fit!r}: use one of {', '.join(FIT_MODES)}")
+        self.model_name = model
+        self.device = resolve_device(device)
+        self.fit = fit
+        self.download_root = download_root
+        self._batch_size = batch_size
+        self._num_workers = num_workers
+        self._model = None
+        self._preprocess = None
+
+    # -- model -------------------------------------------------------------
+    def _ensure_loaded(self):
+        if self._model is None:
+            self._model, self._preprocess = _load_model(self.model_name, self.device, self.download_root)
+        return self._model
+
+    @property
+    def model(self):
+        return self._ensure_loaded()
+
+    @property
+    def preprocess(self):
+        self._ensure_loaded()
+        return self._preprocess
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.text_projection.shape[1])
+
+    @property
+    def model_id(self) -> str:
+        """Identifies the weights: a model name, or a checkpoint file's name and content hash.
+
+        Embeddings are reused only while this stays the same."""
+        if self.model_name in clip.available_models() and not Path(self.model_name).is_file():
+            return self.model_name
+        path = Path(self.model_name)
+        return f"{path.name}@{_file_sha256(path)[:16]}"
+
+    @property
+    def batch_size(self) -> int:
+        if self._batch_size > 0:
+            return self._batch_size
+        return 256 if self.device.startswith("cuda") else 32
+
+    @property
+    def num_workers(self) -> int:
+        if self._num_workers >= 0:
+            return self._num_workers
+        cpus = os.cpu_count() or 1
+        return min(8, cpus) if self.device.startswith("cuda") else max(1, cpus // 2)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.visual.conv1.weight.dtype
+
+    # -- mapper ------------------------------------------------------------
+    @torch.inference_mode()
+    def _encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        pixels = pixels.to(self.device, dtype=self.dtype, non_blocking=True)
+        feats = self.model.encode_image(pixels).float()
+        feats = feats / feats.norm(dim=-1, keepdim=True)
+        return feats.cpu().numpy().astype(np.float32, copy=False)
+
+    @torch.inference_mode()
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-norm float32 text embeddings; texts over 77 tokens are truncated."""
+        tokens = clip.tokenize(list(texts), truncate=True).to(self.device)
+        feats = self.model.encode_text(tokens).float()
+        feats = feats / feats.norm(dim=-1, keepdim=True)
+        return feats.cpu().numpy().astype(np.float32, copy=False)
+
+    # -- reader + mapper ---------------------------------------------------
+    def iter_image_batches(
+        self,
+        paths: Sequence[str | Path],
+        on_progress: Callable[[EmbedProgress], None] | None = None,
+    ) -> Iterator[ImageBatch]:
+        """Embed images batch by batch; undecodable files come back as failures."""
+        if not paths:
+            return
+        self._ensure_loaded()
+        workers = self.num_workers if len(paths) > self.batch_size else 0
+        loader = DataLoader(
+            _ImageFiles(paths, self._preprocess, self.fit),
+            batch_size=self.batch_size,
+            num_workers=workers,
+            collate_fn=_collate,
+            pin_memory=self.device.startswith("cuda"),
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+        )
+        start = time.perf_counter()
+        done = 0
+        for indices, pixels, failures in loader:
+            vectors = self._encode_pixels(pixels) if pixels is not None else np.zeros((0, self.dim), np.float32)
+            done += len(indices) + len(failures)
+            yield ImageBatch(indices, vectors, failures)
+            if on_progress:
+                on_progress(EmbedProgress(done, len(paths), time.perf_counter() - start))
+
+    def embed_images(self, paths: Sequence[str | Path], on_progress=None) -> ImageBatch:
+        """All of `paths` at once (for small inputs and tests): one ImageBatch in input order."""
+        indices: list[int] = []
+        chunks: list[np.ndarray] = []
+        failures: list[tuple[int, str]] = []
+        for batch in self.iter_image_batches(paths, on_progress):
+            indices += batch.indices
+            chunks.append(batch.vectors)
+            failures += batch.failures
+        vectors = np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+        return ImageBatch(indices, vectors, failures)

@@ -1,0 +1,59 @@
+"""Settings from environment variables, with the embedded defaults in one place.
+
+The Dagster definitions wrap these in `EnvVar` (resolved when a run starts);
+the CLI and benchmarks read them directly.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .generator import DEFAULT_GEMINI_IMAGE_MODEL
+
+DEFAULTS: dict[str, str | int | None] = {
+    "DROPS_DIR": "data/drops",
+    "ARTIFACTS_DIR": "data/artifacts",
+    "MAX_IMAGE_PIXELS": 64_000_000,
+    "CLIP_MODEL": "ViT-B/32",
+    "CLIP_DEVICE": "auto",
+    "CLIP_BATCH_SIZE": 0,
+    "CLIP_NUM_WORKERS": -1,
+    "CLIP_FIT": "pad",
+    "MILVUS_URI": "data/milvus.db",
+    "MILVUS_TOKEN": None,
+    "MILVUS_COLLECTION": "product_images",
+    "GEMINI_API_KEY": None,
+    "GEMINI_IMAGE_MODEL": DEFAULT_GEMINI_IMAGE_MODEL,
+}
+SECRETS = frozenset({"MILVUS_TOKEN", "GEMINI_API_KEY"})
+
+
+def setting(name: str):
+    """The variable's value, typed like its default, or the default when unset or empty."""
+    default = DEFAULTS[name]
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            from .errors import StudioError
+
+            raise StudioError(f"{name}={raw!r} is not an integer") from None
+    return raw
+
+
+def encoder_from_env():
+    from .encoder import ClipEncoder
+
+    return ClipEncoder(
+        setting("CLIP_MODEL"), setting("CLIP_DEVICE"), setting("CLIP_BATCH_SIZE"), setting("CLIP_NUM_WORKERS"),
+        setting("CLIP_FIT"),
+    )
+
+
+def store_from_env():
+    from .store import ProductImageStore
+
+    return ProductImageStore(setting("MILVUS_URI"), setting("MILVUS_TOKEN"), setting("MILVUS_COLLECTION"))

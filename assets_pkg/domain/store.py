@@ -1,0 +1,330 @@
+"""The Milvus collection of product images, through `pymilvus.MilvusClient`.
+
+One explicit schema; the primary key is `<drop>/<sha256 of the image bytes>`,
+so re-running a drop upserts the same rows instead of adding duplicates, and
+the same picture in two drops is two rows (searches filtered by drop stay
+right). Works with a Milvus Lite file (`data/milvus.db`) or a server
+(`http://host:19530` with a token).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+def _import_pymilvus():
+    # pymilvus parses MILVUS_URI when imported and accepts only server URIs, but
+    # here MILVUS_URI may name a Milvus Lite file: hide it for the import.
+    saved = os.environ.pop("MILVUS_URI", None)
+    try:
+        import pymilvus
+        import pymilvus.exceptions
+    finally:
+        if saved is not None:
+            os.environ["MILVUS_URI"] = saved
+    return pymilvus, pymilvus.exceptions
+
+
+_pymilvus, _exceptions = _import_pymilvus()
+# pymilvus logs every failed RPC with a traceback; this module raises a one-line
+# StoreError for each instead, so keep only pymilvus's critical messages.
+logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+DataType, MilvusClient, MilvusException = _pymilvus.DataType, _pymilvus.MilvusClient, _exceptions.MilvusException
+
+from .drops import validate_drop_name
+from .errors import StoreError
+
+DEFAULT_COLLECTION = "product_images"
+COLLECTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+FIELDS = ("id", "drop", "sha256", "path", "aliases", "width", "height", "vector")
+WRITE_BATCH = 500
+MAX_TOP_K = 1000
+
+
+def is_lite_uri(uri: str) -> bool:
+    return not re.match(r"^(https?|tcp|grpc|unix)://", uri)
+
+
+def row_id(drop: str, sha256: str) -> str:
+    return f"{drop}/{sha256}"
+
+
+def drop_filter(drop: str) -> str:
+    """`drop == "<name>"` from a validated name; json.dumps quotes it as a string literal."""
+    return f"drop == {json.dumps(validate_drop_name(drop))}"
+
+
+def ids_filter(drop: str, ids: Sequence[str]) -> str:
+    for i in ids:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}/[0-9a-f]{64}", i):
+            raise StoreError(f"refusing to build a filter from malformed row id {i!r}")
+    return f"{drop_filter(drop)} and id in {json.dumps(list(ids))}"
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    drop: str
+    path: str  # relative to the drop folder
+    score: float  # cosine similarity
+    aliases: tuple[str, ...] = ()
+
+
+class ProductImageStore:
+    """Use as a context manager: `with ProductImageStore(uri) as store: ...`.
+
+    A Milvus Lite file can be open in one process at a time, so for Lite the
+    store holds a file lock while open; other runs wait for it (up to
+    `lock_timeout` seconds) instead of failing.
+    """
+
+    def __init__(
+        self,
+        uri: str = "data/milvus.db",
+        token: str | None = None,
+        collection: str = DEFAULT_COLLECTION,
+        lock_timeout: float = 600,
+        timeout: float = 15,
+    ):
+        if not COLLECTION_RE.fullmatch(collection):
+            raise StoreError(f"MILVUS_COLLECTION={collection!r} is not a valid collection name")
+        self.uri = uri
+        self._token = token or ""
+        self.collection = collection
+        self.lock_timeout = lock_timeout
+        self.timeout = timeout
+        self._client: MilvusClient | None = None
+        self._lock: FileLock | None = None
+
+    # -- connection --------------------------------------------------------
+    def _clean(self, msg: str) -> str:
+        msg = str(msg).splitlines()[0] if str(msg) else ""
+        return msg.replace(self._token, "***") if self._token else msg
+
+    def open(self) -> "ProductImageStore":
+        if self._client is not None:
+            return self
+        if is_lite_uri(self.uri):
+            path = Path(self.uri)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = FileLock(str(path) + ".lock")
+            try:
+                self._lock.acquire(timeout=self.lock_timeout)
+            except Timeout:
+                raise StoreError(
+                    f"MILVUS_URI={self.uri}: Milvus Lite file still in use by another run after {self.lock_timeout:.0f}s"
+                ) from None
+        try:
+            self._client = MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout)
+        except Exception as e:
+            self._release()
+            what = "Milvus Lite file cannot be opened (in use by another process?)" if is_lite_uri(self.uri) \
+                else "cannot connect to Milvus"
+            if re.search(r"auth|credential|password|token|permission|denied", str(e), re.I):
+                what = "Milvus rejected the credentials in MILVUS_TOKEN"
+            raise StoreError(f"MILVUS_URI={self.uri}: {what} ({type(e).__name__}: {self._clean(e)})") from None
+        try:
+            if self.exists():
+                # A reopened Milvus Lite file (or a released collection) must be loaded before search/query.
+                self._call("load_collection", self._client.load_collection, self.collection)
+        except StoreError:
+            self.close()
+            raise
+        return self
+
+    def _release(self):
+        if self._lock is not None and self._lock.is_locked:
+            self._lock.release()
+        self._lock = None
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            finally:
+                self._client = None
+                self._release()
+
+    def __enter__(self) -> "ProductImageStore":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def client(self) -> MilvusClient:
+        if self._client is None:
+            self.open()
+        return self._client
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MilvusException as e:
+            raise StoreError(f"Milvus {what} failed on {self.collection} at {self.uri}: {self._clean(e.message)}") from None
+
+    # -- schema ------------------------------------------------------------
+    def exists(self) -> bool:
+        return bool(self._call("has_collection", self.client.has_collection, self.collection))
+
+    def dim(self) -> int | None:
+        if not self.exists():
+            return None
+        desc = self._call("describe_collection", self.client.describe_collection, self.collection)
+        for f in desc["fields"]:
+            if f["name"] == "vector":
+                return int(f["params"]["dim"])
+        return None
+
+    def ensure_collection(self, dim: int) -> None:
+        """Create the collection if missing; refuse one whose schema does not match."""
+        if self.exists():
+            desc = self._call("describe_collection", self.client.describe_collection, self.collection)
+            names = {f["name"] for f in desc["fields"]}
+            have = self.dim()
+            if names != set(FIELDS) or have != dim:
+                raise StoreError(
+                    f"collection {self.collection!r} at {self.uri} has fields {sorted(names)} and dim {have}, "
+                    f"but this model needs dim {dim}; set MILVUS_COLLECTION to a new name"
+                )
+            self._call("load_collection", self.client.load_collection, self.collection)
+            return
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=160)
+        schema.add_field("drop", DataType.VARCHAR, max_length=64)
+        schema.add_field("sha256", DataType.VARCHAR, max_length=64)
+        schema.add_field("path", DataType.VARCHAR, max_length=1024)
+        schema.add_field("aliases", DataType.VARCHAR, max_length=8192)  # JSON list of other names of the same bytes
+        schema.add_field("width", DataType.INT32)
+        schema.add_field("height", DataType.INT32)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        index = self.client.prepare_index_params()
+        index.add_index("vector", index_type="AUTOINDEX", metric_type="COSINE")
+        # Strong consistency: a search right after an upsert in the same run must see the new rows.
+        self._call(
+            "create_collection",
+            self.client.create_collection,
+            self.collection,
+            schema=schema,
+            index_params=index,
+            consistency_level="Strong",
+        )
+        self._call("load_collection", self.client.load_collection, self.collection)
+
+    # -- writes ------------------------------------------------------------
+    def upsert_drop(self, drop: str, rows: Iterable[dict]) -> int:
+        """Upsert rows with keys sha256, path, aliases, width, height, vector; returns rows written."""
+        validate_drop_name(drop)
+        written = 0
+        batch: list[dict] = []
+        for r in rows:
+            vec = np.asarray(r["vector"], dtype=np.float32)
+            batch.append(
+                {
+                    "id": row_id(drop, r["sha256"]),
+                    "drop": drop,
+                    "sha256": r["sha256"],
+                    "path": r["path"],
+                    "aliases": json.dumps(list(r.get("aliases") or []), ensure_ascii=False),
+                    "width": int(r["width"]),
+                    "height": int(r["height"]),
+                    "vector": vec.tolist(),
+                }
+            )
+            if len(batch) >= WRITE_BATCH:
+                written += self._call("upsert", self.client.upsert, self.collection, batch)["upsert_count"]
+                batch = []
+        if batch:
+            written += self._call("upsert", self.client.upsert, self.collection, batch)["upsert_count"]
+        return written
+
+    def delete_ids(self, drop: str, ids: Sequence[str]) -> int:
+        deleted = 0
+        ids = list(ids)
+        for i in range(0, len(ids), WRITE_BATCH):
+            chunk = ids[i : i + WRITE_BATCH]
+            self._call("delete", self.client.delete, self.collection, filter=ids_filter(drop, chunk))
+            deleted += len(chunk)
+        return deleted
+
+    def remove_drop(self, drop: str) -> int:
+        ids = self.ids_of_drop(drop)
+        return self.delete_ids(drop, sorted(ids))
+
+    # -- reads -------------------------------------------------------------
+    def rows_of_drop(self, drop: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+        """id -> (path, aliases) of every row of a drop, read page by page."""
+        if not self.exists():
+            return {}
+        it = self._call(
+            "query_iterator",
+            self.client.query_iterator,
+            self.collection,
+            batch_size=1000,
+            filter=drop_filter(drop),
+            output_fields=["id", "path", "aliases"],
+        )
+        rows: dict[str, tuple[str, tuple[str, ...]]] = {}
+        try:
+            while True:
+                page = self._call("query", it.next)
+                if not page:
+                    break
+                rows.update((r["id"], (r["path"], tuple(json.loads(r["aliases"] or "[]")))) for r in page)
+        finally:
+            it.close()
+        return rows
+
+    def ids_of_drop(self, drop: str) -> set[str]:
+        return set(self.rows_of_drop(drop))
+
+    def count(self, drop: str | None = None) -> int:
+        if not self.exists():
+            return 0
+        res = self._call(
+            "count",
+            self.client.query,
+            self.collection,
+            filter=drop_filter(drop) if drop else "",
+            output_fields=["count(*)"],
+        )
+        return int(res[0]["count(*)"])
+
+    def search(self, vectors: np.ndarray, drop: str | None = None, top_k: int = 10) -> list[list[Hit]]:
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise StoreError(f"top_k must be from 1 to {MAX_TOP_K}, got {top_k}")
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        res = self._call(
+            "search",
+            self.client.search,
+            self.collection,
+            data=vectors.tolist(),
+            anns_field="vector",
+            limit=top_k,
+            filter=drop_filter(drop) if drop else "",
+            output_fields=["drop", "path", "aliases"],
+            search_params={"metric_type": "COSINE"},
+        )
+        out = []
+        for hits in res:
+            out.append(
+                [
+                    Hit(
+                        id=h["id"],
+                        drop=h["entity"]["drop"],
+                        path=h["entity"]["path"],
+                        score=float(h["distance"]),
+                        aliases=tuple(json.loads(h["entity"].get("aliases") or "[]")),
+                    )
+                    for h in hits
+                ]
+            )
+        return out

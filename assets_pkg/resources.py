@@ -1,0 +1,84 @@
+"""Dagster resources: small configurable wrappers that hand out domain objects.
+
+Values come from the environment through `dagster.EnvVar` (see
+`orchestration/definitions.py`), so secrets such as MILVUS_TOKEN and
+GEMINI_API_KEY never appear in run config, logs or metadata.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from dagster import ConfigurableResource
+
+from .domain.artifacts import DropArtifacts
+from .domain.drops import DEFAULT_MAX_PIXELS, ProductDrop
+from .domain.encoder import ClipEncoder
+from .domain.generator import DEFAULT_GEMINI_IMAGE_MODEL, BoardGenerator, GeminiGenerator
+from .domain.store import DEFAULT_COLLECTION, ProductImageStore, is_lite_uri
+
+
+class DropLibrary(ConfigurableResource):
+    """Where drops are read from and where each step's files are written."""
+
+    drops_dir: str = "data/drops"
+    artifacts_dir: str = "data/artifacts"
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+
+    def drop(self, name: str) -> ProductDrop:
+        return ProductDrop.at(self.drops_dir, name)
+
+    def artifacts(self, name: str) -> DropArtifacts:
+        return DropArtifacts.at(self.artifacts_dir, name)
+
+
+class ClipModel(ConfigurableResource):
+    """CLIP weights: a model name (`ViT-B/32`, downloaded on first use) or a checkpoint path."""
+
+    model: str = "ViT-B/32"
+    device: str = "auto"  # auto: CUDA when available, else CPU
+    batch_size: int = 0  # 0: 256 on GPU, 32 on CPU
+    num_workers: int = -1  # -1: decoding workers chosen for the device
+    fit: str = "pad"  # pad (letterbox to square) or crop (CLIP's centre crop)
+    download_root: Optional[str] = None
+
+    def encoder(self) -> ClipEncoder:
+        # The loaded model is cached per process, so every step of a run shares one copy.
+        return ClipEncoder(self.model, self.device, self.batch_size, self.num_workers, self.fit, self.download_root)
+
+
+class MilvusResource(ConfigurableResource):
+    """A Milvus Lite file path (default) or a server URI with MILVUS_TOKEN."""
+
+    uri: str = "data/milvus.db"
+    token: Optional[str] = None
+    collection: str = DEFAULT_COLLECTION
+
+    def store(self) -> ProductImageStore:
+        return ProductImageStore(self.uri, self.token, self.collection)
+
+    @property
+    def display_uri(self) -> str:
+        return self.uri if is_lite_uri(self.uri) else self.uri.split("@")[-1]
+
+
+class ImageGeneratorResource(ConfigurableResource):
+    """Gemini when an API key (or Vertex AI settings) is present, else the offline campaign board."""
+
+    api_key: Optional[str] = None
+    use_vertexai: bool = False
+    model: str = DEFAULT_GEMINI_IMAGE_MODEL
+    timeout_s: float = 120
+    attempts: int = 4
+    max_reference_images: int = 3
+
+    def generator(self) -> BoardGenerator | GeminiGenerator:
+        if not self.api_key and not self.use_vertexai:
+            return BoardGenerator()
+        return GeminiGenerator(
+            api_key=self.api_key,
+            model=self.model,
+            timeout_s=self.timeout_s,
+            attempts=self.attempts,
+            max_reference_images=self.max_reference_images,
+        )

@@ -1,0 +1,249 @@
+"""`drop-studio`: sync drops, run the graph, search, from the command line.
+
+Runs are recorded in the Dagster instance at DAGSTER_HOME (default
+data/dagster_home), so `dagster dev` shows them afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore", module="clip")
+warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+
+DEFAULT_DAGSTER_HOME = "data/dagster_home"
+SHIPPED_INSTANCE_CONFIG = Path(__file__).with_name("dagster.yaml")
+
+
+class CliError(Exception):
+    pass
+
+
+def _instance():
+    from dagster import DagsterInstance
+
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        home = str(Path(DEFAULT_DAGSTER_HOME).resolve())
+        os.environ["DAGSTER_HOME"] = home
+    Path(home).mkdir(parents=True, exist_ok=True)
+    config = Path(home) / "dagster.yaml"
+    if not config.exists():
+        shutil.copyfile(SHIPPED_INSTANCE_CONFIG, config)
+    return DagsterInstance.get()
+
+
+def _resources():
+    from orchestration.definitions import build_resources
+
+    return build_resources()
+
+
+def sync_drops(instance, drops_dir: str) -> tuple[list[str], list[str], list[str]]:
+    """Add a partition for every drop folder; returns (all drops, newly added, invalid folder names)."""
+    from assets_pkg.assets import product_drops
+    from assets_pkg.domain.drops import discover_drops
+
+    listing = discover_drops(drops_dir)
+    names = [d.name for d in listing.drops]
+    existing = set(instance.get_dynamic_partitions(product_drops.name))
+    new = [n for n in names if n not in existing]
+    if new:
+        instance.add_dynamic_partitions(product_drops.name, new)
+    return names, new, listing.invalid
+
+
+def cmd_drops_sync(args) -> int:
+    from assets_pkg.domain.settings import setting
+
+    instance = _instance()
+    names, new, invalid = sync_drops(instance, setting("DROPS_DIR"))
+    for bad in invalid:
+        print(f"skipped folder {bad!r}: not a valid drop name (letters, digits, '-', '_')", file=sys.stderr)
+    for n in names:
+        print(f"{n}{'  (new)' if n in new else ''}")
+    return 0
+
+
+def _failure_message(result) -> str:
+    for event in result.all_events:
+        if event.is_step_failure:
+            data = event.step_failure_data
+            if data.user_failure_data is not None and data.user_failure_data.description:
+                return f"{event.step_key}: {data.user_failure_data.description}"
+            msg = (data.error.message if data.error else "failed").strip().splitlines()
+            return f"{event.step_key}: {msg[-1] if msg else 'failed'}"
+    return "run failed"
+
+
+def _meta(result, asset: str) -> dict:
+    events = result.asset_materializations_for_node(asset)
+    if not events:
+        return {}
+    return {k: getattr(v, "value", v) for k, v in events[-1].metadata.items()}
+
+
+def summarize(drop: str, result, artifacts_dir: str) -> dict:
+    from assets_pkg.domain.artifacts import DropArtifacts
+
+    art = DropArtifacts.at(artifacts_dir, drop)
+    manifest = art.read_manifest()
+    raw, emb, col, camp = (_meta(result, a) for a in
+                           ("raw_product_images", "clip_embeddings", "product_image_collection", "campaign_images"))
+    blocked = camp.get("blocked") or []
+    return {
+        "drop": drop,
+        "ok": result.success,
+        "images": raw.get("images"),
+        "encoded": emb.get("encoded"),
+        "reused": emb.get("reused"),
+        "rejected": manifest.rejected if manifest else [],
+        "indexed": col.get("indexed"),
+        "deleted": col.get("deleted"),
+        "briefs": len(art.read_briefs()),
+        "generated": sorted(str(p) for p in art.campaign_dir.glob("*.png")) if camp else [],
+        "blocked": [b["brief"] for b in blocked],
+        "error": None if result.success else _failure_message(result),
+    }
+
+
+def cmd_run(args) -> int:
+    from dagster import materialize
+
+    from assets_pkg.assets import drop_assets
+
+    from assets_pkg.domain.settings import setting
+
+    resources = _resources()
+    instance = _instance()
+    drops_dir = setting("DROPS_DIR")
+    artifacts_dir = setting("ARTIFACTS_DIR")
+    names, _, invalid = sync_drops(instance, drops_dir)
+    for bad in invalid:
+        print(f"skipped folder {bad!r}: not a valid drop name", file=sys.stderr)
+    wanted = args.drop or names
+    unknown = [d for d in wanted if d not in names]
+    if unknown:
+        raise CliError(f"no such drop in {drops_dir}: {', '.join(unknown)} (known: {', '.join(names) or 'none'})")
+    summaries = []
+    for drop in wanted:
+        if not args.json:
+            print(f"== {drop}", file=sys.stderr)
+        result = materialize(
+            drop_assets,
+            partition_key=drop,
+            instance=instance,
+            resources=resources,
+            raise_on_error=False,
+            tags={"drop": drop, "launched_by": "drop-studio"},
+            run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+        )
+        s = summarize(drop, result, artifacts_dir)
+        summaries.append(s)
+        if not args.json:
+            if s["ok"]:
+                print(
+                    f"{drop}: {s['images']} images, {s['encoded']} encoded, {s['reused']} reused, "
+                    f"{len(s['rejected'])} rejected, {s['indexed']} indexed, {s['deleted']} deleted, "
+                    f"{len(s['generated'])}/{s['briefs']} campaign images"
+                    + (f", blocked: {', '.join(s['blocked'])}" if s["blocked"] else "")
+                )
+                for p in s["generated"]:
+                    print(f"  {p}")
+            else:
+                print(f"{drop}: FAILED {s['error']}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summaries, indent=2))
+    failed = [s for s in summaries if not s["ok"]]
+    if failed and args.json:
+        for s in failed:
+            print(f"drop-studio: {s['drop']}: {s['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_search(args) -> int:
+    from assets_pkg.domain.drops import validate_drop_name
+    from assets_pkg.domain.settings import encoder_from_env, setting, store_from_env
+    from assets_pkg.domain.store import MAX_TOP_K
+
+    if not args.query.strip():
+        raise CliError("the search query is empty")
+    if not 1 <= args.top_k <= MAX_TOP_K:
+        raise CliError(f"--top-k must be from 1 to {MAX_TOP_K}, got {args.top_k}")
+    if args.drop:
+        validate_drop_name(args.drop)
+    encoder = encoder_from_env()
+    store = store_from_env()
+    with store:
+        if args.drop and store.count(args.drop) == 0:
+            raise CliError(f"drop {args.drop!r} has no images in collection {store.collection!r} (run it first)")
+        hits = store.search(encoder.embed_texts([args.query]), drop=args.drop, top_k=args.top_k)[0]
+    drops_dir = setting("DROPS_DIR")
+    rows = [{"path": str(Path(drops_dir) / h.drop / h.path), "drop": h.drop, "score": round(h.score, 4)} for h in hits]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['score']:.4f}  {r['path']}")
+        if not rows:
+            print("no results", file=sys.stderr)
+    return 0
+
+
+def cmd_checkpoint(args) -> int:
+    from assets_pkg.domain.checkpoints import write_checkpoint
+
+    path = write_checkpoint(args.out, args.arch, args.steps, log=lambda m: print(m, file=sys.stderr))
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="drop-studio", description="Product drops -> CLIP -> Milvus -> campaign images")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    drops = sub.add_parser("drops", help="manage product drops")
+    dsub = drops.add_subparsers(dest="drops_command", required=True)
+    dsync = dsub.add_parser("sync", help="add a partition for every drop folder in DROPS_DIR")
+    dsync.set_defaults(fn=cmd_drops_sync)
+
+    run = sub.add_parser("run", help="materialize the whole graph for drops (default: all)")
+    run.add_argument("--drop", action="append", help="a drop to run (repeatable)")
+    run.add_argument("--json", action="store_true", help="print one JSON object per drop")
+    run.add_argument("--log-level", default="WARNING", help="Dagster console log level (INFO shows per-batch progress)")
+    run.set_defaults(fn=cmd_run)
+
+    search = sub.add_parser("search", help="text-to-image search")
+    search.add_argument("query")
+    search.add_argument("--drop")
+    search.add_argument("--top-k", type=int, default=10)
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(fn=cmd_search)
+
+    ck = sub.add_parser("make-checkpoint", help="write a local CLIP checkpoint (tiny trained, or ViT-B/32-shaped)")
+    ck.add_argument("--out", required=True)
+    ck.add_argument("--arch", choices=["tiny", "vit-b-32"], default="tiny")
+    ck.add_argument("--steps", type=int, default=600)
+    ck.set_defaults(fn=cmd_checkpoint)
+    return p
+
+
+def main(argv=None) -> int:
+    from assets_pkg.domain.errors import StudioError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (CliError, StudioError) as e:
+        print(f"drop-studio: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

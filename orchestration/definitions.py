@@ -1,0 +1,64 @@
+"""The Dagster code location: assets, resources and jobs of Drop Studio.
+
+Settings come from environment variables (`EnvVar`), read when a run starts,
+so secrets never land in run config. Unset variables fall back to the
+embedded defaults: Milvus Lite at data/milvus.db, drops under data/drops.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
+
+from assets_pkg.assets import drop_assets, product_drops
+from assets_pkg.domain.settings import DEFAULTS
+from assets_pkg.resources import ClipModel, DropLibrary, ImageGeneratorResource, MilvusResource
+
+
+def _env(name: str):
+    """EnvVar when the variable is set (resolved when a run starts), else the default."""
+    if not os.environ.get(name):
+        return DEFAULTS[name]
+    return EnvVar.int(name) if isinstance(DEFAULTS[name], int) else EnvVar(name)
+
+
+def build_resources() -> dict:
+    return {
+        "library": DropLibrary(
+            drops_dir=_env("DROPS_DIR"),
+            artifacts_dir=_env("ARTIFACTS_DIR"),
+            max_image_pixels=_env("MAX_IMAGE_PIXELS"),
+        ),
+        "clip": ClipModel(
+            model=_env("CLIP_MODEL"),
+            device=_env("CLIP_DEVICE"),
+            batch_size=_env("CLIP_BATCH_SIZE"),
+            num_workers=_env("CLIP_NUM_WORKERS"),
+            fit=_env("CLIP_FIT"),
+        ),
+        "milvus": MilvusResource(
+            uri=_env("MILVUS_URI"),
+            token=_env("MILVUS_TOKEN"),
+            collection=_env("MILVUS_COLLECTION"),
+        ),
+        "generator": ImageGeneratorResource(
+            api_key=_env("GEMINI_API_KEY"),
+            use_vertexai=os.environ.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true"),
+            model=_env("GEMINI_IMAGE_MODEL"),
+        ),
+    }
+
+
+drop_graph_job = define_asset_job(
+    "drop_graph",
+    selection=AssetSelection.assets(*drop_assets),
+    partitions_def=product_drops,
+    description="Every step for one product drop: images, embeddings, Milvus, briefs, references, campaign images.",
+)
+
+defs = Definitions(
+    assets=drop_assets,
+    jobs=[drop_graph_job],
+    resources=build_resources(),
+)
