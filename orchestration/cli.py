@@ -77,7 +77,10 @@ def _failure_message(result) -> str:
             data = event.step_failure_data
             if data.user_failure_data is not None and data.user_failure_data.description:
                 return f"{event.step_key}: {data.user_failure_data.description}"
-            msg = (data.error.message if data.error else "failed").strip().splitlines()
+            err = data.error
+            while err is not None and err.cause is not None:  # the user's exception, not Dagster's wrapper
+                err = err.cause
+            msg = (err.message if err else "failed").strip().splitlines()
             return f"{event.step_key}: {msg[-1] if msg else 'failed'}"
     return "run failed"
 
@@ -101,6 +104,7 @@ def summarize(drop: str, result, artifacts_dir: str) -> dict:
         "drop": drop,
         "ok": result.success,
         "images": raw.get("images"),
+        "distinct": raw.get("distinct_contents"),
         "encoded": emb.get("encoded"),
         "reused": emb.get("reused"),
         "rejected": manifest.rejected if manifest else [],
@@ -149,7 +153,7 @@ def cmd_run(args) -> int:
         if not args.json:
             if s["ok"]:
                 print(
-                    f"{drop}: {s['images']} images, {s['encoded']} encoded, {s['reused']} reused, "
+                    f"{drop}: {s['images']} images ({s['distinct']} distinct), {s['encoded']} encoded, {s['reused']} reused, "
                     f"{len(s['rejected'])} rejected, {s['indexed']} indexed, {s['deleted']} deleted, "
                     f"{len(s['generated'])}/{s['briefs']} campaign images"
                     + (f", blocked: {', '.join(s['blocked'])}" if s["blocked"] else "")
@@ -216,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialize the whole graph for drops (default: all)")
     run.add_argument("--drop", action="append", help="a drop to run (repeatable)")
     run.add_argument("--json", action="store_true", help="print one JSON object per drop")
-    run.add_argument("--log-level", default="WARNING", help="Dagster console log level (INFO shows per-batch progress)")
+    run.add_argument("--log-level", default="CRITICAL",
+                     help="Dagster console log level; INFO shows per-batch progress (default: summaries only)")
     run.set_defaults(fn=cmd_run)
 
     search = sub.add_parser("search", help="text-to-image search")

@@ -194,6 +194,7 @@ class ClipEncoder:
         """Identifies the weights: a model name, or a checkpoint file's name and content hash.
 
         Embeddings are reused only while this stays the same."""
+        self._ensure_loaded()
         if self.model_name in clip.available_models() and not Path(self.model_name).is_file():
             return self.model_name
         path = Path(self.model_name)

@@ -1,0 +1,42 @@
+# Quick start: `make demo` (install, run every sample drop through the graph) and `make test`.
+# Everything is installed into .venv; state lives under data/ (ignored by git).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TINY_CLIP := data/models/tiny-clip.pt
+export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
+
+# CLIP weights: CLIP_MODEL if set; else the official ViT-B/32 if it is in clip's cache; else the repo's
+# tiny checkpoint (trained locally in about a minute), because ViT-B/32 cannot be downloaded offline.
+export CLIP_MODEL ?= $(if $(wildcard $(HOME)/.cache/clip/ViT-B-32.pt),ViT-B/32,$(CURDIR)/$(TINY_CLIP))
+
+.PHONY: install demo ui test clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip "setuptools<81" wheel
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+$(TINY_CLIP): | install
+	$(BIN)/drop-studio make-checkpoint --out $@
+
+demo: install $(if $(filter $(CURDIR)/$(TINY_CLIP),$(CLIP_MODEL)),$(TINY_CLIP))
+	@echo "CLIP_MODEL=$(CLIP_MODEL)"
+	$(BIN)/drop-studio run
+	$(BIN)/drop-studio search "a red apple" --drop fruit-stand --top-k 3
+	@echo
+	@echo "Open the Dagster UI on these runs:  make ui   (then http://127.0.0.1:3000)"
+
+ui: install
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf data/artifacts data/milvus.db data/milvus.db.lock data/dagster_home

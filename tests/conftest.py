@@ -1,0 +1,139 @@
+"""Shared fixtures: a real tiny CLIP checkpoint, generated drops, an isolated studio environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "data" / "models"
+
+# Each drop is generated from (colour, shape, count) so tests know exactly what is in it.
+SHAPES_DROP = [(c, s, 2) for c in ("red", "blue", "green", "yellow") for s in ("circle", "square", "triangle")]
+
+
+def draw_drop(folder: Path, spec=SHAPES_DROP, seed: int = 7, briefs: str | None = None) -> list[str]:
+    """Write pictures named <colour>_<shape>_<k>.png; returns their names."""
+    from assets_pkg.domain.checkpoints import draw_shape
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for colour, shape, count in spec:
+        for k in range(count):
+            name = f"{colour}_{shape}_{k}.png"
+            draw_shape(colour, shape, rng).save(folder / name)
+            names.append(name)
+    if briefs is not None:
+        (folder / "briefs.yaml").write_text(briefs)
+    return names
+
+
+BRIEFS = """briefs:
+  - id: red-hero
+    prompt: A red product on a sunny beach
+    query: a red circle
+    top_k: 2
+  - id: blue-shelf
+    prompt: Blue products on a shelf
+    query: a blue square
+    aspect_ratio: "16:9"
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_clip() -> Path:
+    """The repo's tiny CLIP checkpoint, trained once (about a minute) and reused."""
+    path = MODELS / "tiny-clip.pt"
+    if not path.exists():
+        from assets_pkg.domain.checkpoints import write_checkpoint
+
+        write_checkpoint(path, "tiny", log=None)
+    return path
+
+
+@pytest.fixture(scope="session")
+def vit_b32_shaped() -> Path:
+    """Randomly initialised weights with the exact ViT-B/32 shapes (about 300 MB)."""
+    path = MODELS / "vit-b-32-shaped.pt"
+    if not path.exists():
+        from assets_pkg.domain.checkpoints import write_checkpoint
+
+        write_checkpoint(path, "vit-b-32", log=None)
+    return path
+
+
+@dataclass
+class Studio:
+    root: Path
+    env: dict
+
+    @property
+    def drops(self) -> Path:
+        return Path(self.env["DROPS_DIR"])
+
+    @property
+    def artifacts(self) -> Path:
+        return Path(self.env["ARTIFACTS_DIR"])
+
+    def cli(self, *args: str, check: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+        env = {**os.environ, **self.env, **(extra_env or {})}
+        proc = subprocess.run(
+            [sys.executable, "-m", "orchestration.cli", *args],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"drop-studio {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+        return proc
+
+    def run_json(self, *args: str, **kw) -> list[dict]:
+        proc = self.cli("run", "--json", *args, **kw)
+        return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def studio(tmp_path, tiny_clip, monkeypatch) -> Studio:
+    """An isolated environment: drops, artifacts, Milvus Lite file and Dagster home under tmp_path."""
+    env = {
+        "DROPS_DIR": str(tmp_path / "drops"),
+        "ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "MILVUS_URI": str(tmp_path / "milvus.db"),
+        "MILVUS_COLLECTION": "product_images",
+        "CLIP_MODEL": str(tiny_clip),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+    }
+    (tmp_path / "drops").mkdir()
+    (tmp_path / "dagster_home").mkdir()
+    (tmp_path / "dagster_home" / "dagster.yaml").write_text((ROOT / "orchestration" / "dagster.yaml").read_text())
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    for k in ("MILVUS_TOKEN", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI"):
+        monkeypatch.delenv(k, raising=False)
+    return Studio(tmp_path, env)
+
+
+def materialize_drop(drop: str, instance=None, **resource_overrides):
+    """Run the whole graph for one drop in-process with the environment's settings."""
+    from dagster import DagsterInstance, materialize
+
+    from assets_pkg.assets import drop_assets, product_drops
+    from orchestration.definitions import build_resources
+
+    instance = instance or DagsterInstance.get()
+    if drop not in instance.get_dynamic_partitions(product_drops.name):
+        instance.add_dynamic_partitions(product_drops.name, [drop])
+    resources = {**build_resources(), **resource_overrides}
+    return materialize(drop_assets, partition_key=drop, instance=instance, resources=resources, raise_on_error=False)
+
+
+def metadata(result, asset: str) -> dict:
+    mats = result.asset_materializations_for_node(asset)
+    assert mats, f"{asset} was not materialized"
+    return {k: getattr(v, "value", v) for k, v in mats[-1].metadata.items()}
