@@ -11,8 +11,11 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from dagster import (
     AssetExecutionContext,
+    AutomationCondition,
+    Config,
     DynamicPartitionsDefinition,
     Failure,
     MaterializeResult,
@@ -20,7 +23,7 @@ from dagster import (
     asset,
 )
 
-from .domain.artifacts import write_atomic, write_json
+from .domain.artifacts import read_json, write_atomic, write_json
 from .domain.briefs import load_briefs
 from .domain.errors import StudioError
 from .domain.generator import Reference
@@ -256,6 +259,8 @@ def campaign_briefs(context: AssetExecutionContext, library: DropLibrary) -> Mat
     deps=[product_image_collection, campaign_briefs],
     group_name="campaigns",
     kinds={"milvus", "pytorch"},
+    # Follows its inputs (Milvus rows, briefs) whenever they change; see orchestration/schedules.py.
+    automation_condition=AutomationCondition.eager(),
     description="For each brief, the drop's best-matching images for its query (CLIP text-to-image search in Milvus).",
 )
 @_fail_clearly
@@ -300,6 +305,29 @@ def reference_images(
     )
 
 
+def _png_ok(path: Path) -> bool:
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+
+class CampaignConfig(Config):
+    force: bool = False  # regenerate even when prompt, model, settings and references are unchanged
+
+
+def generation_key(brief, generator_name: str, model, references: list) -> str:
+    """What a generated image depends on; the same key means the same (billed) request."""
+    import hashlib
+    import json as _json
+
+    refs = [hashlib.sha256(r.path.read_bytes()).hexdigest() for r in references]
+    payload = {"brief": brief.to_dict(), "generator": generator_name, "model": model, "references": refs}
+    return hashlib.sha256(_json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
 @asset(
     partitions_def=product_drops,
     deps=[reference_images, campaign_briefs],
@@ -309,7 +337,7 @@ def reference_images(
 )
 @_fail_clearly
 def campaign_images(
-    context: AssetExecutionContext, library: DropLibrary, generator: ImageGeneratorResource
+    context: AssetExecutionContext, config: CampaignConfig, library: DropLibrary, generator: ImageGeneratorResource
 ) -> MaterializeResult:
     drop = library.drop(context.partition_key)
     art = library.artifacts(drop.name)
@@ -320,9 +348,18 @@ def campaign_images(
     out_dir.mkdir(parents=True, exist_ok=True)
     generated: list[str] = []
     blocked: list[dict] = []
+    cached = 0
     usage_total: Counter = Counter()
     for brief in briefs:
         references = [Reference(drop.folder / r["path"], r["score"]) for r in refs.get(brief.id, [])]
+        png_path = out_dir / f"{brief.id}.png"
+        key = generation_key(brief, gen.name, gen.model, references)
+        previous = read_json(out_dir / f"{brief.id}.json", {})
+        if not config.force and previous.get("cache_key") == key and _png_ok(png_path):
+            generated.append(str(png_path))
+            cached += 1
+            context.log.info(f"brief {brief.id}: inputs unchanged, keeping {png_path.name} (force=True regenerates)")
+            continue
         start = time.perf_counter()
         result = gen.generate(brief, references)
         seconds = round(time.perf_counter() - start, 2)
@@ -336,8 +373,8 @@ def campaign_images(
             "text": result.text,
             "usage": result.usage,
             "seconds": seconds,
+            "cache_key": key,
         }
-        png_path = out_dir / f"{brief.id}.png"
         if result.png is None:
             blocked.append({"brief": brief.id, "reason": result.blocked_reason, "text": result.text[:200]})
             context.log.warning(f"brief {brief.id}: no image ({result.blocked_reason}) {result.text[:200]}")
@@ -363,6 +400,7 @@ def campaign_images(
             "model": gen.model or "offline campaign board (no GEMINI_API_KEY)",
             "briefs": len(briefs),
             "generated": len(generated),
+            "cached": cached,
             "blocked": MetadataValue.json(blocked),
             "usage": MetadataValue.json(dict(usage_total)),
             "output_dir": MetadataValue.path(str(out_dir)),

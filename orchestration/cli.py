@@ -71,6 +71,29 @@ def cmd_drops_sync(args) -> int:
     return 0
 
 
+def cmd_drops_remove(args) -> int:
+    from assets_pkg.assets import product_drops
+    from assets_pkg.domain.artifacts import DropArtifacts
+    from assets_pkg.domain.drops import ProductDrop
+    from assets_pkg.domain.settings import setting, store_from_env
+
+    drop = ProductDrop.at(setting("DROPS_DIR"), args.drop)
+    if drop.folder.exists() and not args.force:
+        raise CliError(f"{drop.folder} still exists; move it away first (or pass --force to drop its data anyway)")
+    instance = _instance()
+    with store_from_env() as store:
+        rows = store.remove_drop(drop.name)
+    art = DropArtifacts.at(setting("ARTIFACTS_DIR"), drop.name)
+    if art.root.exists():
+        shutil.rmtree(art.root)
+    had_partition = drop.name in instance.get_dynamic_partitions(product_drops.name)
+    if had_partition:
+        instance.delete_dynamic_partition(product_drops.name, drop.name)
+    print(f"{drop.name}: deleted {rows} Milvus rows, artifacts and "
+          f"{'the partition' if had_partition else 'no partition (there was none)'}")
+    return 0
+
+
 def _failure_message(result) -> str:
     for event in result.all_events:
         if event.is_step_failure:
@@ -113,6 +136,11 @@ def summarize(drop: str, result, artifacts_dir: str) -> dict:
         "briefs": len(art.read_briefs()),
         "generated": sorted(str(p) for p in art.campaign_dir.glob("*.png")) if camp else [],
         "blocked": [b["brief"] for b in blocked],
+        "checks": {
+            e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        },
         "error": None if result.success else _failure_message(result),
     }
 
@@ -121,6 +149,7 @@ def cmd_run(args) -> int:
     from dagster import materialize
 
     from assets_pkg.assets import drop_assets
+    from assets_pkg.checks import drop_checks
 
     from assets_pkg.domain.settings import setting
 
@@ -140,7 +169,7 @@ def cmd_run(args) -> int:
         if not args.json:
             print(f"== {drop}", file=sys.stderr)
         result = materialize(
-            drop_assets,
+            [*drop_assets, *drop_checks],
             partition_key=drop,
             instance=instance,
             resources=resources,
@@ -216,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = drops.add_subparsers(dest="drops_command", required=True)
     dsync = dsub.add_parser("sync", help="add a partition for every drop folder in DROPS_DIR")
     dsync.set_defaults(fn=cmd_drops_sync)
+    drm = dsub.add_parser("remove", help="delete a drop's partition, Milvus rows and artifacts (not its folder)")
+    drm.add_argument("drop")
+    drm.add_argument("--force", action="store_true", help="even though the drop folder still exists")
+    drm.set_defaults(fn=cmd_drops_remove)
 
     run = sub.add_parser("run", help="materialize the whole graph for drops (default: all)")
     run.add_argument("--drop", action="append", help="a drop to run (repeatable)")

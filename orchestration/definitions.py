@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import os
 
-from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
+from dagster import Definitions, EnvVar
 
-from assets_pkg.assets import drop_assets, product_drops
+from assets_pkg.assets import drop_assets
+from assets_pkg.checks import drop_checks
 from assets_pkg.domain.settings import DEFAULTS
 from assets_pkg.resources import ClipModel, DropLibrary, ImageGeneratorResource, MilvusResource
+
+from .jobs import drop_graph_job, refresh_catalog_job, regenerate_campaigns_job
+from .schedules import nightly_catalog_refresh, weekly_campaign_refresh
+from .sensors import drop_folder_sensor
 
 
 def _env(name: str):
@@ -50,15 +55,11 @@ def build_resources() -> dict:
     }
 
 
-drop_graph_job = define_asset_job(
-    "drop_graph",
-    selection=AssetSelection.assets(*drop_assets),
-    partitions_def=product_drops,
-    description="Every step for one product drop: images, embeddings, Milvus, briefs, references, campaign images.",
-)
-
 defs = Definitions(
     assets=drop_assets,
-    jobs=[drop_graph_job],
+    asset_checks=drop_checks,
+    jobs=[drop_graph_job, refresh_catalog_job, regenerate_campaigns_job],
+    schedules=[nightly_catalog_refresh, weekly_campaign_refresh],
+    sensors=[drop_folder_sensor],
     resources=build_resources(),
 )

@@ -119,18 +119,28 @@ def studio(tmp_path, tiny_clip, monkeypatch) -> Studio:
     return Studio(tmp_path, env)
 
 
-def materialize_drop(drop: str, instance=None, **resource_overrides):
+def materialize_drop(drop: str, instance=None, run_config=None, **resource_overrides):
     """Run the whole graph for one drop in-process with the environment's settings."""
     from dagster import DagsterInstance, materialize
 
     from assets_pkg.assets import drop_assets, product_drops
+    from assets_pkg.checks import drop_checks
     from orchestration.definitions import build_resources
 
     instance = instance or DagsterInstance.get()
     if drop not in instance.get_dynamic_partitions(product_drops.name):
         instance.add_dynamic_partitions(product_drops.name, [drop])
     resources = {**build_resources(), **resource_overrides}
-    return materialize(drop_assets, partition_key=drop, instance=instance, resources=resources, raise_on_error=False)
+    return materialize([*drop_assets, *drop_checks], partition_key=drop, instance=instance, resources=resources,
+                       raise_on_error=False, run_config=run_config or {})
+
+
+def check_results(result) -> dict[str, bool]:
+    return {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
 
 
 def metadata(result, asset: str) -> dict:

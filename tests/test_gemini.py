@@ -65,3 +65,20 @@ def test_text_only_reply_is_recorded_as_blocked_and_other_briefs_go_on(studio, g
     camp = metadata(result, "campaign_images")
     assert camp["generated"] == 1
     assert [(b["reason"], b["text"]) for b in camp["blocked"]] == [("NO_IMAGE", "I can't draw that.")]
+
+
+def test_unchanged_briefs_are_not_generated_again_and_force_regenerates(studio, gemini):
+    draw_drop(studio.drops / "spring", briefs=BRIEFS)
+    assert materialize_drop("spring").success
+    assert len(gemini.requests) == 2
+    again = materialize_drop("spring")
+    assert again.success and len(gemini.requests) == 2  # nothing billed twice
+    assert metadata(again, "campaign_images")["cached"] == 2
+
+    brief_file = studio.drops / "spring" / "briefs.yaml"
+    brief_file.write_text(brief_file.read_text().replace("A red product on a sunny beach", "A red product at night"))
+    assert materialize_drop("spring").success
+    assert [r["body"]["contents"][0]["parts"][0]["text"] for r in gemini.requests[2:]] == ["A red product at night"]
+
+    forced = materialize_drop("spring", run_config={"ops": {"campaign_images": {"config": {"force": True}}}})
+    assert forced.success and len(gemini.requests) == 5

@@ -203,3 +203,20 @@ def scan_drop(
 
     images = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values("path").reset_index(drop=True)
     return Manifest(images=images, rejected=sorted(rejected, key=lambda r: r["file"]))
+
+
+def drop_fingerprint(drop: ProductDrop) -> str:
+    """A cheap fingerprint of a drop's content: names, sizes and modification times of its
+    image files and of briefs.yaml. Any add, replace or remove changes it; reading the bytes
+    of every file on every sensor tick would not scale to large libraries."""
+    h = hashlib.sha256()
+    entries = list(_iter_candidate_files(drop.folder))
+    if drop.briefs_file.exists():
+        entries.append((drop.briefs_file.name, drop.briefs_file))
+    for rel, full in entries:
+        try:
+            st = full.stat()
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{rel}\0unreadable\n".encode())
+    return h.hexdigest()[:32]

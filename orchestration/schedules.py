@@ -1,0 +1,48 @@
+"""Scheduled refreshes over every known drop; crons come from the environment at load time.
+
+Only what must happen on a clock is a cron here. `reference_images` instead uses declarative
+automation (eager): it should follow its inputs (the drop's Milvus rows and its briefs) whenever
+they change, which a cron would either miss or repeat for nothing. Campaign images stay on a cron
+because each generated image is billed: a weekly run bounds the spend, and unchanged briefs are
+not generated again anyway.
+"""
+
+import os
+
+from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, schedule
+
+from assets_pkg.assets import product_drops
+
+from .jobs import refresh_catalog_job, regenerate_campaigns_job
+
+REFRESH_CATALOG_CRON = os.environ.get("REFRESH_CATALOG_CRON", "0 2 * * *")  # nightly at 02:00
+REGENERATE_CAMPAIGNS_CRON = os.environ.get("REGENERATE_CAMPAIGNS_CRON", "0 6 * * 1")  # Mondays at 06:00
+
+
+def _one_run_per_drop(context: ScheduleEvaluationContext, label: str) -> list[RunRequest]:
+    drops = sorted(context.instance.get_dynamic_partitions(product_drops.name))
+    stamp = context.scheduled_execution_time.isoformat()
+    return [
+        RunRequest(run_key=f"{label}:{d}:{stamp}", partition_key=d, tags={"drop": d, "trigger": label})
+        for d in drops
+    ]
+
+
+@schedule(
+    job=refresh_catalog_job,
+    cron_schedule=REFRESH_CATALOG_CRON,
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Refresh embeddings and Milvus rows of every drop (cheap when nothing changed).",
+)
+def nightly_catalog_refresh(context: ScheduleEvaluationContext):
+    return _one_run_per_drop(context, "nightly catalog refresh")
+
+
+@schedule(
+    job=regenerate_campaigns_job,
+    cron_schedule=REGENERATE_CAMPAIGNS_CRON,
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Regenerate campaign images of every drop; briefs whose inputs are unchanged are skipped.",
+)
+def weekly_campaign_refresh(context: ScheduleEvaluationContext):
+    return _one_run_per_drop(context, "weekly campaign refresh")

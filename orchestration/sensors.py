@@ -1,0 +1,72 @@
+"""Discovery of product drops: new folders become partitions, changed folders get a refresh run."""
+
+import json
+
+from dagster import (
+    AssetKey,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
+
+from assets_pkg.assets import product_drops
+from assets_pkg.domain.drops import discover_drops, drop_fingerprint
+from assets_pkg.resources import DropLibrary
+
+from .jobs import drop_graph_job
+
+
+@sensor(
+    job=drop_graph_job,
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Watches DROPS_DIR: a new drop folder becomes a partition and gets a run; a drop whose files "
+                "were added, replaced or removed gets a refresh run for that drop alone.",
+)
+def drop_folder_sensor(context: SensorEvaluationContext, library: DropLibrary) -> SensorResult:
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    seen: dict[str, str] = cursor.get("drops", {})
+    known = set(context.instance.get_dynamic_partitions(product_drops.name))
+    listing = discover_drops(library.drops_dir)
+    current = {d.name: drop_fingerprint(d) for d in listing.drops}
+    materialized = context.instance.get_materialized_partitions(AssetKey("product_image_collection"))
+
+    requests = []
+    for name, fingerprint in current.items():
+        if name not in known:
+            reason = "new drop"
+        elif name not in seen:
+            # First look at a drop someone already ran (e.g. with the CLI): only run it if it never completed.
+            reason = None if name in materialized else "not yet materialized"
+        elif seen[name] != fingerprint:
+            reason = "content changed"
+        else:
+            reason = None
+        if reason:
+            requests.append(
+                RunRequest(
+                    partition_key=name,
+                    run_key=f"{name}:{fingerprint}",
+                    tags={"drop": name, "trigger": reason},
+                )
+            )
+            context.log.info(f"{name}: {reason}, requesting a run")
+
+    for bad in listing.invalid:
+        context.log.warning(f"folder {bad!r} in {library.drops_dir} is not a valid drop name; skipped")
+    gone = sorted(known - set(current))
+    for name in sorted(set(gone) - set(cursor.get("gone", []))):
+        context.log.warning(
+            f"drop folder {name!r} is gone; its partition and Milvus rows are kept. "
+            f"To delete them: drop-studio drops remove {name}"
+        )
+
+    new = sorted(set(current) - known)
+    return SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[product_drops.build_add_request(new)] if new else [],
+        cursor=json.dumps({"drops": current, "gone": gone}, sort_keys=True),
+        skip_reason=None if requests else "no new or changed drops",
+    )

@@ -1,0 +1,216 @@
+"""Drops over time: incremental embedding, exact Milvus sync, the drop sensor, schedules, asset checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from datetime import datetime
+
+import numpy as np
+import pytest
+import torch
+from dagster import DagsterInstance, build_schedule_context, build_sensor_context
+
+from assets_pkg.domain.drops import ProductDrop, scan_drop
+from assets_pkg.domain.store import ProductImageStore, row_id
+from assets_pkg.resources import DropLibrary
+from conftest import BRIEFS, check_results, draw_drop, materialize_drop, metadata
+
+
+def milvus_ids(studio, drop: str) -> set[str]:
+    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+        return store.ids_of_drop(drop)
+
+
+def disk_ids(studio, drop: str) -> set[str]:
+    m = scan_drop(ProductDrop(drop, studio.drops / drop))
+    return {row_id(drop, h) for h in m.images["sha256"]}
+
+
+def step(drop: str) -> dict:
+    result = materialize_drop(drop)
+    assert result.success
+    checks = check_results(result)
+    assert checks and all(checks.values()), checks
+    emb, col = metadata(result, "clip_embeddings"), metadata(result, "product_image_collection")
+    return {"encoded": emb["encoded"], "reused": emb["reused"], "upserted": col["upserted"],
+            "deleted": col["deleted"], "indexed": col["indexed"]}
+
+
+def test_add_replace_remove_keep_milvus_exactly_equal_to_disk(studio):
+    folder = studio.drops / "spring"
+    draw_drop(folder, spec=[("red", "circle", 3), ("blue", "square", 3)])
+    assert step("spring") == {"encoded": 6, "reused": 0, "upserted": 6, "deleted": 0, "indexed": 6}
+    assert milvus_ids(studio, "spring") == disk_ids(studio, "spring")
+
+    assert step("spring") == {"encoded": 0, "reused": 6, "upserted": 0, "deleted": 0, "indexed": 6}
+
+    draw_drop(folder, spec=[("green", "triangle", 1)], seed=99)  # add one
+    assert step("spring") == {"encoded": 1, "reused": 6, "upserted": 1, "deleted": 0, "indexed": 7}
+    assert milvus_ids(studio, "spring") == disk_ids(studio, "spring")
+
+    old = row_id("spring", scan_drop(ProductDrop("spring", folder)).images.set_index("path").at["red_circle_0.png", "sha256"])
+    draw_drop(folder / "tmp", spec=[("yellow", "star", 1)], seed=5)  # replace red_circle_0 with a star
+    shutil.move(folder / "tmp" / "yellow_star_0.png", folder / "red_circle_0.png")
+    (folder / "tmp").rmdir()
+    assert step("spring") == {"encoded": 1, "reused": 6, "upserted": 1, "deleted": 1, "indexed": 7}
+    ids = milvus_ids(studio, "spring")
+    assert old not in ids and ids == disk_ids(studio, "spring")
+
+    (folder / "blue_square_1.png").unlink()
+    (folder / "blue_square_2.png").unlink()
+    assert step("spring") == {"encoded": 0, "reused": 5, "upserted": 0, "deleted": 2, "indexed": 5}
+    assert milvus_ids(studio, "spring") == disk_ids(studio, "spring")
+
+    shutil.copy(folder / "red_circle_1.png", folder / "red circle (copy).png")  # same bytes, new name
+    assert step("spring") == {"encoded": 0, "reused": 5, "upserted": 1, "deleted": 0, "indexed": 5}
+    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+        rows = store.rows_of_drop("spring")
+    assert ("red circle (copy).png", ("red_circle_1.png",)) in rows.values()
+
+
+def test_cli_reports_encoded_reused_deleted_truthfully(studio):
+    folder = studio.drops / "spring"
+    draw_drop(folder, spec=[("red", "circle", 3)])
+    (s,) = studio.run_json()
+    assert (s["encoded"], s["reused"], s["deleted"], s["indexed"]) == (3, 0, 0, 3)
+    assert s["checks"] == {"embeddings_are_sound": True, "collection_matches_manifest": True,
+                           "every_brief_has_references": True, "campaign_images_decode": True}
+    draw_drop(folder, spec=[("blue", "star", 1)], seed=4)
+    (folder / "red_circle_0.png").unlink()
+    (s,) = studio.run_json()
+    assert (s["encoded"], s["reused"], s["deleted"], s["indexed"]) == (1, 2, 1, 3)
+
+
+def _tick(instance, cursor, drops_dir):
+    from orchestration.sensors import drop_folder_sensor
+
+    ctx = build_sensor_context(instance=instance, cursor=cursor, resources={"library": DropLibrary(drops_dir=drops_dir)})
+    result = drop_folder_sensor(ctx)
+    for req in result.dynamic_partitions_requests:  # what the sensor daemon does with them
+        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    return result
+
+
+def test_sensor_adds_new_drops_refreshes_changed_ones_and_reports_removed(studio):
+    instance = DagsterInstance.get()
+    drops = str(studio.drops)
+    draw_drop(studio.drops / "spring", spec=[("red", "circle", 2)])
+    draw_drop(studio.drops / "summer", spec=[("blue", "square", 2)])
+
+    first = _tick(instance, None, drops)
+    assert sorted(r.partition_key for r in first.run_requests) == ["spring", "summer"]
+    assert all(r.tags["drop"] == r.partition_key and r.tags["trigger"] == "new drop" for r in first.run_requests)
+    assert sorted(instance.get_dynamic_partitions("product_drops")) == ["spring", "summer"]
+
+    unchanged = _tick(instance, first.cursor, drops)
+    assert unchanged.run_requests == [] and unchanged.skip_reason.skip_message == "no new or changed drops"
+
+    time.sleep(0.01)
+    draw_drop(studio.drops / "summer", spec=[("green", "star", 1)], seed=3)  # a file added to summer only
+    changed = _tick(instance, unchanged.cursor, drops)
+    assert [(r.partition_key, r.tags["trigger"]) for r in changed.run_requests] == [("summer", "content changed")]
+
+    os.utime(studio.drops / "spring" / "red_circle_0.png", ns=(1, 1))  # a replaced file (new mtime)
+    replaced = _tick(instance, changed.cursor, drops)
+    assert [r.partition_key for r in replaced.run_requests] == ["spring"]
+    assert replaced.run_requests[0].run_key != first.run_requests[0].run_key
+
+    (studio.drops / "summer" / "green_star_0.png").unlink()  # a removed file
+    removed_file = _tick(instance, replaced.cursor, drops)
+    assert [r.partition_key for r in removed_file.run_requests] == ["summer"]
+
+    shutil.rmtree(studio.drops / "summer")  # a removed drop: reported, nothing destroyed
+    gone = _tick(instance, removed_file.cursor, drops)
+    assert gone.run_requests == []
+    assert json.loads(gone.cursor)["gone"] == ["summer"]
+    assert "summer" in instance.get_dynamic_partitions("product_drops")
+
+
+def test_sensor_does_not_rerun_drops_already_materialized_by_the_cli(studio):
+    draw_drop(studio.drops / "spring", spec=[("red", "circle", 2)])
+    assert materialize_drop("spring").success
+    draw_drop(studio.drops / "fresh", spec=[("red", "circle", 1)])
+    result = _tick(DagsterInstance.get(), None, str(studio.drops))
+    assert [r.partition_key for r in result.run_requests] == ["fresh"]
+
+
+def test_schedules_request_one_tagged_run_per_drop(studio):
+    from orchestration.schedules import nightly_catalog_refresh, weekly_campaign_refresh
+
+    instance = DagsterInstance.get()
+    instance.add_dynamic_partitions("product_drops", ["b-drop", "a-drop"])
+    for sched, job in ((nightly_catalog_refresh, "refresh_catalog"), (weekly_campaign_refresh, "regenerate_campaigns")):
+        assert sched.job_name == job
+        reqs = sched(build_schedule_context(instance=instance, scheduled_execution_time=datetime(2026, 11, 23, 2)))
+        assert [(r.partition_key, r.tags["drop"]) for r in reqs] == [("a-drop", "a-drop"), ("b-drop", "b-drop")]
+    assert nightly_catalog_refresh.cron_schedule == "0 2 * * *"
+    assert weekly_campaign_refresh.cron_schedule == "0 6 * * 1"
+
+
+def test_drops_remove_deletes_rows_and_partition_only_when_asked(studio):
+    draw_drop(studio.drops / "spring", spec=[("red", "circle", 2)])
+    draw_drop(studio.drops / "summer", spec=[("blue", "circle", 2)])
+    studio.run_json()
+    proc = studio.cli("drops", "remove", "spring", check=False)
+    assert proc.returncode == 2 and "still exists" in proc.stderr
+    shutil.rmtree(studio.drops / "spring")
+    out = studio.cli("drops", "remove", "spring").stdout
+    assert "deleted 2 Milvus rows" in out
+    assert milvus_ids(studio, "spring") == set() and len(milvus_ids(studio, "summer")) == 2
+    assert DagsterInstance.get().get_dynamic_partitions("product_drops") == ["summer"]
+    assert not (studio.artifacts / "spring").exists()
+
+
+# -- asset checks on deliberately broken inputs --------------------------------------------
+def test_broken_checkpoint_fails_the_blocking_embeddings_check_and_nothing_reaches_milvus(studio, tiny_clip, tmp_path,
+                                                                                         monkeypatch):
+    state = torch.load(tiny_clip)
+    state["visual.proj"] = torch.full_like(state["visual.proj"], float("nan"))
+    broken = tmp_path / "nan-clip.pt"
+    torch.save(state, broken)
+    monkeypatch.setenv("CLIP_MODEL", str(broken))
+    draw_drop(studio.drops / "spring", spec=[("red", "circle", 2)], briefs=BRIEFS)
+    result = materialize_drop("spring")
+    assert not result.success
+    assert check_results(result)["embeddings_are_sound"] is False
+    assert not result.asset_materializations_for_node("product_image_collection")
+    assert milvus_ids(studio, "spring") == set()
+
+
+def test_collection_check_catches_orphans_and_png_check_catches_broken_images(studio):
+    from dagster import AssetSelection, materialize
+
+    from assets_pkg.assets import campaign_briefs, drop_assets
+    from assets_pkg.checks import drop_checks
+    from orchestration.definitions import build_resources
+
+    draw_drop(studio.drops / "spring", spec=[("red", "circle", 2)], briefs=BRIEFS)
+    assert materialize_drop("spring").success
+    with ProductImageStore(studio.env["MILVUS_URI"]) as store:  # an orphan row nobody's folder has
+        store.upsert_drop("spring", [{"sha256": "0" * 64, "path": "ghost.png", "aliases": [], "width": 1,
+                                      "height": 1, "vector": np.ones(64, np.float32) / 8}])
+    png = studio.artifacts / "spring" / "campaign" / "red-hero.png"
+    png.write_bytes(png.read_bytes()[:100])
+
+    result = materialize(
+        [*drop_assets, *drop_checks], partition_key="spring", instance=DagsterInstance.get(),
+        resources=build_resources(), raise_on_error=False,
+        # Only the checks (plus the harmless briefs step, which gives the run its partitions).
+        selection=AssetSelection.checks(*drop_checks) | AssetSelection.assets(campaign_briefs),
+    )
+    assert check_results(result) == {"embeddings_are_sound": True, "collection_matches_manifest": False,
+                                     "every_brief_has_references": True, "campaign_images_decode": False}
+    # Re-materializing the collection removes the orphan.
+    assert step("spring")["deleted"] == 1
+
+
+def test_shipped_instance_limits_the_gpu_pool_to_one(studio):
+    from assets_pkg.assets import clip_embeddings
+
+    instance = DagsterInstance.get()  # studio's DAGSTER_HOME has the shipped dagster.yaml
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+    assert instance.run_monitoring_enabled
+    assert clip_embeddings.op.pool == "gpu"
