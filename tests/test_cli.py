@@ -75,9 +75,11 @@ def test_unreachable_milvus_names_the_uri(studio):
 
 def test_malformed_briefs_fail_the_run_with_the_file_named_and_images_indexed(studio):
     draw_drop(studio.drops / "spring", briefs="briefs:\n  - id: x\n    prompt: hi\n    top_k: -1\n    query: q\n")
+    draw_drop(studio.drops / "summer", spec=[("blue", "circle", 2)], briefs=BRIEFS)
     proc = studio.cli("run", "--json", check=False)
     assert proc.returncode == 1
-    (summary,) = json.loads(proc.stdout)
+    summary, other = json.loads(proc.stdout)
+    assert (other["drop"], other["ok"], other["indexed"], len(other["generated"])) == ("summer", True, 2, 2)
     assert summary["indexed"] == 24 and not summary["ok"]
     assert "briefs.yaml: brief 'x': top_k must be an integer from 1 to 50, got -1" in summary["error"]
     _one_line_error(proc, "spring", "briefs.yaml")

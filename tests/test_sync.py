@@ -71,6 +71,20 @@ def test_add_replace_remove_keep_milvus_exactly_equal_to_disk(studio):
     assert ("red circle (copy).png", ("red_circle_1.png",)) in rows.values()
 
 
+def test_the_same_picture_in_two_drops_is_two_rows(studio):
+    draw_drop(studio.drops / "spring", spec=[("red", "circle", 2)])
+    (studio.drops / "summer").mkdir()
+    shutil.copy(studio.drops / "spring" / "red_circle_0.png", studio.drops / "summer" / "hero.png")
+    step("spring"), step("summer")
+    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+        assert (store.count("spring"), store.count("summer")) == (2, 1)
+        sha = scan_drop(ProductDrop("summer", studio.drops / "summer")).images.at[0, "sha256"]
+        assert {row_id("spring", sha), row_id("summer", sha)} <= store.ids_of_drop("spring") | store.ids_of_drop("summer")
+    (studio.drops / "summer" / "hero.png").unlink()
+    assert step("summer")["deleted"] == 1
+    assert len(milvus_ids(studio, "spring")) == 2  # spring's copy is untouched
+
+
 def test_cli_reports_encoded_reused_deleted_truthfully(studio):
     folder = studio.drops / "spring"
     draw_drop(folder, spec=[("red", "circle", 3)])
