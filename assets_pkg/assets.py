@@ -6,12 +6,14 @@ raw_product_images -> clip_embeddings -> product_image_collection -> reference_i
 
 
 
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 from dagster import (
     AssetExecutionContext,
     AutomationCondition,
@@ -139,15 +141,20 @@ def clip_embeddings(context: AssetExecutionContext, library: DropLibrary, clip: 
     start = time.perf_counter()
     paths = [drop.folder / p for p in todo["path"]]
 
+    bar = tqdm(total=len(paths), desc=f"{drop.name} embeddings", unit="img", file=sys.stderr,
+               disable=not (clip.progress_bar and paths))
+
     def progress(p):
         context.log.info(f"embedded {p.done}/{p.total} images, {p.images_per_second:.1f} images/s")
+        bar.update(p.done - bar.n)
 
-    for batch in encoder.iter_image_batches(paths, on_progress=progress):
-        for i, vec in zip(batch.indices, batch.vectors):
-            vectors[todo.at[i, "sha256"]] = vec
-        for i, reason in batch.failures:
-            failures.append({"file": todo.at[i, "path"], "reason": reason})
-            context.log.warning(f"rejected {drop.name}/{todo.at[i, 'path']}: {reason}")
+    with bar:
+        for batch in encoder.iter_image_batches(paths, on_progress=progress):
+            for i, vec in zip(batch.indices, batch.vectors):
+                vectors[todo.at[i, "sha256"]] = vec
+            for i, reason in batch.failures:
+                failures.append({"file": todo.at[i, "path"], "reason": reason})
+                context.log.warning(f"rejected {drop.name}/{todo.at[i, 'path']}: {reason}")
     seconds = time.perf_counter() - start
 
     order = [h for h in unique["sha256"] if h in vectors]
@@ -212,6 +219,8 @@ def product_image_collection(
         upserted = store.upsert_drop(drop.name, changed)
         stale = sorted(set(current) - wanted)
         deleted = store.delete_ids(drop.name, stale)
+        if upserted or deleted:
+            store.flush()
         indexed = store.count(drop.name)
         total = store.count()
     art.mark_synced(model_id, milvus.collection)

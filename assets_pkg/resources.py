@@ -41,6 +41,7 @@ class ClipModel(ConfigurableResource):
     num_workers: int = -1  # -1: decoding workers chosen for the device
     fit: str = "pad"  # pad (letterbox to square) or crop (CLIP's centre crop)
     download_root: Optional[str] = None
+    progress_bar: bool = False  # a terminal progress bar (the CLI turns it on)
 
     def encoder(self) -> ClipEncoder:
         # The loaded model is cached per process, so every step of a run shares one copy.

@@ -39,10 +39,10 @@ def _instance():
     return DagsterInstance.get()
 
 
-def _resources():
+def _resources(progress_bar: bool = False):
     from orchestration.definitions import build_resources
 
-    return build_resources()
+    return build_resources(progress_bar=progress_bar)
 
 
 def sync_drops(instance, drops_dir: str) -> tuple[list[str], list[str], list[str]]:
@@ -153,7 +153,7 @@ def cmd_run(args) -> int:
 
     from assets_pkg.domain.settings import setting
 
-    resources = _resources()
+    resources = _resources(progress_bar=sys.stderr.isatty() and not args.json)
     instance = _instance()
     drops_dir = setting("DROPS_DIR")
     artifacts_dir = setting("ARTIFACTS_DIR")

@@ -28,7 +28,7 @@ def _env(name: str):
     return EnvVar.int(name) if isinstance(DEFAULTS[name], int) else EnvVar(name)
 
 
-def build_resources() -> dict:
+def build_resources(progress_bar: bool = False) -> dict:
     return {
         "library": DropLibrary(
             drops_dir=_env("DROPS_DIR"),
@@ -41,6 +41,7 @@ def build_resources() -> dict:
             batch_size=_env("CLIP_BATCH_SIZE"),
             num_workers=_env("CLIP_NUM_WORKERS"),
             fit=_env("CLIP_FIT"),
+            progress_bar=progress_bar,
         ),
         "milvus": MilvusResource(
             uri=_env("MILVUS_URI"),

@@ -124,6 +124,18 @@ def test_encoder_outputs_unit_float32_and_keeps_input_order(tmp_path, tiny_clip)
     assert set(order[:3]) == {0, 1, 2}
 
 
+def test_trimmed_text_encoding_equals_clips_full_context(vit_b32_shaped):
+    import clip
+    import torch
+
+    enc = ClipEncoder(str(vit_b32_shaped), device="cpu")
+    texts = ["a red circle", "a much longer product description with several more words in it"]
+    with torch.inference_mode():
+        full = enc.model.encode_text(clip.tokenize(texts)).float()
+    full = (full / full.norm(dim=-1, keepdim=True)).numpy()
+    np.testing.assert_allclose(enc.embed_texts(texts), full, atol=1e-5)
+
+
 def test_long_queries_are_truncated_not_fatal(tiny_clip):
     enc = ClipEncoder(str(tiny_clip))
     v = enc.embed_texts(["a red circle " * 100])

@@ -91,10 +91,16 @@ class Manifest:
         return firsts.reset_index(drop=True)
 
 
-def load_rgb(path: str | Path) -> Image.Image:
+def load_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
     """Open a product image as it looks to a person: EXIF orientation applied,
-    first frame of animations, transparency composited on white, 8-bit RGB."""
+    first frame of animations, transparency composited on white, 8-bit RGB.
+
+    With `min_side`, JPEGs are decoded at a reduced scale that still keeps both sides
+    at least that long (DCT scaling): several times faster for large photos that are
+    about to be shrunk to CLIP's 224 pixels anyway."""
     with Image.open(path) as im:
+        if min_side and im.format == "JPEG":
+            im.draft("RGB", (min_side, min_side))
         im.seek(0)
         im = ImageOps.exif_transpose(im)
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):

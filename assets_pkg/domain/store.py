@@ -255,9 +255,15 @@ class ProductImageStore:
             deleted += len(chunk)
         return deleted
 
+    def flush(self) -> None:
+        """Seal what was written: persisted, and indexed in the background (Milvus Lite searches
+        unflushed rows by brute force, about 0.2 s at 100,000 vectors instead of 0.04 s)."""
+        self._call("flush", self.client.flush, self.collection)
+
     def remove_drop(self, drop: str) -> int:
-        ids = self.ids_of_drop(drop)
-        return self.delete_ids(drop, sorted(ids))
+        deleted = self.delete_ids(drop, sorted(self.ids_of_drop(drop)))
+        self.flush()
+        return deleted
 
     # -- reads -------------------------------------------------------------
     def rows_of_drop(self, drop: str) -> dict[str, tuple[str, tuple[str, ...]]]:

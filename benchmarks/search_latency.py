@@ -1,0 +1,99 @@
+"""Text-to-image search latency: fill a Milvus Lite collection with N random unit vectors, then time
+text queries end to end (CLIP text encoding + search, top 10) and the search alone.
+
+    python benchmarks/search_latency.py --vectors 100000 --model data/models/vit-b-32-shaped.pt --json
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+from assets_pkg.domain.encoder import ClipEncoder
+from assets_pkg.domain.store import ProductImageStore
+
+warnings.filterwarnings("ignore")
+
+QUERIES = [
+    "a red silk cape with gold trim", "a golden watch", "white sneakers", "a blue convertible sports car",
+    "a diamond necklace", "a straw hat on the beach", "a leather handbag", "a halter top dress",
+    "a martini glass", "a bunch of purple grapes", "a baseball glove", "a cup of coffee",
+]
+
+
+def fill(uri: str, count: int, dim: int, drops: int) -> None:
+    rng = np.random.default_rng(0)
+    with ProductImageStore(uri, collection="bench") as store:
+        store.ensure_collection(dim)
+        for lo in range(0, count, 10_000):
+            n = min(10_000, count - lo)
+            vecs = rng.normal(size=(n, dim)).astype(np.float32)
+            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+            rows = [{"sha256": f"{lo + i:064x}", "path": f"img_{lo + i}.jpg", "aliases": [], "width": 1,
+                     "height": 1, "vector": vecs[i]} for i in range(n)]
+            store.upsert_drop(f"drop{(lo // 10_000) % drops}", rows)
+        store.flush()
+
+
+def percentile(values, q) -> float:
+    return round(float(np.percentile(np.asarray(values) * 1000, q)), 2)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--vectors", type=int, default=100_000)
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--drops", type=int, default=20, help="vectors are spread over this many drops")
+    p.add_argument("--model", default=os.environ.get("CLIP_MODEL", "ViT-B/32"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+
+    encoder = ClipEncoder(a.model, a.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = os.path.join(tmp, "bench.db")
+        # Written by another process, as an ingest run does; searched as a user meets it afterwards.
+        start = time.perf_counter()
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            pool.apply(fill, (uri, a.vectors, encoder.dim, a.drops))
+        fill_s = time.perf_counter() - start
+        store = ProductImageStore(uri, collection="bench").open()
+        assert store.count() == a.vectors
+
+        store.search(encoder.embed_texts(["warm up"]), top_k=10)
+        end_to_end, search_only, filtered = [], [], []
+        for i in range(a.queries):
+            q = QUERIES[i % len(QUERIES)]
+            t0 = time.perf_counter()
+            v = encoder.embed_texts([q])
+            t1 = time.perf_counter()
+            store.search(v, top_k=10)
+            t2 = time.perf_counter()
+            store.search(v, drop="drop3", top_k=10)
+            t3 = time.perf_counter()
+            end_to_end.append(t2 - t0)
+            search_only.append(t2 - t1)
+            filtered.append(t3 - t2)
+        store.close()
+
+    result = {
+        "vectors": a.vectors, "dim": encoder.dim, "queries": a.queries, "device": encoder.device, "model": encoder.model_id,
+        "fill_seconds": round(fill_s, 1),
+        "p50_ms": percentile(end_to_end, 50), "p99_ms": percentile(end_to_end, 99),
+        "search_p50_ms": percentile(search_only, 50), "search_p99_ms": percentile(search_only, 99),
+        "filtered_search_p50_ms": percentile(filtered, 50), "filtered_search_p99_ms": percentile(filtered, 99),
+    }
+    if a.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for k, v in result.items():
+            print(f"{k:>24}: {v}")
+
+
+if __name__ == "__main__":
+    main()
