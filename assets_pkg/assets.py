@@ -130,9 +130,13 @@ def clip_embeddings(context: AssetExecutionContext, library: DropLibrary, clip: 
 
     old_sha, old_vecs, old_model = art.read_embeddings()
     known = dict(zip(old_sha, old_vecs)) if old_model == model_id else {}
+    resumed = art.read_partial_batches(model_id)  # batches a killed run finished
+    known.update(resumed)
     todo = unique[~unique["sha256"].isin(known.keys())].reset_index(drop=True)
     vectors: dict[str, np.ndarray] = {h: known[h] for h in unique["sha256"] if h in known}
 
+    if resumed:
+        context.log.info(f"{drop.name}: resuming, {len(resumed)} vectors from an interrupted run")
     context.log.info(
         f"{drop.name}: {len(unique)} distinct images, {len(vectors)} reused, {len(todo)} to encode "
         f"with {model_id} on {encoder.device} (batch {encoder.batch_size})"
@@ -150,8 +154,9 @@ def clip_embeddings(context: AssetExecutionContext, library: DropLibrary, clip: 
 
     with bar:
         for batch in encoder.iter_image_batches(paths, on_progress=progress):
-            for i, vec in zip(batch.indices, batch.vectors):
-                vectors[todo.at[i, "sha256"]] = vec
+            done_sha = [todo.at[i, "sha256"] for i in batch.indices]
+            art.write_partial_batch(done_sha, batch.vectors, model_id)
+            vectors.update(zip(done_sha, batch.vectors))
             for i, reason in batch.failures:
                 failures.append({"file": todo.at[i, "path"], "reason": reason})
                 context.log.warning(f"rejected {drop.name}/{todo.at[i, 'path']}: {reason}")
@@ -160,6 +165,7 @@ def clip_embeddings(context: AssetExecutionContext, library: DropLibrary, clip: 
     order = [h for h in unique["sha256"] if h in vectors]
     matrix = np.stack([vectors[h] for h in order]) if order else np.zeros((0, encoder.dim), np.float32)
     art.write_embeddings(order, matrix, model_id)
+    art.clear_partial_batches()
     if failures:  # decodable by PIL at scan time but not by the encoder's reader
         m = art.read_manifest()
         m.rejected = sorted(m.rejected + failures, key=lambda r: r["file"])
@@ -216,7 +222,7 @@ def product_image_collection(
             if not same_model
             or current.get(row_id(drop.name, r["sha256"])) != (r["path"], tuple(r["aliases"]))
         ]
-        upserted = store.upsert_drop(drop.name, changed)
+        upserted = store.upsert_drop(drop.name, changed, existing=current)
         stale = sorted(set(current) - wanted)
         deleted = store.delete_ids(drop.name, stale)
         if upserted or deleted:

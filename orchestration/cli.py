@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import sys
 import warnings
 from pathlib import Path
@@ -43,6 +44,34 @@ def _resources(progress_bar: bool = False):
     from orchestration.definitions import build_resources
 
     return build_resources(progress_bar=progress_bar)
+
+
+def reap_dead_runs(instance) -> list[str]:
+    """Mark runs of drop-studio processes that died (killed, machine crash) as failed and free
+    their pool slots. Without a daemon nothing else would, and a dead run would hold the "gpu"
+    slot forever, so the next run would wait for it indefinitely."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    reaped = []
+    live = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.NOT_STARTED]
+    for run in instance.get_runs(RunsFilter(statuses=live, tags={"launched_by": "drop-studio"})):
+        pid = int(run.tags.get("drop_studio/pid", "0"))
+        if run.tags.get("drop_studio/host") != socket.gethostname() or not pid or _alive(pid):
+            continue
+        instance.report_run_failed(run, f"the drop-studio process {pid} that ran it is gone")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        reaped.append(run.run_id)
+    return reaped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def sync_drops(instance, drops_dir: str) -> tuple[list[str], list[str], list[str]]:
@@ -160,6 +189,8 @@ def cmd_run(args) -> int:
     names, _, invalid = sync_drops(instance, drops_dir)
     for bad in invalid:
         print(f"skipped folder {bad!r}: not a valid drop name", file=sys.stderr)
+    for run_id in reap_dead_runs(instance):
+        print(f"marked run {run_id} failed: its drop-studio process is gone", file=sys.stderr)
     wanted = args.drop or names
     unknown = [d for d in wanted if d not in names]
     if unknown:
@@ -174,7 +205,8 @@ def cmd_run(args) -> int:
             instance=instance,
             resources=resources,
             raise_on_error=False,
-            tags={"drop": drop, "launched_by": "drop-studio"},
+            tags={"drop": drop, "launched_by": "drop-studio", "drop_studio/pid": str(os.getpid()),
+                  "drop_studio/host": socket.gethostname()},
             run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
         )
         s = summarize(drop, result, artifacts_dir)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +95,42 @@ class DropArtifacts:
         flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
         vectors = np.asarray(flat, dtype=np.float32).reshape(-1, dim)
         return table.column("sha256").to_pylist(), vectors, info.get("model_id")
+
+    # -- embeddings of an interrupted run -----------------------------------
+    @property
+    def partial_dir(self) -> Path:
+        return self.root / "embeddings.partial"
+
+    def write_partial_batch(self, sha256: list[str], vectors: np.ndarray, model_id: str) -> None:
+        """Keep each finished batch at once, so a killed run loses at most the batch in flight."""
+        if not sha256:
+            return
+        table = pa.table({
+            "sha256": pa.array(sha256, pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1)),
+                                                        vectors.shape[1]),
+        })
+        path = self.partial_dir / f"{model_id.replace('/', '_')}--{os.getpid()}-{sha256[0][:16]}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name("." + path.name + ".tmp")
+        pq.write_table(table, tmp)
+        tmp.replace(path)
+
+    def read_partial_batches(self, model_id: str) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        prefix = model_id.replace("/", "_") + "--"
+        for path in sorted(self.partial_dir.glob("*.parquet")) if self.partial_dir.exists() else []:
+            if not path.name.startswith(prefix):
+                continue
+            table = pq.read_table(path)
+            dim = table.schema.field("vector").type.list_size
+            flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            found.update(zip(table.column("sha256").to_pylist(), np.asarray(flat, np.float32).reshape(-1, dim)))
+        return found
+
+    def clear_partial_batches(self) -> None:
+        if self.partial_dir.exists():
+            shutil.rmtree(self.partial_dir, ignore_errors=True)
 
     # -- collection sync marker --------------------------------------------
     def synced_model(self) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -140,6 +141,8 @@ def _inspect(folder: Path, rel: str, full: Path, max_pixels: int) -> dict:
             if not target.is_relative_to(folder.resolve()):
                 return {"file": rel, "reason": "symbolic link leaves the drop folder"}
         st = full.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device named *.png must not block the scan
+            return {"file": rel, "reason": "not a regular file"}
         if st.st_size == 0:
             return {"file": rel, "reason": "empty file"}
         data = full.read_bytes()

@@ -149,6 +149,12 @@ class ProductImageStore:
         if self._client is not None:
             try:
                 self._client.close()
+                if is_lite_uri(self.uri):
+                    # The in-process Lite server outlives the client and keeps the data folder
+                    # locked; stop it so the next process (after our file lock) can open the file.
+                    from milvus_lite.server_manager import server_manager_instance
+
+                    server_manager_instance.release_server(self.uri)
             finally:
                 self._client = None
                 self._release()
@@ -220,31 +226,43 @@ class ProductImageStore:
         self._call("load_collection", self.client.load_collection, self.collection)
 
     # -- writes ------------------------------------------------------------
-    def upsert_drop(self, drop: str, rows: Iterable[dict]) -> int:
-        """Upsert rows with keys sha256, path, aliases, width, height, vector; returns rows written."""
+    def upsert_drop(self, drop: str, rows: Iterable[dict], existing: Iterable[str] = ()) -> int:
+        """Write rows with keys sha256, path, aliases, width, height, vector; returns rows written.
+
+        Rows whose id is in `existing` are upserted; the others are inserted, which leaves no
+        delete markers behind (Milvus upserts are a delete plus an insert, and the markers slow
+        every later search until compaction)."""
         validate_drop_name(drop)
+        existing = set(existing)
         written = 0
-        batch: list[dict] = []
+        batches: dict[str, list[dict]] = {"insert": [], "upsert": []}
+
+        def send(kind: str) -> int:
+            batch, batches[kind] = batches[kind], []
+            if not batch:
+                return 0
+            fn = self.client.insert if kind == "insert" else self.client.upsert
+            res = self._call(kind, fn, self.collection, batch)
+            return int(res.get(f"{kind}_count", len(batch)))
+
         for r in rows:
-            vec = np.asarray(r["vector"], dtype=np.float32)
-            batch.append(
+            rid = row_id(drop, r["sha256"])
+            kind = "upsert" if rid in existing else "insert"
+            batches[kind].append(
                 {
-                    "id": row_id(drop, r["sha256"]),
+                    "id": rid,
                     "drop": drop,
                     "sha256": r["sha256"],
                     "path": r["path"],
                     "aliases": json.dumps(list(r.get("aliases") or []), ensure_ascii=False),
                     "width": int(r["width"]),
                     "height": int(r["height"]),
-                    "vector": vec.tolist(),
+                    "vector": np.asarray(r["vector"], dtype=np.float32).tolist(),
                 }
             )
-            if len(batch) >= WRITE_BATCH:
-                written += self._call("upsert", self.client.upsert, self.collection, batch)["upsert_count"]
-                batch = []
-        if batch:
-            written += self._call("upsert", self.client.upsert, self.collection, batch)["upsert_count"]
-        return written
+            if len(batches[kind]) >= WRITE_BATCH:
+                written += send(kind)
+        return written + send("insert") + send("upsert")
 
     def delete_ids(self, drop: str, ids: Sequence[str]) -> int:
         deleted = 0
