@@ -9,6 +9,7 @@ raw_product_images -> clip_embeddings -> product_image_collection -> reference_i
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,10 @@ from dagster import (
 from .domain.artifacts import read_json, write_atomic, write_json
 from .domain.briefs import load_briefs
 from .domain.errors import StudioError
-from .domain.generator import Reference
+from .domain.generator import Reference, estimate_cost
+
+# Failures worth asking again on the next run; anything else is the model's answer to these inputs.
+TRANSIENT_FAILURES = ("HTTP_", "TIMEOUT", "CONNECTION_ERROR")
 from .domain.sheets import contact_sheet, markdown_image
 from .domain.store import row_id
 from .resources import ClipModel, DropLibrary, ImageGeneratorResource, MilvusResource
@@ -361,49 +365,72 @@ def campaign_images(
     gen = generator.generator()
     out_dir = art.campaign_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    prices = generator.prices()
     generated: list[str] = []
     blocked: list[dict] = []
     cached = 0
     usage_total: Counter = Counter()
+    cost_total = 0.0
+    todo = []
     for brief in briefs:
         references = [Reference(drop.folder / r["path"], r["score"]) for r in refs.get(brief.id, [])]
         png_path = out_dir / f"{brief.id}.png"
         key = generation_key(brief, gen.name, gen.model, references)
         previous = read_json(out_dir / f"{brief.id}.json", {})
-        if not config.force and previous.get("cache_key") == key and _png_ok(png_path):
-            generated.append(str(png_path))
-            cached += 1
-            context.log.info(f"brief {brief.id}: inputs unchanged, keeping {png_path.name} (force=True regenerates)")
-            continue
+        if not config.force and previous.get("cache_key") == key:
+            if _png_ok(png_path):
+                generated.append(str(png_path))
+                cached += 1
+                context.log.info(f"brief {brief.id}: inputs unchanged, keeping {png_path.name} (force regenerates)")
+                continue
+            refused = previous.get("blocked_reason")
+            if refused and not refused.startswith(TRANSIENT_FAILURES):
+                # The model refused these exact inputs; asking again would bill again for the same answer.
+                blocked.append({"brief": brief.id, "reason": refused, "text": previous.get("text", "")[:200]})
+                cached += 1
+                continue
+        todo.append((brief, references, key))
+
+    def run(item):
+        brief, references, key = item
         start = time.perf_counter()
-        result = gen.generate(brief, references)
-        seconds = round(time.perf_counter() - start, 2)
-        sidecar = {
-            "brief": brief.to_dict(),
-            "drop": drop.name,
-            "references": [{"path": r["path"], "score": r["score"]} for r in refs.get(brief.id, [])],
-            "generator": result.generator,
-            "model": result.model,
-            "finish_reason": result.finish_reason,
-            "text": result.text,
-            "usage": result.usage,
-            "seconds": seconds,
-            "cache_key": key,
-        }
-        if result.png is None:
-            blocked.append({"brief": brief.id, "reason": result.blocked_reason, "text": result.text[:200]})
-            context.log.warning(f"brief {brief.id}: no image ({result.blocked_reason}) {result.text[:200]}")
-            png_path.unlink(missing_ok=True)
-        else:
-            write_atomic(png_path, result.png)
-            generated.append(str(png_path))
-        write_json(out_dir / f"{brief.id}.json", sidecar)
-        usage_total.update({k: v for k, v in result.usage.items() if isinstance(v, (int, float))})
+        return item, gen.generate(brief, references), round(time.perf_counter() - start, 2)
+
+    # A few requests in flight at once: image generation takes seconds, and the rate limit is per minute.
+    with ThreadPoolExecutor(max_workers=max(1, generator.concurrency)) as pool:
+        for (brief, references, key), result, seconds in pool.map(run, todo):
+            png_path = out_dir / f"{brief.id}.png"
+            cost = estimate_cost(result.model, result.usage, prices)
+            sidecar = {
+                "brief": brief.to_dict(),
+                "drop": drop.name,
+                "references": [{"path": r["path"], "score": r["score"]} for r in refs.get(brief.id, [])],
+                "generator": result.generator,
+                "model": result.model,
+                "finish_reason": result.finish_reason,
+                "blocked_reason": result.blocked_reason,
+                "text": result.text,
+                "usage": result.usage,
+                "estimated_cost_usd": cost,
+                "seconds": seconds,
+                "cache_key": key,
+            }
+            if result.png is None:
+                blocked.append({"brief": brief.id, "reason": result.blocked_reason, "text": result.text[:200]})
+                context.log.warning(f"brief {brief.id}: no image ({result.blocked_reason}) {result.text[:200]}")
+                png_path.unlink(missing_ok=True)
+            else:
+                write_atomic(png_path, result.png)
+                generated.append(str(png_path))
+            write_json(out_dir / f"{brief.id}.json", sidecar)
+            usage_total.update({k: v for k, v in result.usage.items() if isinstance(v, (int, float))})
+            cost_total += cost or 0.0
     # Outputs of briefs that were removed from briefs.yaml are stale.
     ids = {b.id for b in briefs}
     for stale in out_dir.iterdir():
         if stale.suffix in (".png", ".json") and stale.stem not in ids:
             stale.unlink()
+    generated.sort()
     if briefs and not generated:
         raise Failure(description=f"{drop.name}: no brief produced an image: " + ", ".join(
             f"{b['brief']} ({b['reason']})" for b in blocked))
@@ -417,7 +444,9 @@ def campaign_images(
             "generated": len(generated),
             "cached": cached,
             "blocked": MetadataValue.json(blocked),
+            "requests": len(todo),
             "usage": MetadataValue.json(dict(usage_total)),
+            "estimated_cost_usd": round(cost_total, 6),
             "output_dir": MetadataValue.path(str(out_dir)),
             **_save_sheet(library, drop.name, "campaign", sheet),
         }

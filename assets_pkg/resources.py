@@ -14,7 +14,7 @@ from dagster import ConfigurableResource
 from .domain.artifacts import DropArtifacts
 from .domain.drops import DEFAULT_MAX_PIXELS, ProductDrop
 from .domain.encoder import ClipEncoder
-from .domain.generator import DEFAULT_GEMINI_IMAGE_MODEL, BoardGenerator, GeminiGenerator
+from .domain.generator import DEFAULT_GEMINI_IMAGE_MODEL, DEFAULT_PRICES, BoardGenerator, GeminiGenerator
 from .domain.store import DEFAULT_COLLECTION, ProductImageStore, is_lite_uri
 
 
@@ -69,9 +69,12 @@ class ImageGeneratorResource(ConfigurableResource):
     api_key: Optional[str] = None
     use_vertexai: bool = False
     model: str = DEFAULT_GEMINI_IMAGE_MODEL
-    timeout_s: float = 120
-    attempts: int = 4
-    max_reference_images: int = 3
+    timeout_s: int = 120  # per request
+    attempts: int = 4  # per request, including the first; exponential backoff with jitter between
+    retry_initial_delay_ms: int = 1000
+    max_reference_images: int = 0  # 0: what the model accepts (3 flash, 14 pro)
+    concurrency: int = 2  # requests in flight
+    prices_json: Optional[str] = None  # '{"model": [usd per M input tokens, usd per M output tokens]}'
 
     def generator(self) -> BoardGenerator | GeminiGenerator:
         if not self.api_key and not self.use_vertexai:
@@ -81,5 +84,19 @@ class ImageGeneratorResource(ConfigurableResource):
             model=self.model,
             timeout_s=self.timeout_s,
             attempts=self.attempts,
+            initial_delay_s=self.retry_initial_delay_ms / 1000,
             max_reference_images=self.max_reference_images,
         )
+
+    def prices(self) -> dict:
+        import json
+
+        from .domain.errors import GeneratorError
+
+        table = dict(DEFAULT_PRICES)
+        if self.prices_json:
+            try:
+                table.update({k: tuple(v) for k, v in json.loads(self.prices_json).items()})
+            except (ValueError, TypeError, AttributeError):
+                raise GeneratorError('GEMINI_PRICES must be JSON like {"model": [input, output]}') from None
+        return table

@@ -52,6 +52,12 @@ def build_resources(progress_bar: bool = False) -> dict:
             api_key=_env("GEMINI_API_KEY"),
             use_vertexai=os.environ.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true"),
             model=_env("GEMINI_IMAGE_MODEL"),
+            timeout_s=_env("GEMINI_TIMEOUT_S"),
+            attempts=_env("GEMINI_ATTEMPTS"),
+            retry_initial_delay_ms=_env("GEMINI_RETRY_INITIAL_DELAY_MS"),
+            max_reference_images=_env("GEMINI_MAX_REFERENCE_IMAGES"),
+            concurrency=_env("GEMINI_CONCURRENCY"),
+            prices_json=_env("GEMINI_PRICES"),
         ),
     }
 

@@ -82,3 +82,95 @@ def test_unchanged_briefs_are_not_generated_again_and_force_regenerates(studio, 
 
     forced = materialize_drop("spring", run_config={"ops": {"campaign_images": {"config": {"force": True}}}})
     assert forced.success and len(gemini.requests) == 5
+
+
+ONE_BRIEF = """briefs:
+  - id: red-hero
+    prompt: A red product on a sunny beach
+    query: a red circle
+    top_k: 2
+"""
+
+
+@pytest.fixture
+def fast_retries(monkeypatch):
+    monkeypatch.setenv("GEMINI_RETRY_INITIAL_DELAY_MS", "50")
+    monkeypatch.setenv("GEMINI_CONCURRENCY", "1")  # scripted replies are consumed in request order
+
+
+def test_429_then_success_is_retried_by_the_sdk(studio, gemini, fast_retries):
+    gemini.script = [429]
+    draw_drop(studio.drops / "spring", briefs=ONE_BRIEF)
+    result = materialize_drop("spring")
+    assert result.success
+    assert len(gemini.requests) == 2
+    camp = metadata(result, "campaign_images")
+    assert (camp["generated"], camp["blocked"]) == (1, [])
+    assert camp["estimated_cost_usd"] == pytest.approx(1290 * 0.30 / 1e6 + 1300 * 30.0 / 1e6)
+
+
+def test_persistent_500_is_bounded_recorded_and_retried_next_run(studio, gemini, fast_retries, monkeypatch):
+    monkeypatch.setenv("GEMINI_ATTEMPTS", "3")
+    gemini.script = [500, 500, 500]  # every attempt of the first brief
+    draw_drop(studio.drops / "spring", briefs=BRIEFS)
+    result = materialize_drop("spring")
+    assert result.success  # one brief still produced an image
+    camp = metadata(result, "campaign_images")
+    assert [b["reason"] for b in camp["blocked"]] == ["HTTP_500"]
+    assert len(gemini.requests) == 3 + 1
+    again = materialize_drop("spring")  # a transient failure is asked again, the good image is kept
+    assert metadata(again, "campaign_images")["blocked"] == [] and len(gemini.requests) == 5
+
+
+def test_safety_block_is_recorded_and_not_billed_again(studio, gemini, fast_retries):
+    gemini.script = [{"candidates": [{"finishReason": "IMAGE_SAFETY"}],
+                      "usageMetadata": {"promptTokenCount": 1000, "totalTokenCount": 1000}}]
+    draw_drop(studio.drops / "spring", briefs=BRIEFS)
+    result = materialize_drop("spring")
+    assert result.success
+    assert [b["reason"] for b in metadata(result, "campaign_images")["blocked"]] == ["IMAGE_SAFETY"]
+    again = materialize_drop("spring")
+    assert len(gemini.requests) == 2  # neither the image nor the refusal was asked for again
+    assert [b["reason"] for b in metadata(again, "campaign_images")["blocked"]] == ["IMAGE_SAFETY"]
+
+
+def test_slow_reply_past_the_timeout_is_recorded_and_every_brief_failing_fails_the_run(studio, gemini, fast_retries,
+                                                                                     monkeypatch):
+    monkeypatch.setenv("GEMINI_TIMEOUT_S", "1")
+    monkeypatch.setenv("GEMINI_ATTEMPTS", "1")
+    from fake_gemini import image_reply
+
+    gemini.script = [("sleep", 3, image_reply())]
+    draw_drop(studio.drops / "spring", briefs=ONE_BRIEF)
+    result = materialize_drop("spring")
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "campaign_images"
+    assert "no brief produced an image: red-hero (TIMEOUT)" in failure.step_failure_data.user_failure_data.description
+
+
+def test_unknown_model_is_one_clear_error_naming_the_setting(studio, gemini):
+    gemini.script = [404]
+    draw_drop(studio.drops / "spring", briefs=ONE_BRIEF)
+    proc = studio.cli("run", check=False, extra_env={"GEMINI_API_KEY": API_KEY, "GOOGLE_GEMINI_BASE_URL": gemini.url,
+                                                     "GEMINI_IMAGE_MODEL": "gemini-nope"})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "campaign_images: GEMINI_IMAGE_MODEL='gemini-nope': model not found" in proc.stderr
+    assert API_KEY not in proc.stderr + proc.stdout
+
+
+def test_references_are_capped_resized_and_oriented(studio, gemini, monkeypatch, tmp_path):
+    from assets_pkg.domain.generator import default_max_references, prepare_reference
+
+    assert (default_max_references("gemini-2.5-flash-image"), default_max_references("gemini-3-pro-image-preview")) == (3, 14)
+    big = tmp_path / "big.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (3000, 2000), "red").save(big, exif=exif)
+    assert prepare_reference(big).size == (683, 1024)  # rotated to portrait, long side 1024
+
+    monkeypatch.setenv("GEMINI_MAX_REFERENCE_IMAGES", "1")
+    draw_drop(studio.drops / "spring", briefs=ONE_BRIEF)
+    assert materialize_drop("spring").success
+    parts = gemini.requests[0]["body"]["contents"][0]["parts"]
+    assert len([p for p in parts if "inlineData" in p]) == 1

@@ -41,6 +41,28 @@ def write_json(path: Path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False).encode())
 
 
+def _vectors_table(sha256: list[str], vectors: np.ndarray) -> pa.Table:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.table({
+        "sha256": pa.array(sha256, pa.string()),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]),
+    })
+
+
+def _read_vectors(path: Path) -> tuple[list[str], np.ndarray]:
+    table = pq.read_table(path)
+    dim = table.schema.field("vector").type.list_size
+    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return table.column("sha256").to_pylist(), np.asarray(flat, dtype=np.float32).reshape(-1, dim)
+
+
+def _write_table(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
 def read_json(path: Path, default=None):
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else default
 
@@ -70,19 +92,8 @@ class DropArtifacts:
 
     # -- embeddings --------------------------------------------------------
     def write_embeddings(self, sha256: list[str], vectors: np.ndarray, model_id: str) -> None:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        dim = vectors.shape[1]
-        table = pa.table(
-            {
-                "sha256": pa.array(sha256, pa.string()),
-                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
-            }
-        )
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / ".embeddings.parquet.tmp"
-        pq.write_table(table, tmp)
-        tmp.replace(self.root / "embeddings.parquet")
-        write_json(self.root / "embeddings.json", {"model_id": model_id, "dim": int(dim), "rows": len(sha256)})
+        _write_table(_vectors_table(sha256, vectors), self.root / "embeddings.parquet")
+        write_json(self.root / "embeddings.json", {"model_id": model_id, "dim": int(vectors.shape[1]), "rows": len(sha256)})
 
     def read_embeddings(self) -> tuple[list[str], np.ndarray, str | None]:
         """(sha256 list, vectors, model id); empty when nothing was embedded yet."""
@@ -90,11 +101,8 @@ class DropArtifacts:
         info = read_json(self.root / "embeddings.json", {})
         if not path.exists():
             return [], np.zeros((0, info.get("dim", 0)), np.float32), None
-        table = pq.read_table(path)
-        dim = info.get("dim") or table.schema.field("vector").type.list_size
-        flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        vectors = np.asarray(flat, dtype=np.float32).reshape(-1, dim)
-        return table.column("sha256").to_pylist(), vectors, info.get("model_id")
+        sha, vectors = _read_vectors(path)
+        return sha, vectors, info.get("model_id")
 
     # -- embeddings of an interrupted run -----------------------------------
     @property
@@ -103,29 +111,15 @@ class DropArtifacts:
 
     def write_partial_batch(self, sha256: list[str], vectors: np.ndarray, model_id: str) -> None:
         """Keep each finished batch at once, so a killed run loses at most the batch in flight."""
-        if not sha256:
-            return
-        table = pa.table({
-            "sha256": pa.array(sha256, pa.string()),
-            "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1)),
-                                                        vectors.shape[1]),
-        })
-        path = self.partial_dir / f"{model_id.replace('/', '_')}--{os.getpid()}-{sha256[0][:16]}.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name("." + path.name + ".tmp")
-        pq.write_table(table, tmp)
-        tmp.replace(path)
+        if sha256:
+            name = f"{model_id.replace('/', '_')}--{os.getpid()}-{sha256[0][:16]}.parquet"
+            _write_table(_vectors_table(sha256, vectors), self.partial_dir / name)
 
     def read_partial_batches(self, model_id: str) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         prefix = model_id.replace("/", "_") + "--"
-        for path in sorted(self.partial_dir.glob("*.parquet")) if self.partial_dir.exists() else []:
-            if not path.name.startswith(prefix):
-                continue
-            table = pq.read_table(path)
-            dim = table.schema.field("vector").type.list_size
-            flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-            found.update(zip(table.column("sha256").to_pylist(), np.asarray(flat, np.float32).reshape(-1, dim)))
+        for path in sorted(self.partial_dir.glob(prefix + "*.parquet")) if self.partial_dir.exists() else []:
+            found.update(zip(*_read_vectors(path)))
         return found
 
     def clear_partial_batches(self) -> None:

@@ -21,6 +21,25 @@ from .sheets import font, wrap
 
 # Nano Banana's GA name; `gemini-2.5-flash-image-preview` (the article's) is shut down.
 DEFAULT_GEMINI_IMAGE_MODEL = "gemini-2.5-flash-image"
+
+# USD per million tokens (input, output) from Google's published Gemini API prices; override
+# or extend with GEMINI_PRICES='{"model": [input, output]}'. Unknown models get no estimate.
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "gemini-2.5-flash-image": (0.30, 30.0),
+    "gemini-3-pro-image-preview": (2.0, 120.0),
+}
+
+
+def default_max_references(model: str) -> int:
+    """Reference images the model accepts: 14 for the pro image models, 3 for the flash ones."""
+    return 14 if "pro" in model else 3
+
+
+def estimate_cost(model: str | None, usage: dict, prices: dict) -> float | None:
+    if not model or model not in prices:
+        return None
+    inp, out = prices[model]
+    return round(usage.get("prompt_token_count", 0) * inp / 1e6 + usage.get("candidates_token_count", 0) * out / 1e6, 6)
 RETRY_STATUS_CODES = (408, 429, 500, 502, 503, 504)
 NO_IMAGE_REASONS = ("SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT", "NO_IMAGE",
                     "IMAGE_OTHER", "RECITATION", "IMAGE_RECITATION", "BLOCKLIST", "SPII", "OTHER")
@@ -123,7 +142,7 @@ class GeminiGenerator:
         attempts: int = 4,
         initial_delay_s: float = 1.0,
         max_delay_s: float = 30.0,
-        max_reference_images: int = 3,
+        max_reference_images: int = 0,
         reference_max_side: int = 1024,
         api_version: str = "v1beta",
     ):
@@ -131,7 +150,7 @@ class GeminiGenerator:
         from google.genai import types
 
         self.model = model
-        self.max_reference_images = max_reference_images
+        self.max_reference_images = max_reference_images or default_max_references(model)
         self.reference_max_side = reference_max_side
         self._types = types
         http = types.HttpOptions(
@@ -161,6 +180,7 @@ class GeminiGenerator:
         try:
             resp = self._client.models.generate_content(model=self.model, contents=[brief.prompt, *images], config=config)
         except errors.ClientError as e:
+            # Wrong model or credentials fail every brief alike: stop the run with one clear line.
             if e.code == 404:
                 raise GeneratorError(f"GEMINI_IMAGE_MODEL={self.model!r}: model not found ({e.status})") from None
             if e.code in (401, 403):
@@ -168,10 +188,20 @@ class GeminiGenerator:
                     f"GEMINI_IMAGE_MODEL={self.model!r}: access denied ({e.code} {e.status}); check GEMINI_API_KEY "
                     f"and that the Gemini API is enabled"
                 ) from None
-            raise GeneratorError(f"Gemini request for brief {brief.id!r} failed: {e.code} {e.status}") from None
+            return self._failed(brief, f"HTTP_{e.code}", e.status or "")  # e.g. 429 after every retry
         except errors.ServerError as e:
-            raise GeneratorError(f"Gemini request for brief {brief.id!r} failed after retries: {e.code} {e.status}") from None
+            return self._failed(brief, f"HTTP_{e.code}", f"{e.status} after retries")
+        except Exception as e:  # the SDK re-raises transport errors after its retries
+            name = type(e).__name__
+            if "Timeout" in name:
+                return self._failed(brief, "TIMEOUT", f"no reply within the request timeout ({name})")
+            if "Connect" in name or isinstance(e, OSError):
+                return self._failed(brief, "CONNECTION_ERROR", name)
+            raise
         return self._parse(brief, resp)
+
+    def _failed(self, brief: Brief, reason: str, text: str) -> Generation:
+        return Generation(brief.id, self.name, self.model, None, text=text, finish_reason=reason)
 
     def _parse(self, brief: Brief, resp) -> Generation:
         png, texts, finish = None, [], None
