@@ -52,6 +52,11 @@ def test_campaign_images_come_from_gemini_with_prompt_and_references(studio, gem
     assert json.loads(sidecar)["model"] == "gemini-test-image"
     assert API_KEY not in sidecar
     assert all(API_KEY not in str(v) for v in camp.values())
+    assert all(API_KEY not in (e.message or "") for e in result.all_events)  # Dagster's logs of the run
+    from dagster import DagsterInstance
+
+    run = DagsterInstance.get().get_run_by_id(result.run_id)
+    assert API_KEY not in json.dumps(run.run_config, default=str) and API_KEY not in json.dumps(run.tags)
 
 
 def test_text_only_reply_is_recorded_as_blocked_and_other_briefs_go_on(studio, gemini):
