@@ -4,8 +4,9 @@ raw_product_images -> clip_embeddings -> product_image_collection -> reference_i
                                              campaign_briefs ------^
 """
 
-
-
+import functools
+import hashlib
+import json
 import sys
 import time
 from collections import Counter
@@ -30,14 +31,14 @@ from .domain.artifacts import read_json, write_atomic, write_json
 from .domain.briefs import load_briefs
 from .domain.errors import StudioError
 from .domain.generator import Reference, estimate_cost
-
-# Failures worth asking again on the next run; anything else is the model's answer to these inputs.
-TRANSIENT_FAILURES = ("HTTP_", "TIMEOUT", "CONNECTION_ERROR")
-from .domain.sheets import contact_sheet, markdown_image
+from .domain.sheets import contact_sheet, markdown_image, to_jpeg
 from .domain.store import row_id
 from .resources import ClipModel, DropLibrary, ImageGeneratorResource, MilvusResource
 
 product_drops = DynamicPartitionsDefinition(name="product_drops")
+
+# Failures worth asking again on the next run; anything else is the model's answer to these inputs.
+TRANSIENT_FAILURES = ("HTTP_", "TIMEOUT", "CONNECTION_ERROR")
 
 SHEET_LIMIT = 48  # thumbnails per contact sheet shown in the UI
 
@@ -52,8 +53,6 @@ def _md_table(rows: list[dict], columns: list[str]) -> str:
 
 
 def _save_sheet(library: DropLibrary, drop: str, name: str, sheet) -> dict:
-    from .domain.sheets import to_jpeg
-
     path = library.artifacts(drop).sheet_path(name)
     write_atomic(path, to_jpeg(sheet, max_side=2400, quality=85))
     return {"contact_sheet": MetadataValue.md(markdown_image(sheet, name)), "contact_sheet_file": MetadataValue.path(str(path))}
@@ -61,7 +60,6 @@ def _save_sheet(library: DropLibrary, drop: str, name: str, sheet) -> dict:
 
 def _fail_clearly(fn):
     """Turn a StudioError into a Dagster Failure whose description is the one-line message."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -171,11 +169,10 @@ def clip_embeddings(context: AssetExecutionContext, library: DropLibrary, clip: 
     art.write_embeddings(order, matrix, model_id)
     art.clear_partial_batches()
     if failures:  # decodable by PIL at scan time but not by the encoder's reader
-        m = art.read_manifest()
-        m.rejected = sorted(m.rejected + failures, key=lambda r: r["file"])
+        manifest.rejected = sorted(manifest.rejected + failures, key=lambda r: r["file"])
         bad = {f["file"] for f in failures}
-        m.images = m.images[~m.images["path"].isin(bad)].reset_index(drop=True)
-        art.write_manifest(m)
+        manifest.images = manifest.images[~manifest.images["path"].isin(bad)].reset_index(drop=True)
+        art.write_manifest(manifest)
     encoded = len(todo) - len(failures)
     return MaterializeResult(
         metadata={
@@ -337,14 +334,10 @@ class CampaignConfig(Config):
     force: bool = False  # regenerate even when prompt, model, settings and references are unchanged
 
 
-def generation_key(brief, generator_name: str, model, references: list) -> str:
+def generation_key(brief, generator_name: str, model, reference_hashes: list[str]) -> str:
     """What a generated image depends on; the same key means the same (billed) request."""
-    import hashlib
-    import json as _json
-
-    refs = [hashlib.sha256(r.path.read_bytes()).hexdigest() for r in references]
-    payload = {"brief": brief.to_dict(), "generator": generator_name, "model": model, "references": refs}
-    return hashlib.sha256(_json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    payload = {"brief": brief.to_dict(), "generator": generator_name, "model": model, "references": reference_hashes}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 @asset(
@@ -366,6 +359,8 @@ def campaign_images(
     out_dir = art.campaign_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     prices = generator.prices()
+    images = art.read_manifest().images
+    sha_of = dict(zip(images["path"], images["sha256"]))
     generated: list[str] = []
     blocked: list[dict] = []
     cached = 0
@@ -375,7 +370,8 @@ def campaign_images(
     for brief in briefs:
         references = [Reference(drop.folder / r["path"], r["score"]) for r in refs.get(brief.id, [])]
         png_path = out_dir / f"{brief.id}.png"
-        key = generation_key(brief, gen.name, gen.model, references)
+        # The manifest already holds each file's content hash; no need to read the images again.
+        key = generation_key(brief, gen.name, gen.model, [sha_of[r["path"]] for r in refs.get(brief.id, [])])
         previous = read_json(out_dir / f"{brief.id}.json", {})
         if not config.force and previous.get("cache_key") == key:
             if _png_ok(png_path):

@@ -137,6 +137,15 @@ def _failure_message(result) -> str:
     return "run failed"
 
 
+def check_results(result) -> dict[str, bool]:
+    """Asset check name -> passed, for the checks a run evaluated."""
+    return {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
 def _meta(result, asset: str) -> dict:
     events = result.asset_materializations_for_node(asset)
     if not events:
@@ -165,11 +174,7 @@ def summarize(drop: str, result, artifacts_dir: str) -> dict:
         "briefs": len(art.read_briefs()),
         "generated": sorted(str(p) for p in art.campaign_dir.glob("*.png")) if camp else [],
         "blocked": [b["brief"] for b in blocked],
-        "checks": {
-            e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
-            for e in result.all_events
-            if e.event_type_value == "ASSET_CHECK_EVALUATION"
-        },
+        "checks": check_results(result),
         "error": None if result.success else _failure_message(result),
     }
 

@@ -135,12 +135,8 @@ def materialize_drop(drop: str, instance=None, run_config=None, **resource_overr
                        raise_on_error=False, run_config=run_config or {})
 
 
-def check_results(result) -> dict[str, bool]:
-    return {
-        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    }
+
+from orchestration.cli import check_results  # noqa: E402  (re-exported for the tests)
 
 
 def metadata(result, asset: str) -> dict:
