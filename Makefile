@@ -12,7 +12,10 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 # tiny checkpoint (trained locally in about a minute), because ViT-B/32 cannot be downloaded offline.
 export CLIP_MODEL ?= $(if $(wildcard $(HOME)/.cache/clip/ViT-B-32.pt),ViT-B/32,$(CURDIR)/$(TINY_CLIP))
 
-.PHONY: install demo ui test clean
+# The tests start their own PostgreSQL cluster (Debian package) and Milvus server (pip package `milvus`).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: install demo ui test test-servers clean
 
 install: $(VENV)/.installed
 
@@ -35,7 +38,13 @@ demo: install $(if $(filter $(CURDIR)/$(TINY_CLIP),$(CLIP_MODEL)),$(TINY_CLIP))
 ui: install
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-test: install
+test-servers:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing PostgreSQL (Debian package postgresql) for the Dagster-on-PostgreSQL test"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+test: install test-servers
 	$(BIN)/python -m pytest
 
 clean:

@@ -54,9 +54,11 @@ class MilvusResource(ConfigurableResource):
     uri: str = "data/milvus.db"
     token: Optional[str] = None
     collection: str = DEFAULT_COLLECTION
+    timeout_s: int = 30  # per call
+    retries: int = 4  # extra tries for transient failures (server restarting), with exponential backoff
 
     def store(self) -> ProductImageStore:
-        return ProductImageStore(self.uri, self.token, self.collection)
+        return ProductImageStore(self.uri, self.token, self.collection, timeout=self.timeout_s, retries=self.retries)
 
     @property
     def display_uri(self) -> str:

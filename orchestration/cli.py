@@ -20,6 +20,7 @@ warnings.filterwarnings("ignore", message=".*pkg_resources.*")
 
 DEFAULT_DAGSTER_HOME = "data/dagster_home"
 SHIPPED_INSTANCE_CONFIG = Path(__file__).with_name("dagster.yaml")
+SHIPPED_POSTGRES_CONFIG = Path(__file__).with_name("dagster-postgres.yaml")
 
 
 class CliError(Exception):
@@ -36,7 +37,9 @@ def _instance():
     Path(home).mkdir(parents=True, exist_ok=True)
     config = Path(home) / "dagster.yaml"
     if not config.exists():
-        shutil.copyfile(SHIPPED_INSTANCE_CONFIG, config)
+        # DAGSTER_PG_HOST asks for the shared PostgreSQL storage; the connection stays in the environment.
+        shipped = SHIPPED_POSTGRES_CONFIG if os.environ.get("DAGSTER_PG_HOST") else SHIPPED_INSTANCE_CONFIG
+        shutil.copyfile(shipped, config)
     return DagsterInstance.get()
 
 

@@ -47,6 +47,8 @@ def build_resources(progress_bar: bool = False) -> dict:
             uri=_env("MILVUS_URI"),
             token=_env("MILVUS_TOKEN"),
             collection=_env("MILVUS_COLLECTION"),
+            timeout_s=_env("MILVUS_TIMEOUT_S"),
+            retries=_env("MILVUS_RETRIES"),
         ),
         "generator": ImageGeneratorResource(
             api_key=_env("GEMINI_API_KEY"),
@@ -70,3 +72,4 @@ defs = Definitions(
     sensors=[drop_folder_sensor],
     resources=build_resources(),
 )
+

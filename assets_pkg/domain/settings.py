@@ -22,6 +22,8 @@ DEFAULTS: dict[str, str | int | None] = {
     "MILVUS_URI": "data/milvus.db",
     "MILVUS_TOKEN": None,
     "MILVUS_COLLECTION": "product_images",
+    "MILVUS_TIMEOUT_S": 30,
+    "MILVUS_RETRIES": 4,
     "GEMINI_API_KEY": None,
     "GEMINI_IMAGE_MODEL": DEFAULT_GEMINI_IMAGE_MODEL,
     "GEMINI_TIMEOUT_S": 120,
@@ -62,4 +64,5 @@ def encoder_from_env():
 def store_from_env():
     from .store import ProductImageStore
 
-    return ProductImageStore(setting("MILVUS_URI"), setting("MILVUS_TOKEN"), setting("MILVUS_COLLECTION"))
+    return ProductImageStore(setting("MILVUS_URI"), setting("MILVUS_TOKEN"), setting("MILVUS_COLLECTION"),
+                             timeout=setting("MILVUS_TIMEOUT_S"), retries=setting("MILVUS_RETRIES"))

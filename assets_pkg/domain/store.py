@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -47,6 +48,40 @@ COLLECTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 FIELDS = ("id", "drop", "sha256", "path", "aliases", "width", "height", "vector")
 WRITE_BATCH = 500
 MAX_TOP_K = 1000
+# Operations that are safe to repeat (an insert is not: on a server a repeated insert duplicates rows).
+IDEMPOTENT = frozenset({"has_collection", "describe_collection", "load_collection", "upsert", "delete", "flush",
+                        "query", "query_iterator", "count", "search"})
+
+
+def _causes(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:  # pymilvus chains can loop
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _grpc_code(exc: BaseException) -> str:
+    for e in _causes(exc):
+        code = getattr(e, "code", None)
+        if callable(code):
+            try:
+                return str(getattr(code(), "name", code()))
+            except Exception:  # not a grpc error after all
+                continue
+    return ""
+
+
+def is_auth_error(exc: BaseException) -> bool:
+    return _grpc_code(exc) in ("UNAUTHENTICATED", "PERMISSION_DENIED")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Server restarting or unreachable for a moment: worth another try."""
+    if _grpc_code(exc) in ("UNAVAILABLE",):
+        return True
+    text = " ".join(str(getattr(e, "message", e)) for e in _causes(exc))
+    return bool(re.search(r"Fail connecting to server|server unavailable|connection refused|not ready", text, re.I))
 
 
 def is_lite_uri(uri: str) -> bool:
@@ -92,7 +127,9 @@ class ProductImageStore:
         token: str | None = None,
         collection: str = DEFAULT_COLLECTION,
         lock_timeout: float = 600,
-        timeout: float = 15,
+        timeout: float = 30,
+        retries: int = 4,
+        retry_delay: float = 0.5,
     ):
         if not COLLECTION_RE.fullmatch(collection):
             raise StoreError(f"MILVUS_COLLECTION={collection!r} is not a valid collection name")
@@ -101,6 +138,8 @@ class ProductImageStore:
         self.collection = collection
         self.lock_timeout = lock_timeout
         self.timeout = timeout
+        self.retries = retries
+        self.retry_delay = retry_delay
         self._client: MilvusClient | None = None
         self._lock: FileLock | None = None
 
@@ -127,9 +166,9 @@ class ProductImageStore:
         except Exception as e:
             self._release()
             what = "Milvus Lite file cannot be opened (in use by another process?)" if is_lite_uri(self.uri) \
-                else "cannot connect to Milvus"
-            if re.search(r"auth|credential|password|token|permission|denied", str(e), re.I):
-                what = "Milvus rejected the credentials in MILVUS_TOKEN"
+                else "cannot connect to Milvus (is the server running and reachable?)"
+            if is_auth_error(e):
+                what = "authentication failed: Milvus rejected the user or password in MILVUS_TOKEN"
             raise StoreError(f"MILVUS_URI={self.uri}: {what} ({type(e).__name__}: {self._clean(e)})") from None
         try:
             if self.exists():
@@ -172,10 +211,24 @@ class ProductImageStore:
         return self._client
 
     def _call(self, what: str, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except MilvusException as e:
-            raise StoreError(f"Milvus {what} failed on {self.collection} at {self.uri}: {self._clean(e.message)}") from None
+        """Run one Milvus operation. Transient failures of repeatable operations (a server restarting,
+        a dropped connection) are retried `retries` times with exponential backoff; each try is bounded
+        by the client's `timeout`. Anything else, or the last failure, becomes a one-line StoreError."""
+        delay = self.retry_delay
+        for attempt in range(self.retries + 1):
+            try:
+                return fn(*args, **kwargs)
+            except MilvusException as e:
+                if attempt < self.retries and what in IDEMPOTENT and is_transient(e):
+                    logging.getLogger(__name__).warning(
+                        "Milvus %s at %s failed (%s); try %d of %d in %.1fs",
+                        what, self.uri, self._clean(e.message), attempt + 2, self.retries + 1, delay)
+                    time.sleep(delay)
+                    delay *= 2
+                    continue
+                reason = "authentication failed" if is_auth_error(e) else self._clean(e.message)
+                tries = f" after {attempt + 1} tries" if attempt else ""
+                raise StoreError(f"Milvus {what} failed on {self.collection} at {self.uri}{tries}: {reason}") from None
 
     # -- schema ------------------------------------------------------------
     def exists(self) -> bool:
@@ -229,11 +282,14 @@ class ProductImageStore:
     def upsert_drop(self, drop: str, rows: Iterable[dict], existing: Iterable[str] = ()) -> int:
         """Write rows with keys sha256, path, aliases, width, height, vector; returns rows written.
 
-        Rows whose id is in `existing` are upserted; the others are inserted, which leaves no
-        delete markers behind (Milvus upserts are a delete plus an insert, and the markers slow
-        every later search until compaction)."""
+        On Milvus Lite, rows whose id is in `existing` are upserted and the others inserted, which
+        leaves no delete markers behind (an upsert is a delete plus an insert, and Lite searches slow
+        down with every marker); the caller holds the Lite file lock, so `existing` cannot go stale.
+        On a server everything is upserted: other runs may write at the same time, a retried upsert
+        cannot duplicate a row, and the server compacts the markers away."""
         validate_drop_name(drop)
         existing = set(existing)
+        upsert_all = not is_lite_uri(self.uri)
         written = 0
         batches: dict[str, list[dict]] = {"insert": [], "upsert": []}
 
@@ -247,7 +303,7 @@ class ProductImageStore:
 
         for r in rows:
             rid = row_id(drop, r["sha256"])
-            kind = "upsert" if rid in existing else "insert"
+            kind = "upsert" if upsert_all or rid in existing else "insert"
             batches[kind].append(
                 {
                     "id": rid,
@@ -299,7 +355,7 @@ class ProductImageStore:
         rows: dict[str, tuple[str, tuple[str, ...]]] = {}
         try:
             while True:
-                page = self._call("query", it.next)
+                page = self._call("query page", it.next)
                 if not page:
                     break
                 rows.update((r["id"], (r["path"], tuple(json.loads(r["aliases"] or "[]")))) for r in page)
