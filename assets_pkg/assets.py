@@ -40,6 +40,14 @@ product_drops = DynamicPartitionsDefinition(name="product_drops")
 # Failures worth asking again on the next run; anything else is the model's answer to these inputs.
 TRANSIENT_FAILURES = ("HTTP_", "TIMEOUT", "CONNECTION_ERROR")
 
+# The embedding step's pod under dagster-k8s: one NVIDIA GPU, on a node that has one.
+GPU_POD = {
+    "container_config": {"resources": {"limits": {"nvidia.com/gpu": 1}, "requests": {"cpu": "4", "memory": "16Gi"}}},
+    "pod_spec_config": {
+        "node_selector": {"nvidia.com/gpu.present": "true"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    },
+}
 SHEET_LIMIT = 48  # thumbnails per contact sheet shown in the UI
 
 
@@ -119,6 +127,8 @@ def raw_product_images(context: AssetExecutionContext, library: DropLibrary) -> 
     group_name="catalog",
     kinds={"pytorch", "parquet"},
     pool="gpu",
+    # On Kubernetes (deploy/helm, k8s_job_executor) this step's pod lands on a GPU node; elsewhere it is inert.
+    op_tags={"dagster-k8s/config": GPU_POD},
     description="CLIP image embeddings (float32, unit norm) of each distinct image; reused by content hash.",
 )
 @_fail_clearly

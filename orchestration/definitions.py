@@ -64,6 +64,16 @@ def build_resources(progress_bar: bool = False) -> dict:
     }
 
 
+def _executor():
+    """DAGSTER_EXECUTOR=k8s (set in deploy/helm) runs each step in its own Kubernetes pod, so only the
+    embedding step asks for a GPU node; otherwise Dagster's default (multiprocess for launched runs)."""
+    if os.environ.get("DAGSTER_EXECUTOR") == "k8s":
+        from dagster_k8s import k8s_job_executor  # the `k8s` extra
+
+        return k8s_job_executor
+    return None
+
+
 defs = Definitions(
     assets=drop_assets,
     asset_checks=drop_checks,
@@ -71,5 +81,6 @@ defs = Definitions(
     schedules=[nightly_catalog_refresh, weekly_campaign_refresh],
     sensors=[drop_folder_sensor],
     resources=build_resources(),
+    executor=_executor(),
 )
 

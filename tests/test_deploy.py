@@ -1,0 +1,110 @@
+"""deploy/: no cluster runs here, so check what can be checked: every file parses, and everything it
+names (modules, settings, files, services, ports) exists in this repository."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import tomllib
+
+import pytest
+import yaml
+
+from assets_pkg.assets import GPU_POD, clip_embeddings
+from assets_pkg.domain.settings import DEFAULTS
+from conftest import ROOT
+
+DEPLOY = ROOT / "deploy"
+PG_VARS = set(re.findall(r"env: (DAGSTER_PG_\w+)", (ROOT / "orchestration" / "dagster-postgres.yaml").read_text()))
+KNOWN_VARS = set(DEFAULTS) | PG_VARS | {"DAGSTER_EXECUTOR", "DAGSTER_HOME", "GOOGLE_GENAI_USE_VERTEXAI"}
+
+
+def load(path):
+    return yaml.safe_load((DEPLOY / path).read_text())
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(DEPLOY).as_posix() for p in DEPLOY.rglob("*.yaml")))
+def test_every_yaml_file_parses(path):
+    assert isinstance(load(path), dict)
+
+
+def test_compose_runs_the_whole_stack_against_the_shipped_code():
+    compose = load("docker-compose.yaml")
+    services = compose["services"]
+    assert {"postgres", "etcd", "minio", "milvus", "code", "webserver", "daemon"} <= set(services)
+    # The image is built from this repo with deploy/Dockerfile; every COPY source exists.
+    build = services["code"]["build"]
+    dockerfile = (DEPLOY / build["context"] / build["dockerfile"]).resolve()
+    assert dockerfile == DEPLOY / "Dockerfile"
+    for line in dockerfile.read_text().splitlines():
+        if line.startswith("COPY "):
+            for src in line.split()[1:-1]:
+                assert (ROOT / src).exists(), f"Dockerfile copies missing {src}"
+    # The code server serves orchestration.definitions on the port the workspace points at.
+    cmd = " ".join(yaml.safe_load(dockerfile.read_text().split("CMD", 1)[1]))
+    module = re.search(r"-m (\S+)", cmd).group(1)
+    assert hasattr(importlib.import_module(module), "defs")
+    grpc = load("workspace.yaml")["load_from"][0]["grpc_server"]
+    assert grpc["host"] == "code" and f"-p {grpc['port']}" in cmd
+    # Every service that opens the instance gets the PostgreSQL connection the config reads.
+    for name in ("code", "webserver", "daemon"):
+        assert PG_VARS <= set(services[name]["environment"]), name
+    assert services["code"]["environment"]["MILVUS_URI"] == "http://milvus:19530"
+    for name in ("webserver", "daemon"):
+        assert services[name]["image"] == services["code"]["image"]
+        assert "/opt/dagster/workspace.yaml" in services[name]["command"]
+
+
+def test_compose_and_helm_name_only_real_settings_and_keep_secrets_out():
+    text = (DEPLOY / "docker-compose.yaml").read_text()
+    compose = load("docker-compose.yaml")
+    env_names = set(compose["services"]["code"]["environment"])
+    assert env_names <= KNOWN_VARS, env_names - KNOWN_VARS
+    # Secrets come from deploy/.env (git-ignored), never written into the file.
+    assert re.search(r"MILVUS_TOKEN: \$\{MILVUS_TOKEN:\?", text)
+    assert re.search(r"DAGSTER_PG_PASSWORD: \$\{DAGSTER_PG_PASSWORD:\?", text)
+    assert "deploy/.env" in (ROOT / ".gitignore").read_text().splitlines()
+    example = dict(ln.split("=", 1) for ln in (DEPLOY / ".env.example").read_text().splitlines()
+                   if ln and not ln.startswith("#"))
+    assert set(example) <= KNOWN_VARS and example["DAGSTER_PG_PASSWORD"] == "" and example["GEMINI_API_KEY"] == ""
+
+    values = load("helm/dagster-values.yaml")
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    env = {e["name"]: e.get("value") for e in deployment["env"]}
+    assert set(env) <= KNOWN_VARS, set(env) - KNOWN_VARS
+    assert not {"MILVUS_TOKEN", "GEMINI_API_KEY", "DAGSTER_PG_PASSWORD"} & set(env)  # from the Secret
+    assert deployment["envSecrets"] == [{"name": "drop-studio-secrets"}]
+    assert env["MILVUS_URI"].startswith("http://milvus-proxy.")
+
+
+def test_helm_values_run_steps_as_pods_and_only_embedding_on_a_gpu_node():
+    values = load("helm/dagster-values.yaml")
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    args = deployment["dagsterApiGrpcArgs"]
+    module = args[args.index("-m") + 1]
+    assert hasattr(importlib.import_module(module), "defs")
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    assert {"name": "DAGSTER_EXECUTOR", "value": "k8s"} in deployment["env"]
+    # DAGSTER_EXECUTOR=k8s switches the Definitions to dagster-k8s's k8s_job_executor (the `k8s` extra).
+    definitions = (ROOT / "orchestration" / "definitions.py").read_text()
+    assert 'os.environ.get("DAGSTER_EXECUTOR") == "k8s"' in definitions and "k8s_job_executor" in definitions
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(r.startswith("dagster-k8s") for r in extras["k8s"])
+    assert "[k8s]" in (DEPLOY / "Dockerfile").read_text()
+    # The GPU request rides on the embedding step only.
+    from assets_pkg.assets import drop_assets
+
+    tagged = {a.key.path[-1] for a in drop_assets if "dagster-k8s/config" in (a.op.tags or {})}
+    assert tagged == {"clip_embeddings"}
+    assert json.loads(clip_embeddings.op.tags["dagster-k8s/config"]) == GPU_POD  # Dagster stores it as JSON
+    assert GPU_POD["container_config"]["resources"]["limits"] == {"nvidia.com/gpu": 1}
+    assert values["concurrency"]["pools"]["defaultLimit"] >= 1
+
+
+def test_milvus_helm_values_are_a_cluster_with_authentication():
+    values = load("helm/milvus-values.yaml")
+    assert values["cluster"]["enabled"] is True
+    user = yaml.safe_load(values["extraConfigFiles"]["user.yaml"])
+    assert user["common"]["security"]["authorizationEnabled"] is True
+    assert values["queryNode"]["replicas"] >= 2 and values["etcd"]["replicaCount"] == 3
