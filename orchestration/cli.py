@@ -36,11 +36,16 @@ def _instance():
         os.environ["DAGSTER_HOME"] = home
     Path(home).mkdir(parents=True, exist_ok=True)
     config = Path(home) / "dagster.yaml"
-    if not config.exists():
-        # DAGSTER_PG_HOST asks for the shared PostgreSQL storage; the connection stays in the environment.
-        shipped = SHIPPED_POSTGRES_CONFIG if os.environ.get("DAGSTER_PG_HOST") else SHIPPED_INSTANCE_CONFIG
-        shutil.copyfile(shipped, config)
-    return DagsterInstance.get()
+    # Two drop-studio processes starting on a fresh DAGSTER_HOME would both create the SQLite schema
+    # ("table already exists"): the first one in creates it, the others wait.
+    from filelock import FileLock
+
+    with FileLock(str(Path(home) / ".drop-studio-init.lock")):
+        if not config.exists():
+            # DAGSTER_PG_HOST asks for the shared PostgreSQL storage; the connection stays in the environment.
+            shipped = SHIPPED_POSTGRES_CONFIG if os.environ.get("DAGSTER_PG_HOST") else SHIPPED_INSTANCE_CONFIG
+            shutil.copyfile(shipped, config)
+        return DagsterInstance.get()
 
 
 def _resources(progress_bar: bool = False):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +30,15 @@ from .briefs import Brief
 from .drops import MANIFEST_COLUMNS, Manifest
 
 
+def _tmp_for(path: Path) -> Path:
+    """A temporary name beside `path`, unique per process and thread: two runs of one drop write at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write via a temporary file and rename, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _tmp_for(path)
     tmp.write_bytes(data)
     tmp.replace(path)
 
@@ -57,8 +63,7 @@ def _read_vectors(path: Path) -> tuple[list[str], np.ndarray]:
 
 
 def _write_table(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _tmp_for(path)
     pq.write_table(table, tmp)
     tmp.replace(path)
 
@@ -77,8 +82,7 @@ class DropArtifacts:
 
     # -- manifest ----------------------------------------------------------
     def write_manifest(self, manifest: Manifest) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / ".manifest.parquet.tmp"
+        tmp = _tmp_for(self.root / "manifest.parquet")
         manifest.images.to_parquet(tmp, index=False)
         tmp.replace(self.root / "manifest.parquet")
         write_json(self.root / "rejected.json", manifest.rejected)
