@@ -195,19 +195,24 @@ class TcpRelay:
     """A loopback TCP relay to a server, which the test can cut and restore: a network blip."""
 
     def __init__(self, target_port: int):
+        import threading
+
         self.target_port = target_port
         self.port = free_port()
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
+        self._lock = threading.Lock()
 
     def start(self) -> "TcpRelay":
         import threading
 
-        self._listener = socket.socket()
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", self.port))
-        self._listener.listen()
-        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        with self._lock:
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
         return self
 
     def _accept(self, listener: socket.socket) -> None:
@@ -223,7 +228,12 @@ class TcpRelay:
             except OSError:
                 client.close()
                 continue
-            self._sockets += [client, upstream]
+            with self._lock:
+                if listener is not self._listener:  # cut while connecting: this one must not survive
+                    client.close()
+                    upstream.close()
+                    return
+                self._sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
@@ -242,11 +252,13 @@ class TcpRelay:
 
     def cut(self) -> None:
         """Refuse new connections and drop the open ones."""
-        self._listener.close()
-        for s in self._sockets:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-                s.close()
-            except OSError:
-                pass
-        self._sockets.clear()
+        with self._lock:
+            self._listener.close()
+            self._listener = None
+            for s in self._sockets:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+                except OSError:
+                    pass
+            self._sockets.clear()

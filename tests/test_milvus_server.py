@@ -7,8 +7,8 @@ is a failure: CI must prove the server path."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-import threading
 import time
 
 import numpy as np
@@ -87,9 +87,22 @@ def test_a_network_blip_is_retried_with_backoff_and_bounded(milvus_server):
         store.ensure_collection(8)
         store.upsert_drop("spring", rows[:4])
         relay.cut()
-        threading.Timer(1.2, relay.start).start()  # back after 1.2 s: within 0.5 + 1 + 2 s of backoff
-        store.upsert_drop("spring", rows)
-        assert store.count("spring") == 8
+
+        class BackOnFirstRetry(logging.Handler):  # the network comes back while the store backs off
+            fired = False
+
+            def emit(self, record):
+                if "try 2 of 5" in record.getMessage():
+                    self.fired = True
+                    relay.start()
+
+        handler = BackOnFirstRetry()
+        logging.getLogger(store_module.__name__).addHandler(handler)
+        try:
+            store.upsert_drop("spring", rows)
+        finally:
+            logging.getLogger(store_module.__name__).removeHandler(handler)
+        assert handler.fired and store.count("spring") == 8
         assert store.search(vectors[5:6], top_k=1)[0][0].path == "5.png"
 
         relay.cut()  # and gone for good: bounded, then one clear line
