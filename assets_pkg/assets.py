@@ -233,7 +233,7 @@ def product_image_collection(
             if not same_model
             or current.get(row_id(drop.name, r["sha256"])) != (r["path"], tuple(r["aliases"]))
         ]
-        upserted = store.upsert_drop(drop.name, changed, existing=current)
+        upserted = store.upsert_drop(drop.name, changed)
         stale = sorted(set(current) - wanted)
         deleted = store.delete_ids(drop.name, stale)
         if upserted or deleted:

@@ -279,34 +279,27 @@ class ProductImageStore:
         self._call("load_collection", self.client.load_collection, self.collection)
 
     # -- writes ------------------------------------------------------------
-    def upsert_drop(self, drop: str, rows: Iterable[dict], existing: Iterable[str] = ()) -> int:
-        """Write rows with keys sha256, path, aliases, width, height, vector; returns rows written.
+    def upsert_drop(self, drop: str, rows: Iterable[dict]) -> int:
+        """Upsert rows with keys sha256, path, aliases, width, height, vector; returns rows written.
 
-        On Milvus Lite, rows whose id is in `existing` are upserted and the others inserted, which
-        leaves no delete markers behind (an upsert is a delete plus an insert, and Lite searches slow
-        down with every marker); the caller holds the Lite file lock, so `existing` cannot go stale.
-        On a server everything is upserted: other runs may write at the same time, a retried upsert
-        cannot duplicate a row, and the server compacts the markers away."""
+        Always upserts (never inserts): Milvus does not deduplicate primary keys on insert, so a
+        repeated or retried batch, or two runs writing at once, could otherwise leave a row twice."""
         validate_drop_name(drop)
-        existing = set(existing)
-        upsert_all = not is_lite_uri(self.uri)
         written = 0
-        batches: dict[str, list[dict]] = {"insert": [], "upsert": []}
+        batch: list[dict] = []
 
-        def send(kind: str) -> int:
-            batch, batches[kind] = batches[kind], []
-            if not batch:
+        def send() -> int:
+            nonlocal batch
+            chunk, batch = batch, []
+            if not chunk:
                 return 0
-            fn = self.client.insert if kind == "insert" else self.client.upsert
-            res = self._call(kind, fn, self.collection, batch)
-            return int(res.get(f"{kind}_count", len(batch)))
+            res = self._call("upsert", self.client.upsert, self.collection, chunk)
+            return int(res.get("upsert_count", len(chunk)))
 
         for r in rows:
-            rid = row_id(drop, r["sha256"])
-            kind = "upsert" if upsert_all or rid in existing else "insert"
-            batches[kind].append(
+            batch.append(
                 {
-                    "id": rid,
+                    "id": row_id(drop, r["sha256"]),
                     "drop": drop,
                     "sha256": r["sha256"],
                     "path": r["path"],
@@ -316,9 +309,9 @@ class ProductImageStore:
                     "vector": np.asarray(r["vector"], dtype=np.float32).tolist(),
                 }
             )
-            if len(batches[kind]) >= WRITE_BATCH:
-                written += send(kind)
-        return written + send("insert") + send("upsert")
+            if len(batch) >= WRITE_BATCH:
+                written += send()
+        return written + send()
 
     def delete_ids(self, drop: str, ids: Sequence[str]) -> int:
         deleted = 0
@@ -330,8 +323,8 @@ class ProductImageStore:
         return deleted
 
     def flush(self) -> None:
-        """Seal what was written: persisted, and indexed in the background (Milvus Lite searches
-        unflushed rows by brute force, about 0.2 s at 100,000 vectors instead of 0.04 s)."""
+        """Seal what was written: persisted, and indexed in the background (unflushed rows are
+        searched by brute force until then)."""
         self._call("flush", self.client.flush, self.collection)
 
     def remove_drop(self, drop: str) -> int:
