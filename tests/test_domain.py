@@ -181,6 +181,12 @@ def test_upsert_is_idempotent_and_delete_is_exact(tmp_path):
             store.ensure_collection(16)
 
 
+def test_a_milvus_lite_3_folder_is_refused_with_the_way_out(tmp_path):
+    (tmp_path / "milvus.db" / "collections").mkdir(parents=True)
+    with pytest.raises(StoreError, match=r"MILVUS_URI=.*milvus.db is a folder.*Delete the folder and run again"):
+        ProductImageStore(str(tmp_path / "milvus.db")).open()
+
+
 def test_filters_are_built_only_from_valid_names():
     assert drop_filter("spring") == 'drop == "spring"'
     with pytest.raises(InvalidDropName):

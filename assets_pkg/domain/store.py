@@ -153,6 +153,12 @@ class ProductImageStore:
             return self
         if is_lite_uri(self.uri):
             path = Path(self.uri)
+            if path.is_dir():
+                raise StoreError(
+                    f"MILVUS_URI={self.uri} is a folder, written by the pure-Python Milvus Lite 3.x; Drop Studio "
+                    f"uses Milvus Lite 2.5, which keeps one file. Delete the folder and run again: the "
+                    f"embeddings in ARTIFACTS_DIR are reused, nothing is embedded twice"
+                )
             path.parent.mkdir(parents=True, exist_ok=True)
             self._lock = FileLock(str(path) + ".lock")
             try:
