@@ -10,7 +10,6 @@
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -22,6 +21,7 @@ from PIL import Image
 
 from assets_pkg.domain.drops import IMAGE_EXTENSIONS
 from assets_pkg.domain.encoder import ClipEncoder
+from report import print_result
 
 warnings.filterwarnings("ignore")
 
@@ -104,11 +104,7 @@ def main(argv=None):
         "pipeline_vs_forward": round(pipeline_ips / fwd_ips, 3),
         "pipeline_vs_seed": round(pipeline_ips / seed_ips, 2),
     }
-    if a.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for k, v in result.items():
-            print(f"{k:>20}: {v}")
+    print_result(result, a.json)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,13 @@
 """
 
 import argparse
-import json
 import os
 import tempfile
 import time
 import warnings
 from pathlib import Path
+
+from report import print_result
 
 warnings.filterwarnings("ignore")
 
@@ -52,7 +53,7 @@ def main(argv=None):
     out = {"images": images, "model": a.model, "first_seconds": round(times[0], 2),
            "second_seconds": round(times[1], 2), "ratio": round(times[1] / times[0], 4),
            "second_run_encoded": emb["encoded"].value, "second_run_reused": emb["reused"].value}
-    print(json.dumps(out, indent=2) if a.json else "\n".join(f"{k:>20}: {v}" for k, v in out.items()))
+    print_result(out, a.json)
 
 
 if __name__ == "__main__":

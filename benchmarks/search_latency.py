@@ -5,7 +5,6 @@ text queries end to end (CLIP text encoding + search, top 10) and the search alo
 """
 
 import argparse
-import json
 import multiprocessing
 import os
 import tempfile
@@ -16,6 +15,7 @@ import numpy as np
 
 from assets_pkg.domain.encoder import ClipEncoder
 from assets_pkg.domain.store import ProductImageStore
+from report import print_result
 
 warnings.filterwarnings("ignore")
 
@@ -88,11 +88,7 @@ def main(argv=None):
         "search_p50_ms": percentile(search_only, 50), "search_p99_ms": percentile(search_only, 99),
         "filtered_search_p50_ms": percentile(filtered, 50), "filtered_search_p99_ms": percentile(filtered, 99),
     }
-    if a.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for k, v in result.items():
-            print(f"{k:>24}: {v}")
+    print_result(result, a.json)
 
 
 if __name__ == "__main__":

@@ -48,26 +48,26 @@ BRIEFS = """briefs:
 """
 
 
-@pytest.fixture(scope="session")
-def tiny_clip() -> Path:
-    """The repo's tiny CLIP checkpoint, trained once (about a minute) and reused."""
-    path = MODELS / "tiny-clip.pt"
+def _checkpoint(name: str, arch: str) -> Path:
+    """A checkpoint under data/models, written by the repo's own script the first time."""
+    path = MODELS / name
     if not path.exists():
         from assets_pkg.domain.checkpoints import write_checkpoint
 
-        write_checkpoint(path, "tiny", log=None)
+        write_checkpoint(path, arch, log=None)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_clip() -> Path:
+    """The repo's tiny CLIP checkpoint, trained once (about a minute) and reused."""
+    return _checkpoint("tiny-clip.pt", "tiny")
 
 
 @pytest.fixture(scope="session")
 def vit_b32_shaped() -> Path:
     """Randomly initialised weights with the exact ViT-B/32 shapes (about 300 MB)."""
-    path = MODELS / "vit-b-32-shaped.pt"
-    if not path.exists():
-        from assets_pkg.domain.checkpoints import write_checkpoint
-
-        write_checkpoint(path, "vit-b-32", log=None)
-    return path
+    return _checkpoint("vit-b-32-shaped.pt", "vit-b-32")
 
 
 @dataclass

@@ -14,9 +14,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 
@@ -54,9 +56,13 @@ class MilvusServer:
 
     def __init__(self, data: Path):
         self.data = Path(data)
-        self.uri = ""
+        self.port: int | None = None  # chosen by the launcher at start
         self.proc: subprocess.Popen | None = None
         self._log = None
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 180) -> "MilvusServer":
         exe = Path(sys.executable).with_name("milvus-server")
@@ -77,7 +83,7 @@ class MilvusServer:
         # TIME_WAIT for a minute), so read the port it chose from the config it writes.
         _wait(lambda: config.exists() and self._proxy_port(config) is not None, self.proc, 60,
               "milvus-server config", self.data / "server.log")
-        self.uri = f"http://127.0.0.1:{self._proxy_port(config)}"
+        self.port = self._proxy_port(config)
         _wait(self._ready, self.proc, timeout, "milvus-server", self.data / "server.log")
         return self
 
@@ -89,7 +95,7 @@ class MilvusServer:
             return None
 
     def _ready(self) -> bool:
-        if not port_open(int(self.uri.rsplit(":", 1)[1])):
+        if not port_open(self.port):
             return False
         from assets_pkg.domain.store import MilvusClient
 
@@ -112,7 +118,7 @@ class MilvusServer:
         self._log.close()
         self.proc = None
         deadline = time.time() + 30
-        while port_open(int(self.uri.rsplit(":", 1)[1])) and time.time() < deadline:
+        while self.port and port_open(self.port) and time.time() < deadline:
             time.sleep(0.3)
 
 
@@ -183,8 +189,6 @@ class PostgresServer:
 
 def unavailable(reason: str):
     """Skip with a printed reason, or fail under CI, where every server must run."""
-    import pytest
-
     if os.environ.get("CI"):
         pytest.fail(f"server needed in CI: {reason}")
     print(f"SKIP: {reason}")
@@ -195,8 +199,6 @@ class TcpRelay:
     """A loopback TCP relay to a server, which the test can cut and restore: a network blip."""
 
     def __init__(self, target_port: int):
-        import threading
-
         self.target_port = target_port
         self.port = free_port()
         self._sockets: list[socket.socket] = []
@@ -204,8 +206,6 @@ class TcpRelay:
         self._lock = threading.Lock()
 
     def start(self) -> "TcpRelay":
-        import threading
-
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -216,8 +216,6 @@ class TcpRelay:
         return self
 
     def _accept(self, listener: socket.socket) -> None:
-        import threading
-
         while True:
             try:
                 client, _ = listener.accept()

@@ -3,7 +3,6 @@ nothing let in. The corpus is generated here, not committed."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import BRIEFS, draw_drop, materialize_drop, metadata
-from fake_gemini import FakeGemini, png_bytes
+from fake_gemini import FakeGemini
 
 API_KEY = "test-key-not-a-secret-0123456789"
 

@@ -9,7 +9,6 @@ import time
 from datetime import datetime
 
 import numpy as np
-import pytest
 import torch
 from dagster import DagsterInstance, build_schedule_context, build_sensor_context
 

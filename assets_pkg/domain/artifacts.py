@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,9 +82,10 @@ class DropArtifacts:
 
     # -- manifest ----------------------------------------------------------
     def write_manifest(self, manifest: Manifest) -> None:
-        tmp = _tmp_for(self.root / "manifest.parquet")
+        path = self.root / "manifest.parquet"
+        tmp = _tmp_for(path)
         manifest.images.to_parquet(tmp, index=False)
-        tmp.replace(self.root / "manifest.parquet")
+        tmp.replace(path)
         write_json(self.root / "rejected.json", manifest.rejected)
 
     def read_manifest(self) -> Manifest | None:

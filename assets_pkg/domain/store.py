@@ -48,7 +48,8 @@ COLLECTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 FIELDS = ("id", "drop", "sha256", "path", "aliases", "width", "height", "vector")
 WRITE_BATCH = 500
 MAX_TOP_K = 1000
-# Operations that are safe to repeat (an insert is not: on a server a repeated insert duplicates rows).
+# Operations safe to repeat after a transient failure (not creating a collection, nor reading the
+# next page of a query iterator, which may already have moved on).
 IDEMPOTENT = frozenset({"has_collection", "describe_collection", "load_collection", "upsert", "delete", "flush",
                         "query", "query_iterator", "count", "search"})
 
