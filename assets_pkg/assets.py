@@ -9,6 +9,7 @@ import hashlib
 import json
 import sys
 import time
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,9 +18,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
     AssetExecutionContext,
     AutomationCondition,
     Config,
+    DataVersion,
     DynamicPartitionsDefinition,
     Failure,
     MaterializeResult,
@@ -36,6 +40,9 @@ from .domain.store import row_id
 from .resources import ClipModel, DropLibrary, ImageGeneratorResource, MilvusResource
 
 product_drops = DynamicPartitionsDefinition(name="product_drops")
+
+# Partitioned asset checks are a Dagster preview feature; they let each check see its drop.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
 
 # Failures worth asking again on the next run; anything else is the model's answer to these inputs.
 TRANSIENT_FAILURES = ("HTTP_", "TIMEOUT", "CONNECTION_ERROR")
@@ -66,6 +73,19 @@ def _save_sheet(library: DropLibrary, drop: str, name: str, sheet) -> dict:
     return {"contact_sheet": MetadataValue.md(markdown_image(sheet, name)), "contact_sheet_file": MetadataValue.path(str(path))}
 
 
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _existing_sheet(library: DropLibrary, drop: str, name: str) -> dict:
+    """The metadata of a contact sheet an earlier run wrote, when its inputs are unchanged."""
+    path = library.artifacts(drop).sheet_path(name)
+    with Image.open(path) as sheet:
+        inline = markdown_image(sheet, name)
+    return {"contact_sheet": MetadataValue.md(inline),
+            "contact_sheet_file": MetadataValue.path(str(path))}
+
+
 def _fail_clearly(fn):
     """Turn a StudioError into a Dagster Failure whose description is the one-line message."""
 
@@ -94,14 +114,21 @@ def raw_product_images(context: AssetExecutionContext, library: DropLibrary) -> 
 
     start = time.perf_counter()
     manifest = scan_drop(drop, previous.images if previous else None, max_pixels=library.max_image_pixels)
-    art.write_manifest(manifest)
+    unchanged = previous is not None and previous.rejected == manifest.rejected \
+        and previous.images.equals(manifest.images)
+    if not unchanged:
+        art.write_manifest(manifest)
     images = manifest.images
     for r in manifest.rejected:
         context.log.warning(f"rejected {drop.name}/{r['file']}: {r['reason']}")
-    sheet = contact_sheet(
-        [(drop.folder / p, p) for p in images["path"].head(SHEET_LIMIT)],
-        title=f"{drop.name}: {len(images)} images" + (f" (first {SHEET_LIMIT})" if len(images) > SHEET_LIMIT else ""),
-    )
+    if unchanged and art.sheet_path("drop").exists():
+        sheet_meta = _existing_sheet(library, drop.name, "drop")
+    else:
+        sheet = contact_sheet(
+            [(drop.folder / p, p) for p in images["path"].head(SHEET_LIMIT)],
+            title=f"{drop.name}: {len(images)} images" + (f" (first {SHEET_LIMIT})" if len(images) > SHEET_LIMIT else ""),
+        )
+        sheet_meta = _save_sheet(library, drop.name, "drop", sheet)
     return MaterializeResult(
         metadata={
             "images": len(images) + len(manifest.rejected),
@@ -116,7 +143,8 @@ def raw_product_images(context: AssetExecutionContext, library: DropLibrary) -> 
             "scan_seconds": round(time.perf_counter() - start, 3),
             "dagster/row_count": len(images),
             "folder": MetadataValue.path(str(drop.folder)),
-            **_save_sheet(library, drop.name, "drop", sheet),
+            "changed": not unchanged,
+            **sheet_meta,
         }
     )
 
@@ -137,8 +165,7 @@ def clip_embeddings(context: AssetExecutionContext, library: DropLibrary, clip: 
     art = library.artifacts(drop.name)
     manifest = art.read_manifest()
     unique = manifest.unique_images
-    encoder = clip.encoder()
-    model_id = encoder.model_id
+    model_id = clip.model_id()  # without loading the weights: an unchanged drop never imports torch
 
     old_sha, old_vecs, old_model = art.read_embeddings()
     known = dict(zip(old_sha, old_vecs)) if old_model == model_id else {}
@@ -146,12 +173,15 @@ def clip_embeddings(context: AssetExecutionContext, library: DropLibrary, clip: 
     known.update(resumed)
     todo = unique[~unique["sha256"].isin(known.keys())].reset_index(drop=True)
     vectors: dict[str, np.ndarray] = {h: known[h] for h in unique["sha256"] if h in known}
+    dim = old_vecs.shape[1] if old_model == model_id and old_vecs.shape[1] else None
+    # The model is loaded only when something needs encoding (or an empty first run needs its dimension).
+    encoder = clip.encoder() if len(todo) or dim is None else None
 
     if resumed:
         context.log.info(f"{drop.name}: resuming, {len(resumed)} vectors from an interrupted run")
     context.log.info(
-        f"{drop.name}: {len(unique)} distinct images, {len(vectors)} reused, {len(todo)} to encode "
-        f"with {model_id} on {encoder.device} (batch {encoder.batch_size})"
+        f"{drop.name}: {len(unique)} distinct images, {len(vectors)} reused, {len(todo)} to encode"
+        + (f" with {model_id} on {encoder.device} (batch {encoder.batch_size})" if len(todo) else "")
     )
     failures: list[dict] = []
     start = time.perf_counter()
@@ -165,7 +195,7 @@ def clip_embeddings(context: AssetExecutionContext, library: DropLibrary, clip: 
         bar.update(p.done - bar.n)
 
     with bar:
-        for batch in encoder.iter_image_batches(paths, on_progress=progress):
+        for batch in (encoder.iter_image_batches(paths, on_progress=progress) if paths else []):
             done_sha = [todo.at[i, "sha256"] for i in batch.indices]
             art.write_partial_batch(done_sha, batch.vectors, model_id)
             vectors.update(zip(done_sha, batch.vectors))
@@ -175,8 +205,9 @@ def clip_embeddings(context: AssetExecutionContext, library: DropLibrary, clip: 
     seconds = time.perf_counter() - start
 
     order = [h for h in unique["sha256"] if h in vectors]
-    matrix = np.stack([vectors[h] for h in order]) if order else np.zeros((0, encoder.dim), np.float32)
-    art.write_embeddings(order, matrix, model_id)
+    matrix = np.stack([vectors[h] for h in order]) if order else np.zeros((0, dim or encoder.dim), np.float32)
+    if len(todo) or resumed or order != list(old_sha) or old_model != model_id:
+        art.write_embeddings(order, matrix, model_id)
     art.clear_partial_batches()
     if failures:  # decodable by PIL at scan time but not by the encoder's reader
         manifest.rejected = sorted(manifest.rejected + failures, key=lambda r: r["file"])
@@ -187,18 +218,35 @@ def clip_embeddings(context: AssetExecutionContext, library: DropLibrary, clip: 
     return MaterializeResult(
         metadata={
             "model": model_id,
-            "device": encoder.device,
-            "dim": int(matrix.shape[1]) if matrix.size else encoder.dim,
+            "device": encoder.device if encoder else "none (nothing to encode)",
+            "dim": int(matrix.shape[1]),
             "vectors": len(order),
             "encoded": encoded,
             "reused": len(unique) - len(todo),
             "rejected": len(failures),
             "encode_seconds": round(seconds, 3),
             "images_per_second": round(encoded / seconds, 1) if encoded and seconds > 0 else 0.0,
-            "batch_size": encoder.batch_size,
-            "fit": encoder.fit,
+            "batch_size": encoder.batch_size if encoder else 0,
+            "fit": clip.fit,
             "dagster/row_count": len(order),
         }
+    )
+
+
+def _sample(items, n: int = 10) -> list:
+    return sorted(items)[:n]
+
+
+def _collection_matches_manifest(drop: str, unique, actual: set[str]) -> AssetCheckResult:
+    expected = {row_id(drop, h) for h in unique["sha256"]}
+    missing, orphans = expected - actual, actual - expected
+    return AssetCheckResult(
+        check_name="collection_matches_manifest",
+        passed=not missing and not orphans,
+        metadata={
+            "rows_in_milvus": len(actual), "valid_images": len(expected),
+            "missing": MetadataValue.json(_sample(missing)), "orphans": MetadataValue.json(_sample(orphans)),
+        },
     )
 
 
@@ -207,6 +255,11 @@ def clip_embeddings(context: AssetExecutionContext, library: DropLibrary, clip: 
     deps=[clip_embeddings],
     group_name="catalog",
     kinds={"milvus"},
+    check_specs=[AssetCheckSpec(
+        "collection_matches_manifest", asset="product_image_collection", blocking=True,
+        partitions_def=product_drops,
+        description="The drop's rows in Milvus are exactly its valid images: same ids, no orphan, none missing.",
+    )],
     description="The drop's rows in the Milvus collection: exactly its valid images, keyed by drop and content hash.",
 )
 @_fail_clearly
@@ -240,9 +293,17 @@ def product_image_collection(
             store.flush()
         indexed = store.count(drop.name)
         total = store.count()
-    art.mark_synced(model_id, milvus.collection)
+        # Checked here, on the connection the sync used: a separate check step would open Milvus again.
+        check = _collection_matches_manifest(drop.name, unique, store.ids_of_drop(drop.name))
+    # What searches of this drop can find: changes exactly when a row, a path or the weights change.
+    digest = _digest({"model": model_id, "collection": milvus.collection, "milvus": milvus.display_uri,
+                      "rows": sorted((row_id(drop.name, r["sha256"]), r["path"], *r["aliases"]) for r in rows)})
+    art.mark_synced(model_id, milvus.collection, milvus.display_uri, digest)
     context.log.info(f"{drop.name}: upserted {upserted}, deleted {deleted}, {indexed} rows now in {milvus.collection}")
     return MaterializeResult(
+        # reference_images follows a changed data version, not every (often no-op) refresh
+        data_version=DataVersion(digest),
+        check_results=[check],
         metadata={
             "collection": milvus.collection,
             "milvus": milvus.display_uri,
@@ -270,6 +331,7 @@ def campaign_briefs(context: AssetExecutionContext, library: DropLibrary) -> Mat
     if not drop.briefs_file.exists():
         context.log.info(f"{drop.briefs_file} not found: no campaign briefs for {drop.name}")
     return MaterializeResult(
+        data_version=DataVersion(_digest([b.to_dict() for b in briefs])),
         metadata={
             "briefs": len(briefs),
             "file": MetadataValue.path(str(drop.briefs_file)),
@@ -280,13 +342,22 @@ def campaign_briefs(context: AssetExecutionContext, library: DropLibrary) -> Mat
     )
 
 
+# reference_images follows its inputs: a run of any kind (the nightly refresh, a click on an upstream
+# asset in the UI) that changes the drop's Milvus rows or its briefs is followed by a search for that drop.
+# It keys on data versions, so a refresh that changed nothing launches nothing; and a run that already
+# searched (the drop sensor's, the weekly one) is not followed by a second search.
+INPUTS_CHANGED = AutomationCondition.any_deps_match(
+    AutomationCondition.data_version_changed() & ~AutomationCondition.executed_with_root_target()
+).with_label("rows_or_briefs_changed")
+FOLLOWS_ITS_INPUTS = AutomationCondition.eager().replace("any_deps_updated", INPUTS_CHANGED)
+
+
 @asset(
     partitions_def=product_drops,
     deps=[product_image_collection, campaign_briefs],
     group_name="campaigns",
     kinds={"milvus", "pytorch"},
-    # Follows its inputs (Milvus rows, briefs) whenever they change; see orchestration/schedules.py.
-    automation_condition=AutomationCondition.eager(),
+    automation_condition=FOLLOWS_ITS_INPUTS,
     description="For each brief, the drop's best-matching images for its query (CLIP text-to-image search in Milvus).",
 )
 @_fail_clearly
@@ -296,28 +367,40 @@ def reference_images(
     drop = library.drop(context.partition_key)
     art = library.artifacts(drop.name)
     briefs = art.read_briefs()
-    refs: dict[str, list[dict]] = {}
-    if briefs:
-        queries = clip.encoder().embed_texts([b.query for b in briefs])
-        with milvus.store() as store:
-            results = store.search(queries, drop=drop.name, top_k=max(b.top_k for b in briefs))
-        for b, hits in zip(briefs, results):
-            refs[b.id] = [{"path": h.path, "score": round(h.score, 4)} for h in hits[: b.top_k]]
-    art.write_references(refs)
+    # Same briefs, same weights, same rows: the search would return the same references.
+    inputs_key = _digest({"briefs": [b.to_dict() for b in briefs], "rows": art.read_sync()})
+    reused = art.references_inputs_key() == inputs_key
+    if reused:
+        refs = art.read_references()
+        context.log.info(f"{drop.name}: briefs and Milvus rows unchanged since the last search; references kept")
+    else:
+        refs = {}
+        if briefs:
+            queries = clip.encoder().embed_texts([b.query for b in briefs])
+            with milvus.store() as store:
+                results = store.search(queries, drop=drop.name, top_k=max(b.top_k for b in briefs))
+            for b, hits in zip(briefs, results):
+                refs[b.id] = [{"path": h.path, "score": round(h.score, 4)} for h in hits[: b.top_k]]
+        art.write_references(refs, inputs_key)
     empty = [b.id for b in briefs if not refs.get(b.id)]
     for b in briefs:
         context.log.info(f"{b.id} ({b.query!r}): " + ", ".join(f"{r['path']} {r['score']:.3f}" for r in refs[b.id]))
-    items = [
-        (drop.folder / r["path"], f"{b.id} #{k + 1} {r['score']:.2f}")
-        for b in briefs
-        for k, r in enumerate(refs[b.id])
-    ]
-    cols = max([b.top_k for b in briefs] or [1])
-    sheet = contact_sheet(items[:SHEET_LIMIT], cols=min(cols, 8), title=f"{drop.name}: references per brief")
+    if reused and art.sheet_path("references").exists():
+        sheet_meta = _existing_sheet(library, drop.name, "references")
+    else:
+        items = [
+            (drop.folder / r["path"], f"{b.id} #{k + 1} {r['score']:.2f}")
+            for b in briefs
+            for k, r in enumerate(refs[b.id])
+        ]
+        cols = max([b.top_k for b in briefs] or [1])
+        sheet = contact_sheet(items[:SHEET_LIMIT], cols=min(cols, 8), title=f"{drop.name}: references per brief")
+        sheet_meta = _save_sheet(library, drop.name, "references", sheet)
     return MaterializeResult(
         metadata={
             "briefs": len(briefs),
             "references": sum(len(v) for v in refs.values()),
+            "searched": not reused,
             "briefs_without_references": MetadataValue.json(empty),
             "table": MetadataValue.md(
                 _md_table(
@@ -326,7 +409,7 @@ def reference_images(
                     ["brief", "query", "rank", "path", "score"],
                 )
             ) if briefs else MetadataValue.text("no briefs"),
-            **_save_sheet(library, drop.name, "references", sheet),
+            **sheet_meta,
         }
     )
 

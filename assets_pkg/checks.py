@@ -1,22 +1,13 @@
 """Asset checks beside the assets they check; the blocking ones stop a bad step from feeding the next."""
 
 import json
-import warnings
 
 import numpy as np
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 from PIL import Image
 
-from .assets import campaign_images, clip_embeddings, product_drops, product_image_collection, reference_images
-from .domain.store import row_id
-from .resources import DropLibrary, MilvusResource
-
-# Partitioned asset checks are a Dagster preview feature; they let each check see its drop.
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
-
-
-def _sample(items, n: int = 10) -> list:
-    return sorted(items)[:n]
+from .assets import _sample, campaign_images, clip_embeddings, product_drops, reference_images
+from .resources import DropLibrary
 
 
 @asset_check(asset=clip_embeddings, partitions_def=product_drops, blocking=True,
@@ -40,25 +31,6 @@ def embeddings_are_sound(context: AssetCheckExecutionContext, library: DropLibra
             "rows": len(sha), "valid_images": len(expected), "nan_rows": nan_rows, "not_unit_norm": bad_norm,
             "duplicates": duplicates, "missing": MetadataValue.json(_sample(missing)),
             "extra": MetadataValue.json(_sample(extra)),
-        },
-    )
-
-
-@asset_check(asset=product_image_collection, partitions_def=product_drops, blocking=True,
-             description="The drop's rows in Milvus are exactly its valid images: same ids, no orphan, none missing.")
-def collection_matches_manifest(
-    context: AssetCheckExecutionContext, library: DropLibrary, milvus: MilvusResource
-) -> AssetCheckResult:
-    drop = context.partition_key
-    expected = {row_id(drop, h) for h in library.artifacts(drop).read_manifest().images["sha256"]}
-    with milvus.store() as store:
-        actual = store.ids_of_drop(drop)
-    missing, orphans = expected - actual, actual - expected
-    return AssetCheckResult(
-        passed=not missing and not orphans,
-        metadata={
-            "rows_in_milvus": len(actual), "valid_images": len(expected),
-            "missing": MetadataValue.json(_sample(missing)), "orphans": MetadataValue.json(_sample(orphans)),
         },
     )
 
@@ -90,4 +62,5 @@ def campaign_images_decode(context: AssetCheckExecutionContext, library: DropLib
     return AssetCheckResult(passed=not bad, metadata={"images": len(pngs), "broken": MetadataValue.json(bad)})
 
 
-drop_checks = [embeddings_are_sound, collection_matches_manifest, every_brief_has_references, campaign_images_decode]
+# collection_matches_manifest runs inside product_image_collection's step (assets.py), on its Milvus connection.
+drop_checks = [embeddings_are_sound, every_brief_has_references, campaign_images_decode]

@@ -13,7 +13,7 @@ from dagster import ConfigurableResource
 
 from .domain.artifacts import DropArtifacts
 from .domain.drops import DEFAULT_MAX_PIXELS, ProductDrop
-from .domain.encoder import ClipEncoder
+from .domain.model_id import clip_model_id
 from .domain.generator import DEFAULT_GEMINI_IMAGE_MODEL, DEFAULT_PRICES, BoardGenerator, GeminiGenerator
 from .domain.store import DEFAULT_COLLECTION, ProductImageStore, is_lite_uri
 
@@ -43,8 +43,15 @@ class ClipModel(ConfigurableResource):
     download_root: Optional[str] = None
     progress_bar: bool = False  # a terminal progress bar (the CLI turns it on)
 
-    def encoder(self) -> ClipEncoder:
+    def model_id(self) -> str:
+        """The weights' identity, without importing torch or loading them."""
+        return clip_model_id(self.model)
+
+    def encoder(self):
+        # torch and clip are imported here, by the steps that encode, not when the code location loads.
         # The loaded model is cached per process, so every step of a run shares one copy.
+        from .domain.encoder import ClipEncoder
+
         return ClipEncoder(self.model, self.device, self.batch_size, self.num_workers, self.fit, self.download_root)
 
 

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import os
 
-from dagster import Definitions, EnvVar
+from dagster import Definitions, EnvVar, in_process_executor, multiprocess_executor
 
 from assets_pkg.assets import drop_assets
 from assets_pkg.checks import drop_checks
-from assets_pkg.domain.settings import DEFAULTS
+from assets_pkg.domain.errors import StudioError
+from assets_pkg.domain.settings import DEFAULTS, setting
 from assets_pkg.resources import ClipModel, DropLibrary, ImageGeneratorResource, MilvusResource
 
-from .jobs import drop_graph_job, refresh_catalog_job, regenerate_campaigns_job
+from .jobs import drop_graph_job, ingest_drop_job, refresh_catalog_job, regenerate_campaigns_job
 from .schedules import nightly_catalog_refresh, weekly_campaign_refresh
-from .sensors import drop_folder_sensor
+from .sensors import drop_folder_sensor, references_follow_inputs
 
 
 def _env(name: str):
@@ -64,22 +65,44 @@ def build_resources(progress_bar: bool = False) -> dict:
     }
 
 
+# Modules every step of a drop may need, imported once by the forkserver instead of once per step.
+# (Not pymilvus: it refuses a Milvus Lite path in MILVUS_URI at import; the store imports it carefully.)
+PRELOAD = ["torch", "clip", "pandas", "pyarrow.parquet", "orchestration.definitions"]
+
+
 def _executor():
-    """DAGSTER_EXECUTOR=k8s (set in deploy/helm) runs each step in its own Kubernetes pod, so only the
-    embedding step asks for a GPU node; otherwise Dagster's default (multiprocess for launched runs)."""
-    if os.environ.get("DAGSTER_EXECUTOR") == "k8s":
+    """How a launched run executes its steps (DAGSTER_EXECUTOR):
+
+    - in_process (default): every step of the run in the run's own process. A drop's steps run one
+      after the other anyway, so this costs one interpreter, one import of torch and one model load
+      per run, where the multiprocess executor pays all three again in every step's process.
+    - multiprocess: a process per step, started fresh (Dagster's default).
+    - forkserver: a process per step, forked from a server that has the heavy modules imported.
+    - k8s (deploy/helm): a pod per step, so only the embedding step asks for a GPU node.
+    The `gpu` pool limits embedding to one drop at a time under every executor.
+    """
+    kind = setting("DAGSTER_EXECUTOR")
+    if kind == "in_process":
+        return in_process_executor
+    if kind == "multiprocess":
+        return multiprocess_executor
+    if kind == "forkserver":
+        return multiprocess_executor.configured(
+            {"start_method": {"forkserver": {"preload_modules": PRELOAD}}}, name="forkserver_executor"
+        )
+    if kind == "k8s":
         from dagster_k8s import k8s_job_executor  # the `k8s` extra
 
         return k8s_job_executor
-    return None
+    raise StudioError(f"DAGSTER_EXECUTOR={kind!r}: use in_process, multiprocess, forkserver or k8s")
 
 
 defs = Definitions(
     assets=drop_assets,
     asset_checks=drop_checks,
-    jobs=[drop_graph_job, refresh_catalog_job, regenerate_campaigns_job],
+    jobs=[drop_graph_job, ingest_drop_job, refresh_catalog_job, regenerate_campaigns_job],
     schedules=[nightly_catalog_refresh, weekly_campaign_refresh],
-    sensors=[drop_folder_sensor],
+    sensors=[drop_folder_sensor, references_follow_inputs],
     resources=build_resources(),
     executor=_executor(),
 )

@@ -1,35 +1,41 @@
-"""Jobs over the drop graph; each run covers one drop (partition) and is tagged with it."""
+"""Jobs over the drop graph; each run covers one drop (partition) and is tagged with it.
+
+Which trigger runs which job is the table in README ("Automation"): only `drop_graph` (a click or the
+CLI) and `regenerate_campaigns` (the weekly schedule) include the billed `campaign_images`.
+"""
 
 from dagster import AssetSelection, define_asset_job
 
-from assets_pkg.assets import (
-    campaign_briefs,
-    campaign_images,
-    clip_embeddings,
-    drop_assets,
-    product_drops,
-    product_image_collection,
-    raw_product_images,
-    reference_images,
-)
+from assets_pkg.assets import campaign_images, product_drops
+
+CATALOG = AssetSelection.groups("catalog")  # raw_product_images, clip_embeddings, product_image_collection
 
 drop_graph_job = define_asset_job(
     "drop_graph",
-    selection=AssetSelection.assets(*drop_assets),
+    selection=AssetSelection.all(),
     partitions_def=product_drops,
-    description="Every step for one product drop: images, embeddings, Milvus, briefs, references, campaign images.",
+    description="Every step for one product drop, campaign images (billed) included: for a click or the CLI.",
+)
+
+ingest_drop_job = define_asset_job(
+    "ingest_drop",
+    selection=AssetSelection.all() - AssetSelection.assets(campaign_images),
+    partitions_def=product_drops,
+    description="A new or changed drop: images, embeddings, Milvus rows, briefs and references; no billed "
+                "generation (campaign images wait for the weekly run or a click).",
 )
 
 refresh_catalog_job = define_asset_job(
     "refresh_catalog",
-    selection=AssetSelection.assets(raw_product_images, clip_embeddings, product_image_collection),
+    selection=CATALOG,
     partitions_def=product_drops,
-    description="Re-scan a drop and bring its embeddings and Milvus rows in line with the folder (no-op if unchanged).",
+    description="Re-scan a drop and bring its embeddings and Milvus rows in line with the folder (no-op if "
+                "unchanged); references follow when the rows changed.",
 )
 
 regenerate_campaigns_job = define_asset_job(
     "regenerate_campaigns",
-    selection=AssetSelection.assets(campaign_briefs, reference_images, campaign_images),
+    selection=AssetSelection.groups("campaigns"),
     partitions_def=product_drops,
     description="Re-read briefs, re-retrieve references and generate campaign images whose inputs changed.",
 )

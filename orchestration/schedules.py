@@ -1,22 +1,21 @@
 """Scheduled refreshes over every known drop; crons come from the environment at load time.
 
 Only what must happen on a clock is a cron here. `reference_images` instead uses declarative
-automation (eager): it should follow its inputs (the drop's Milvus rows and its briefs) whenever
+automation (see assets.py): it follows its inputs (the drop's Milvus rows and its briefs) whenever
 they change, which a cron would either miss or repeat for nothing. Campaign images stay on a cron
 because each generated image is billed: a weekly run bounds the spend, and unchanged briefs are
 not generated again anyway.
 """
 
-import os
-
 from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, schedule
 
 from assets_pkg.assets import product_drops
+from assets_pkg.domain.settings import setting
 
 from .jobs import refresh_catalog_job, regenerate_campaigns_job
 
-REFRESH_CATALOG_CRON = os.environ.get("REFRESH_CATALOG_CRON", "0 2 * * *")  # nightly at 02:00
-REGENERATE_CAMPAIGNS_CRON = os.environ.get("REGENERATE_CAMPAIGNS_CRON", "0 6 * * 1")  # Mondays at 06:00
+REFRESH_CATALOG_CRON = setting("REFRESH_CATALOG_CRON")
+REGENERATE_CAMPAIGNS_CRON = setting("REGENERATE_CAMPAIGNS_CRON")
 
 
 def _one_run_per_drop(context: ScheduleEvaluationContext, label: str) -> list[RunRequest]:

@@ -1,9 +1,12 @@
-"""Discovery of product drops: new folders become partitions, changed folders get a refresh run."""
+"""Discovery of product drops: new folders become partitions, changed folders get a refresh run; and
+the automation sensor that lets `reference_images` follow its inputs."""
 
 import json
 
 from dagster import (
     AssetKey,
+    AssetSelection,
+    AutomationConditionSensorDefinition,
     DefaultSensorStatus,
     RunRequest,
     SensorEvaluationContext,
@@ -13,17 +16,30 @@ from dagster import (
 
 from assets_pkg.assets import product_drops
 from assets_pkg.domain.drops import discover_drops, drop_fingerprint
+from assets_pkg.domain.settings import setting
 from assets_pkg.resources import DropLibrary
 
-from .jobs import drop_graph_job
+from .jobs import ingest_drop_job
+
+# Declared rather than left to Dagster's default automation sensor, which a fresh instance creates
+# stopped: references must follow their inputs with nothing to switch on by hand.
+references_follow_inputs = AutomationConditionSensorDefinition(
+    "references_follow_inputs",
+    target=AssetSelection.all(),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=setting("AUTOMATION_INTERVAL_S"),
+    description="Evaluates the assets' automation conditions: reference_images re-runs for a drop whose "
+                "Milvus rows or briefs changed in a run that did not search already.",
+)
 
 
 @sensor(
-    job=drop_graph_job,
-    minimum_interval_seconds=30,
+    job=ingest_drop_job,
+    minimum_interval_seconds=setting("DROP_SENSOR_INTERVAL_S"),
     default_status=DefaultSensorStatus.RUNNING,
-    description="Watches DROPS_DIR: a new drop folder becomes a partition and gets a run; a drop whose files "
-                "were added, replaced or removed gets a refresh run for that drop alone.",
+    description="Watches DROPS_DIR: a new drop folder becomes a partition and gets an ingest run; a drop whose "
+                "files or briefs were added, replaced or removed gets one for that drop alone. No billed "
+                "generation: campaign images wait for the weekly schedule or a click.",
 )
 def drop_folder_sensor(context: SensorEvaluationContext, library: DropLibrary) -> SensorResult:
     cursor = json.loads(context.cursor) if context.cursor else {}

@@ -83,10 +83,11 @@ class Studio:
     def artifacts(self) -> Path:
         return Path(self.env["ARTIFACTS_DIR"])
 
-    def cli(self, *args: str, check: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, check: bool = True, extra_env: dict | None = None,
+            python_args: list[str] = ()) -> subprocess.CompletedProcess:
         env = {**os.environ, **self.env, **(extra_env or {})}
         proc = subprocess.run(
-            [sys.executable, "-m", "orchestration.cli", *args],
+            [sys.executable, *python_args, "-m", "orchestration.cli", *args],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
         )
         if check and proc.returncode != 0:

@@ -260,3 +260,143 @@ class TcpRelay:
                 except OSError:
                     pass
             self._sockets.clear()
+
+
+class DagsterDev:
+    """`dagster dev` (webserver and daemon, as users start them) on the shipped workspace, on loopback,
+    in the environment `env` (DAGSTER_HOME and the studio settings); the process group is killed for sure."""
+
+    ROOT = Path(__file__).resolve().parents[1]
+
+    def __init__(self, env: dict, log: Path):
+        self.env = env
+        self.log_path = Path(log)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180) -> "DagsterDev":
+        from dagster import DagsterInstance
+
+        # Create the SQLite instance once, here: the webserver and the daemon would race on its schema.
+        with DagsterInstance.from_config(self.env["DAGSTER_HOME"]):
+            pass
+        self._log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("dagster")), "dev", "-w", "workspace.yaml",
+             "-h", "127.0.0.1", "-p", str(self.port)],
+            cwd=self.ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _wait(lambda: self._get("/server_info") is not None, self.proc, timeout, "dagster dev", self.log_path)
+        return self
+
+    def _get(self, path: str):
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as resp:
+                return resp.read()
+        except OSError:
+            return None
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        import json
+        import urllib.request
+
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/graphql", headers={"Content-Type": "application/json"},
+            data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        )
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            body = json.load(resp)
+        if body.get("errors"):
+            raise RuntimeError(f"GraphQL errors: {body['errors']}")
+        return body["data"]
+
+    def launch(self, job: str, partition: str) -> str:
+        """Launch a job for one drop as the UI's Launchpad does; returns the run id."""
+        data = self.graphql(
+            """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
+                 __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""",
+            {"p": {"selector": {"repositoryLocationName": "drop_studio", "repositoryName": "__repository__",
+                                "jobName": job},
+                   "executionMetadata": {"tags": [{"key": "dagster/partition", "value": partition}]}}},
+        )["launchRun"]
+        if data["__typename"] != "LaunchRunSuccess":
+            raise RuntimeError(f"launching {job} for {partition}: {data}")
+        return data["run"]["runId"]
+
+    def stop_sensor(self, name: str) -> None:
+        """Turn a sensor off, as the toggle in the UI does."""
+        selector = {"repositoryLocationName": "drop_studio", "repositoryName": "__repository__", "sensorName": name}
+        state = self.graphql("query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { "
+                             "... on Sensor { sensorState { id } } } }", {"s": selector})
+        result = self.graphql("mutation($id: String) { stopSensor(id: $id) { __typename } }",
+                              {"id": state["sensorOrError"]["sensorState"]["id"]})
+        if result["stopSensor"]["__typename"] != "StopSensorMutationResult":
+            raise RuntimeError(f"stopping {name}: {result}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self._log.close()
+        self.proc = None
+
+    def __enter__(self) -> "DagsterDev":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def wait_for_runs(instance, done, timeout: float, what: str, poll: float = 1.0):
+    """Poll the instance until `done(runs)` returns a true value (returned); runs newest first."""
+    deadline = time.time() + timeout
+    while True:
+        runs = instance.get_runs()
+        result = done(runs)
+        if result:
+            return result
+        if time.time() > deadline:
+            summary = [(r.job_name, r.tags.get("dagster/partition"), r.status.value) for r in runs]
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; runs: {summary}")
+        time.sleep(poll)
+
+
+def run_timings(instance, run_id: str) -> dict:
+    """Wall time of a launched run (the launcher starting its process -> the run's end), the sum of its
+    steps' own durations, the time its steps waited for a `gpu` pool slot and the time from launch to the
+    run's process starting to execute, from the run's events."""
+    from dagster import DagsterEventType
+
+    events = instance.all_logs(run_id)
+    at = {e.dagster_event.event_type: e.timestamp for e in events if e.dagster_event}
+    started: dict[str, float] = {}
+    blocked_since: dict[str, float] = {}
+    steps = blocked = 0.0
+    for e in events:
+        kind = e.dagster_event.event_type if e.dagster_event else None
+        if kind == DagsterEventType.ENGINE_EVENT and (e.message or "").startswith("Step blocked by limit for pool"):
+            blocked_since.setdefault(e.step_key, e.timestamp)
+        if kind == DagsterEventType.STEP_START:
+            if e.step_key in blocked_since:
+                blocked += e.timestamp - blocked_since.pop(e.step_key)
+            started[e.step_key] = e.timestamp
+        elif kind in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE) and e.step_key in started:
+            steps += e.timestamp - started.pop(e.step_key)
+    end = at.get(DagsterEventType.RUN_SUCCESS) or at.get(DagsterEventType.RUN_FAILURE)
+    launched = at.get(DagsterEventType.RUN_STARTING) or at.get(DagsterEventType.RUN_START)
+    return {"wall_s": round(end - launched, 2), "steps_s": round(steps, 2), "gpu_wait_s": round(blocked, 2),
+            "startup_s": round(at[DagsterEventType.RUN_START] - launched, 2),
+            "queued_s": round(launched - at[DagsterEventType.RUN_ENQUEUED], 2)
+            if DagsterEventType.RUN_ENQUEUED in at else None}

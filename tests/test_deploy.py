@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -86,9 +89,15 @@ def test_helm_values_run_steps_as_pods_and_only_embedding_on_a_gpu_node():
     assert hasattr(importlib.import_module(module), "defs")
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     assert {"name": "DAGSTER_EXECUTOR", "value": "k8s"} in deployment["env"]
-    # DAGSTER_EXECUTOR=k8s switches the Definitions to dagster-k8s's k8s_job_executor (the `k8s` extra).
-    definitions = (ROOT / "orchestration" / "definitions.py").read_text()
-    assert 'os.environ.get("DAGSTER_EXECUTOR") == "k8s"' in definitions and "k8s_job_executor" in definitions
+    # DAGSTER_EXECUTOR=k8s switches the Definitions to dagster-k8s's k8s_job_executor (the `k8s` extra):
+    # the definitions load that way and every job a sensor, schedule or click launches runs a pod per step.
+    proc = subprocess.run(
+        [sys.executable, "-c", "from orchestration.definitions import defs\n"
+         "print(sorted({defs.resolve_job_def(j.name).executor_def.name for j in defs.resolve_all_job_defs()}))"],
+        cwd=ROOT, env={**os.environ, "DAGSTER_EXECUTOR": "k8s"}, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["['k8s']"]
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(r.startswith("dagster-k8s") for r in extras["k8s"])
     assert "[k8s]" in (DEPLOY / "Dockerfile").read_text()

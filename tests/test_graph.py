@@ -62,7 +62,10 @@ def test_second_run_changes_nothing_in_milvus(studio):
     second = materialize_drop("spring")
     assert first.success and second.success
     emb = metadata(second, "clip_embeddings")
-    assert (emb["encoded"], emb["reused"]) == (0, 24)
+    assert (emb["encoded"], emb["reused"], emb["device"]) == (0, 24, "none (nothing to encode)")
+    assert (metadata(first, "reference_images")["searched"], metadata(second, "reference_images")["searched"]) \
+        == (True, False)
+    assert metadata(second, "raw_product_images")["changed"] is False
     col = metadata(second, "product_image_collection")
     assert (col["indexed"], col["upserted"], col["deleted"], col["unchanged"]) == (24, 0, 0, 24)
     with ProductImageStore(studio.env["MILVUS_URI"]) as store:

@@ -53,6 +53,7 @@ def _events(instance, run_id, step_key, kind=None):
 def test_graph_on_postgres_with_the_multiprocess_executor(studio, postgres, monkeypatch):
     for k, v in postgres.env.items():
         monkeypatch.setenv(k, v)
+    monkeypatch.setenv("DAGSTER_EXECUTOR", "multiprocess")  # the default is in_process; this is the other choice
     home = studio.root / "pg_home"
     home.mkdir()
     shutil.copyfile(ROOT / "orchestration" / "dagster-postgres.yaml", home / "dagster.yaml")
@@ -70,7 +71,7 @@ def test_graph_on_postgres_with_the_multiprocess_executor(studio, postgres, monk
         assert storage.claim_concurrency_slot("gpu", holder, "clip_embeddings").is_claimed
 
         # Two runs at once, each its own process as the run launcher starts them; the job's default
-        # executor (multiprocess) runs every step in a process of its own.
+        # executor (DAGSTER_EXECUTOR=multiprocess) runs every step in a process of its own.
         runs = [subprocess.Popen(
             [sys.executable, "-m", "dagster", "job", "execute", "-m", "orchestration.definitions", "-j", "drop_graph",
              "--tags", json.dumps({"dagster/partition": drop})],

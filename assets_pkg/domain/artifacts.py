@@ -5,9 +5,10 @@
         rejected.json         [{file, reason}]
         embeddings.parquet    sha256 -> vector (float32, unit norm)
         embeddings.json       model id and dim the vectors came from
-        collection.json       model id last synced to Milvus
+        collection.json       model id, collection and rows digest last synced to Milvus
         briefs.json           validated briefs
         references.json       {brief id: [{path, score}]}
+        references.inputs.json  key of the briefs, model and rows the references were searched with
         campaign/<brief>.png  generated image, with <brief>.json sidecar
         sheets/*.jpg          contact sheets shown in the UI
 """
@@ -133,10 +134,15 @@ class DropArtifacts:
 
     # -- collection sync marker --------------------------------------------
     def synced_model(self) -> str | None:
-        return read_json(self.root / "collection.json", {}).get("model_id")
+        return self.read_sync().get("model_id")
 
-    def mark_synced(self, model_id: str, collection: str) -> None:
-        write_json(self.root / "collection.json", {"model_id": model_id, "collection": collection})
+    def read_sync(self) -> dict:
+        """What the last sync left in Milvus: model id, collection, server and a digest of the rows."""
+        return read_json(self.root / "collection.json", {})
+
+    def mark_synced(self, model_id: str, collection: str, milvus: str = "", rows_digest: str = "") -> None:
+        write_json(self.root / "collection.json", {"model_id": model_id, "collection": collection,
+                                                   "milvus": milvus, "rows_digest": rows_digest})
 
     # -- briefs and references ---------------------------------------------
     def write_briefs(self, briefs: list[Brief]) -> None:
@@ -145,11 +151,18 @@ class DropArtifacts:
     def read_briefs(self) -> list[Brief]:
         return [Brief(**b) for b in read_json(self.root / "briefs.json", [])]
 
-    def write_references(self, refs: dict[str, list[dict]]) -> None:
+    def write_references(self, refs: dict[str, list[dict]], inputs_key: str = "") -> None:
         write_json(self.root / "references.json", refs)
+        write_json(self.root / "references.inputs.json", {"inputs_key": inputs_key})
 
     def read_references(self) -> dict[str, list[dict]]:
         return read_json(self.root / "references.json", {})
+
+    def references_inputs_key(self) -> str:
+        """The key of the inputs (briefs, model, Milvus rows) the references were searched with."""
+        if not (self.root / "references.json").exists():
+            return ""
+        return read_json(self.root / "references.inputs.json", {}).get("inputs_key", "")
 
     # -- campaign outputs --------------------------------------------------
     @property

@@ -87,8 +87,10 @@ class Manifest:
         """One row per distinct content; `aliases` lists the other names of the same bytes."""
         df = self.images.sort_values("path")
         firsts = df.drop_duplicates("sha256", keep="first").copy()
-        names = df.groupby("sha256")["path"].apply(list)
-        firsts["aliases"] = [names[h][1:] for h in firsts["sha256"]]
+        # Only contents stored under several names have aliases; grouping just those keeps this linear.
+        shared = df[df["sha256"].duplicated(keep=False)]
+        names = shared.groupby("sha256")["path"].agg(list).to_dict()
+        firsts["aliases"] = [names.get(h, [None])[1:] for h in firsts["sha256"]]
         return firsts.reset_index(drop=True)
 
 

@@ -10,7 +10,6 @@ Split the way clip-retrieval does it:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .drops import load_rgb
 from .errors import EncoderError
+from .model_id import clip_model_id
 
 with warnings.catch_warnings():
     # clip-anytorch still imports pkg_resources; the warning is noise for users.
@@ -121,31 +121,12 @@ class EmbedProgress:
 
 _MODEL_CACHE: dict[tuple[str, str], tuple] = {}
 _MODEL_LOCK = threading.Lock()
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def _file_sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _FILE_HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _FILE_HASHES[key] = h.hexdigest()
-    return _FILE_HASHES[key]
-
-
 def _load_model(name: str, device: str, download_root: str | None):
     key = (name, device)
     with _MODEL_LOCK:
         if key in _MODEL_CACHE:
             return _MODEL_CACHE[key]
-        if name not in clip.available_models() and not Path(name).is_file():
-            raise EncoderError(
-                f"CLIP_MODEL={name!r}: no such checkpoint file and not a CLIP model name "
-                f"({', '.join(clip.available_models())})"
-            )
+        clip_model_id(name)  # a name or a file, else one clear line
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -210,14 +191,8 @@ class ClipEncoder:
 
     @property
     def model_id(self) -> str:
-        """Identifies the weights: a model name, or a checkpoint file's name and content hash.
-
-        Embeddings are reused only while this stays the same."""
-        self._ensure_loaded()
-        if self.model_name in clip.available_models() and not Path(self.model_name).is_file():
-            return self.model_name
-        path = Path(self.model_name)
-        return f"{path.name}@{_file_sha256(path)[:16]}"
+        """Identifies the weights (see model_id.py); embeddings are reused only while it stays the same."""
+        return clip_model_id(self.model_name)
 
     @property
     def batch_size(self) -> int:

@@ -32,6 +32,12 @@ DEFAULTS: dict[str, str | int | None] = {
     "GEMINI_MAX_REFERENCE_IMAGES": 0,
     "GEMINI_CONCURRENCY": 2,
     "GEMINI_PRICES": None,
+    # How Dagster runs the steps of a launched run: in_process (default), multiprocess, forkserver, k8s.
+    "DAGSTER_EXECUTOR": "in_process",
+    "DROP_SENSOR_INTERVAL_S": 30,
+    "AUTOMATION_INTERVAL_S": 30,
+    "REFRESH_CATALOG_CRON": "0 2 * * *",  # nightly at 02:00
+    "REGENERATE_CAMPAIGNS_CRON": "0 6 * * 1",  # Mondays at 06:00
 }
 SECRETS = frozenset({"MILVUS_TOKEN", "GEMINI_API_KEY"})
 

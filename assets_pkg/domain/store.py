@@ -9,6 +9,7 @@ right). Works with a Milvus Lite file (`data/milvus.db`) or a server
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -21,9 +22,16 @@ from typing import Iterable, Sequence
 import numpy as np
 from filelock import FileLock, Timeout
 
-def _import_pymilvus():
-    # pymilvus parses MILVUS_URI when imported and accepts only server URIs, but
-    # here MILVUS_URI may name a Milvus Lite file: hide it for the import.
+from .drops import validate_drop_name
+from .errors import StoreError
+
+
+@functools.cache
+def _pymilvus():
+    """pymilvus, imported on first use: steps that never touch Milvus do not pay for it (about 1 s).
+
+    pymilvus parses MILVUS_URI when imported and accepts only server URIs, but here MILVUS_URI may
+    name a Milvus Lite file: hide it for the import."""
     saved = os.environ.pop("MILVUS_URI", None)
     try:
         import pymilvus
@@ -31,17 +39,20 @@ def _import_pymilvus():
     finally:
         if saved is not None:
             os.environ["MILVUS_URI"] = saved
-    return pymilvus, pymilvus.exceptions
+    # pymilvus logs every failed RPC with a traceback; this module raises a one-line
+    # StoreError for each instead, so keep only pymilvus's critical messages.
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+    return pymilvus
 
 
-_pymilvus, _exceptions = _import_pymilvus()
-# pymilvus logs every failed RPC with a traceback; this module raises a one-line
-# StoreError for each instead, so keep only pymilvus's critical messages.
-logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
-DataType, MilvusClient, MilvusException = _pymilvus.DataType, _pymilvus.MilvusClient, _exceptions.MilvusException
+def __getattr__(name: str):
+    # `from assets_pkg.domain.store import MilvusClient` still works, importing pymilvus then.
+    if name in ("MilvusClient", "DataType"):
+        return getattr(_pymilvus(), name)
+    if name == "MilvusException":
+        return _pymilvus().exceptions.MilvusException
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-from .drops import validate_drop_name
-from .errors import StoreError
 
 DEFAULT_COLLECTION = "product_images"
 COLLECTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
@@ -141,7 +152,7 @@ class ProductImageStore:
         self.timeout = timeout
         self.retries = retries
         self.retry_delay = retry_delay
-        self._client: MilvusClient | None = None
+        self._client: "MilvusClient | None" = None
         self._lock: FileLock | None = None
 
     # -- connection --------------------------------------------------------
@@ -169,7 +180,7 @@ class ProductImageStore:
                     f"MILVUS_URI={self.uri}: Milvus Lite file still in use by another run after {self.lock_timeout:.0f}s"
                 ) from None
         try:
-            self._client = MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout)
+            self._client = _pymilvus().MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout)
         except Exception as e:
             self._release()
             what = "Milvus Lite file cannot be opened (in use by another process?)" if is_lite_uri(self.uri) \
@@ -212,7 +223,7 @@ class ProductImageStore:
         self.close()
 
     @property
-    def client(self) -> MilvusClient:
+    def client(self) -> "MilvusClient":
         if self._client is None:
             self.open()
         return self._client
@@ -225,7 +236,7 @@ class ProductImageStore:
         for attempt in range(self.retries + 1):
             try:
                 return fn(*args, **kwargs)
-            except MilvusException as e:
+            except _pymilvus().exceptions.MilvusException as e:
                 if attempt < self.retries and what in IDEMPOTENT and is_transient(e):
                     logging.getLogger(__name__).warning(
                         "Milvus %s at %s failed (%s); try %d of %d in %.1fs",
@@ -263,7 +274,8 @@ class ProductImageStore:
                 )
             self._call("load_collection", self.client.load_collection, self.collection)
             return
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        DataType = _pymilvus().DataType
+        schema = _pymilvus().MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=160)
         schema.add_field("drop", DataType.VARCHAR, max_length=64)
         schema.add_field("sha256", DataType.VARCHAR, max_length=64)

@@ -1,0 +1,71 @@
+"""Which CLIP weights made a vector, known without loading them.
+
+Embeddings are reused only while the weights stay the same, so every run needs the weights' identity.
+Loading torch and clip to learn it would cost seconds on runs that encode nothing, and hashing a
+300 MB checkpoint costs about a second more; so the identity is a model name, or a checkpoint file's
+name and content hash, and that hash is kept in a small cache keyed by the file's path, size and
+modification time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+from .artifacts import write_json
+from .errors import EncoderError
+
+# The names `clip.load` downloads by (clip.available_models(); a test keeps this list equal to it).
+CLIP_MODEL_NAMES = ("RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32", "ViT-B/16", "ViT-L/14",
+                    "ViT-L/14@336px")
+
+_LOCK = threading.Lock()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "drop-studio"
+
+
+def _sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """The file's sha256, hashed once per (path, size, mtime) and then read from the cache."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = f"{path}\0{st.st_size}\0{st.st_mtime_ns}"
+    cache = cache_dir() / "checkpoint-sha256.json"
+    with _LOCK:
+        try:
+            known = json.loads(cache.read_text())
+        except (OSError, ValueError):
+            known = {}
+        if key in known:
+            return known[key]
+        digest = _sha256_of(path)
+        known = {k: v for k, v in known.items() if not k.startswith(f"{path}\0")}  # older versions of the file
+        known[key] = digest
+        try:
+            write_json(cache, known)
+        except OSError:
+            pass  # a read-only home only costs hashing again next time
+        return digest
+
+
+def clip_model_id(name: str) -> str:
+    """`ViT-B/32` for a named model; `<file name>@<first 16 hex of sha256>` for a checkpoint file."""
+    if Path(name).is_file():
+        return f"{Path(name).name}@{checkpoint_sha256(name)[:16]}"
+    if name in CLIP_MODEL_NAMES:
+        return name
+    raise EncoderError(
+        f"CLIP_MODEL={name!r}: no such checkpoint file and not a CLIP model name ({', '.join(CLIP_MODEL_NAMES)})"
+    )
