@@ -11,7 +11,6 @@ import sys
 import time
 import warnings
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +30,10 @@ from dagster import (
     asset,
 )
 
-from .domain.artifacts import read_json, write_atomic, write_json
+from .domain.artifacts import write_atomic
 from .domain.briefs import load_briefs
 from .domain.errors import StudioError
-from .domain.generator import Reference, estimate_cost
+from .domain.campaigns import CampaignOutputs, CampaignReport, check_budget, generate_interactive, run_batch
 from .domain.sheets import contact_sheet, markdown_image, to_jpeg
 from .domain.store import row_id
 from .resources import ClipModel, DropLibrary, ImageGeneratorResource, MilvusResource
@@ -44,8 +43,6 @@ product_drops = DynamicPartitionsDefinition(name="product_drops")
 # Partitioned asset checks are a Dagster preview feature; they let each check see its drop.
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
 
-# Failures worth asking again on the next run; anything else is the model's answer to these inputs.
-TRANSIENT_FAILURES = ("HTTP_", "TIMEOUT", "CONNECTION_ERROR")
 
 # The embedding step's pod under dagster-k8s: one NVIDIA GPU, on a node that has one.
 GPU_POD = {
@@ -324,9 +321,13 @@ def product_image_collection(
     description="Validated campaign briefs from <drop>/briefs.yaml (id, prompt, query, top_k, aspect_ratio).",
 )
 @_fail_clearly
-def campaign_briefs(context: AssetExecutionContext, library: DropLibrary) -> MaterializeResult:
+def campaign_briefs(
+    context: AssetExecutionContext, library: DropLibrary, generator: ImageGeneratorResource
+) -> MaterializeResult:
     drop = library.drop(context.partition_key)
-    briefs = load_briefs(drop.briefs_file)
+    # Sizes and aspect ratios are checked against the configured model, so a brief it cannot serve
+    # fails here, naming the file and the brief, before anything is searched or billed.
+    briefs = load_briefs(drop.briefs_file, model=generator.model_info(), default_size=generator.image_size)
     library.artifacts(drop.name).write_briefs(briefs)
     if not drop.briefs_file.exists():
         context.log.info(f"{drop.briefs_file} not found: no campaign briefs for {drop.name}")
@@ -335,7 +336,8 @@ def campaign_briefs(context: AssetExecutionContext, library: DropLibrary) -> Mat
         metadata={
             "briefs": len(briefs),
             "file": MetadataValue.path(str(drop.briefs_file)),
-            "table": MetadataValue.md(_md_table([b.to_dict() for b in briefs], ["id", "query", "top_k", "aspect_ratio", "prompt"]))
+            "table": MetadataValue.md(_md_table([b.to_dict() for b in briefs], ["id", "query", "top_k", "aspect_ratio",
+                                                                              "image_size", "variants", "prompt"]))
             if briefs
             else MetadataValue.text("no briefs"),
         }
@@ -380,7 +382,7 @@ def reference_images(
             with milvus.store() as store:
                 results = store.search(queries, drop=drop.name, top_k=max(b.top_k for b in briefs))
             for b, hits in zip(briefs, results):
-                refs[b.id] = [{"path": h.path, "score": round(h.score, 4)} for h in hits[: b.top_k]]
+                refs[b.id] = [{"path": h.path, "score": round(h.score, 4), "sha256": h.sha256} for h in hits[: b.top_k]]
         art.write_references(refs, inputs_key)
     empty = [b.id for b in briefs if not refs.get(b.id)]
     for b in briefs:
@@ -414,23 +416,8 @@ def reference_images(
     )
 
 
-def _png_ok(path: Path) -> bool:
-    try:
-        with Image.open(path) as im:
-            im.load()
-        return True
-    except (OSError, SyntaxError, ValueError):
-        return False
-
-
 class CampaignConfig(Config):
     force: bool = False  # regenerate even when prompt, model, settings and references are unchanged
-
-
-def generation_key(brief, generator_name: str, model, reference_hashes: list[str]) -> str:
-    """What a generated image depends on; the same key means the same (billed) request."""
-    payload = {"brief": brief.to_dict(), "generator": generator_name, "model": model, "references": reference_hashes}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 @asset(
@@ -438,7 +425,8 @@ def generation_key(brief, generator_name: str, model, reference_hashes: list[str
     deps=[reference_images, campaign_briefs],
     group_name="campaigns",
     kinds={"gemini", "png"},
-    description="One campaign image per brief, generated from the prompt and its reference images; PNG + JSON sidecar.",
+    description="Campaign images per brief (1-4 variants), generated from the prompt and its reference images; "
+                "PNG + JSON sidecar. GEMINI_MODE=batch submits a Batch API job and collects it in a later run.",
 )
 @_fail_clearly
 def campaign_images(
@@ -448,95 +436,46 @@ def campaign_images(
     art = library.artifacts(drop.name)
     briefs = art.read_briefs()
     refs = art.read_references()
-    gen = generator.generator()
-    out_dir = art.campaign_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    prices = generator.prices()
-    images = art.read_manifest().images
-    sha_of = dict(zip(images["path"], images["sha256"]))
-    generated: list[str] = []
-    blocked: list[dict] = []
-    cached = 0
-    usage_total: Counter = Counter()
-    cost_total = 0.0
-    todo = []
-    for brief in briefs:
-        references = [Reference(drop.folder / r["path"], r["score"]) for r in refs.get(brief.id, [])]
-        png_path = out_dir / f"{brief.id}.png"
-        # The manifest already holds each file's content hash; no need to read the images again.
-        key = generation_key(brief, gen.name, gen.model, [sha_of[r["path"]] for r in refs.get(brief.id, [])])
-        previous = read_json(out_dir / f"{brief.id}.json", {})
-        if not config.force and previous.get("cache_key") == key:
-            if _png_ok(png_path):
-                generated.append(str(png_path))
-                cached += 1
-                context.log.info(f"brief {brief.id}: inputs unchanged, keeping {png_path.name} (force regenerates)")
-                continue
-            refused = previous.get("blocked_reason")
-            if refused and not refused.startswith(TRANSIENT_FAILURES):
-                # The model refused these exact inputs; asking again would bill again for the same answer.
-                blocked.append({"brief": brief.id, "reason": refused, "text": previous.get("text", "")[:200]})
-                cached += 1
-                continue
-        todo.append((brief, references, key))
-
-    def run(item):
-        brief, references, key = item
-        start = time.perf_counter()
-        return item, gen.generate(brief, references), round(time.perf_counter() - start, 2)
-
-    # A few requests in flight at once: image generation takes seconds, and the rate limit is per minute.
-    with ThreadPoolExecutor(max_workers=max(1, generator.concurrency)) as pool:
-        for (brief, references, key), result, seconds in pool.map(run, todo):
-            png_path = out_dir / f"{brief.id}.png"
-            cost = estimate_cost(result.model, result.usage, prices)
-            sidecar = {
-                "brief": brief.to_dict(),
-                "drop": drop.name,
-                "references": [{"path": r["path"], "score": r["score"]} for r in refs.get(brief.id, [])],
-                "generator": result.generator,
-                "model": result.model,
-                "finish_reason": result.finish_reason,
-                "blocked_reason": result.blocked_reason,
-                "text": result.text,
-                "usage": result.usage,
-                "estimated_cost_usd": cost,
-                "seconds": seconds,
-                "cache_key": key,
-            }
-            if result.png is None:
-                blocked.append({"brief": brief.id, "reason": result.blocked_reason, "text": result.text[:200]})
-                context.log.warning(f"brief {brief.id}: no image ({result.blocked_reason}) {result.text[:200]}")
-                png_path.unlink(missing_ok=True)
-            else:
-                write_atomic(png_path, result.png)
-                generated.append(str(png_path))
-            write_json(out_dir / f"{brief.id}.json", sidecar)
-            usage_total.update({k: v for k, v in result.usage.items() if isinstance(v, (int, float))})
-            cost_total += cost or 0.0
-    # Outputs of briefs that were removed from briefs.yaml are stale.
-    ids = {b.id for b in briefs}
-    for stale in out_dir.iterdir():
-        if stale.suffix in (".png", ".json") and stale.stem not in ids:
-            stale.unlink()
-    generated.sort()
-    if briefs and not generated:
+    gen = generator.generator()  # a shut-down model fails here, before any request
+    mode = generator.run_mode()
+    info = generator.model_info()
+    price = (lambda size: info.price(size, mode)) if generator.enabled else (lambda size: 0.0)
+    outputs = CampaignOutputs(art.campaign_dir)
+    report = CampaignReport()
+    log = context.log.info
+    todo = outputs.plan(briefs, refs, gen.name, gen.model, config.force, report, log)
+    cap = generator.cost_cap()
+    if mode == "batch":
+        batch = run_batch(gen, outputs, art.campaign_batch_path, drop.name, drop.folder, todo, price, cap, report, log)
+    else:
+        check_budget(todo, price, cap, gen.model, mode)  # over the cap: nothing is requested
+        generate_interactive(gen, outputs, drop.name, drop.folder, todo, price, generator.concurrency, report,
+                             context.log.warning)
+        batch = None
+    removed = outputs.remove_stale(briefs)
+    report.generated.sort()
+    if briefs and not report.generated and not report.pending:
         raise Failure(description=f"{drop.name}: no brief produced an image: " + ", ".join(
-            f"{b['brief']} ({b['reason']})" for b in blocked))
-    sheet = contact_sheet([(Path(p), Path(p).stem) for p in generated], thumb=256, cols=4,
+            f"{b['brief']} ({b['reason']})" for b in report.blocked))
+    sheet = contact_sheet([(Path(p), Path(p).stem) for p in report.generated], thumb=256, cols=4,
                           title=f"{drop.name}: campaign images by {gen.name}")
     return MaterializeResult(
         metadata={
             "generator": gen.name,
             "model": gen.model or "offline campaign board (no GEMINI_API_KEY)",
+            "mode": mode,
             "briefs": len(briefs),
-            "generated": len(generated),
-            "cached": cached,
-            "blocked": MetadataValue.json(blocked),
-            "requests": len(todo),
-            "usage": MetadataValue.json(dict(usage_total)),
-            "estimated_cost_usd": round(cost_total, 6),
-            "output_dir": MetadataValue.path(str(out_dir)),
+            "generated": len(report.generated),
+            "cached": report.cached,
+            "blocked": MetadataValue.json(report.blocked),
+            "requests": report.requests,
+            "pending": report.pending,
+            "batch_job": batch or "",
+            "usage": MetadataValue.json(report.usage),
+            "estimated_cost_usd": report.estimated_cost_usd,
+            "estimated_cost_per_brief": MetadataValue.json(report.per_brief_cost_usd),
+            "removed_stale": MetadataValue.json(removed),
+            "output_dir": MetadataValue.path(str(outputs.folder)),
             **_save_sheet(library, drop.name, "campaign", sheet),
         }
     )

@@ -13,8 +13,10 @@ from dagster import ConfigurableResource
 
 from .domain.artifacts import DropArtifacts
 from .domain.drops import DEFAULT_MAX_PIXELS, ProductDrop
+from .domain.errors import GeneratorError
+from .domain.generator import BoardGenerator, GeminiGenerator
+from .domain.image_models import DEFAULT_GEMINI_IMAGE_MODEL, MODES, ImageModel, image_model
 from .domain.model_id import clip_model_id
-from .domain.generator import DEFAULT_GEMINI_IMAGE_MODEL, DEFAULT_PRICES, BoardGenerator, GeminiGenerator
 from .domain.store import DEFAULT_COLLECTION, ProductImageStore, is_lite_uri
 
 
@@ -81,31 +83,45 @@ class ImageGeneratorResource(ConfigurableResource):
     timeout_s: int = 120  # per request
     attempts: int = 4  # per request, including the first; exponential backoff with jitter between
     retry_initial_delay_ms: int = 1000
-    max_reference_images: int = 0  # 0: what the model accepts (3 flash, 14 pro)
+    max_reference_images: int = 0  # 0: what the model accepts (the model table)
     concurrency: int = 2  # requests in flight
-    prices_json: Optional[str] = None  # '{"model": [usd per M input tokens, usd per M output tokens]}'
+    models_json: Optional[str] = None  # GEMINI_MODELS: overrides of the model table
+    image_size: str = "1K"  # for briefs that do not ask for one
+    mode: str = "interactive"  # or batch
+    max_cost_usd: Optional[str] = None  # per run (a string: environment variables are)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.api_key or self.use_vertexai)
+
+    def model_info(self) -> ImageModel:
+        return image_model(self.model, self.models_json)
 
     def generator(self) -> BoardGenerator | GeminiGenerator:
-        if not self.api_key and not self.use_vertexai:
+        if not self.enabled:
             return BoardGenerator()
         return GeminiGenerator(
             api_key=self.api_key,
-            model=self.model,
+            model=self.model_info(),
             timeout_s=self.timeout_s,
             attempts=self.attempts,
             initial_delay_s=self.retry_initial_delay_ms / 1000,
             max_reference_images=self.max_reference_images,
         )
 
-    def prices(self) -> dict:
-        import json
+    def run_mode(self) -> str:
+        """interactive or batch; the offline board is always interactive (nothing to wait for)."""
+        if self.mode not in MODES:
+            raise GeneratorError(f"GEMINI_MODE={self.mode!r}: use one of {', '.join(MODES)}")
+        return self.mode if self.enabled else "interactive"
 
-        from .domain.errors import GeneratorError
-
-        table = dict(DEFAULT_PRICES)
-        if self.prices_json:
-            try:
-                table.update({k: tuple(v) for k, v in json.loads(self.prices_json).items()})
-            except (ValueError, TypeError, AttributeError):
-                raise GeneratorError('GEMINI_PRICES must be JSON like {"model": [input, output]}') from None
-        return table
+    def cost_cap(self) -> float | None:
+        if not self.max_cost_usd:
+            return None
+        try:
+            cap = float(self.max_cost_usd)
+        except ValueError:
+            raise GeneratorError(f"GEMINI_MAX_COST_USD={self.max_cost_usd!r} is not a number of dollars") from None
+        if cap < 0:
+            raise GeneratorError(f"GEMINI_MAX_COST_USD={self.max_cost_usd!r} is negative")
+        return cap

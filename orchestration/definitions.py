@@ -17,9 +17,15 @@ from assets_pkg.domain.errors import StudioError
 from assets_pkg.domain.settings import DEFAULTS, setting
 from assets_pkg.resources import ClipModel, DropLibrary, ImageGeneratorResource, MilvusResource
 
-from .jobs import drop_graph_job, ingest_drop_job, refresh_catalog_job, regenerate_campaigns_job
+from .jobs import (
+    collect_campaign_images_job,
+    drop_graph_job,
+    ingest_drop_job,
+    refresh_catalog_job,
+    regenerate_campaigns_job,
+)
 from .schedules import nightly_catalog_refresh, weekly_campaign_refresh
-from .sensors import drop_folder_sensor, references_follow_inputs
+from .sensors import campaign_batches, drop_folder_sensor, references_follow_inputs
 
 
 def _env(name: str):
@@ -60,7 +66,10 @@ def build_resources(progress_bar: bool = False) -> dict:
             retry_initial_delay_ms=_env("GEMINI_RETRY_INITIAL_DELAY_MS"),
             max_reference_images=_env("GEMINI_MAX_REFERENCE_IMAGES"),
             concurrency=_env("GEMINI_CONCURRENCY"),
-            prices_json=_env("GEMINI_PRICES"),
+            models_json=_env("GEMINI_MODELS"),
+            image_size=_env("GEMINI_IMAGE_SIZE"),
+            mode=_env("GEMINI_MODE"),
+            max_cost_usd=_env("GEMINI_MAX_COST_USD"),
         ),
     }
 
@@ -100,9 +109,10 @@ def _executor():
 defs = Definitions(
     assets=drop_assets,
     asset_checks=drop_checks,
-    jobs=[drop_graph_job, ingest_drop_job, refresh_catalog_job, regenerate_campaigns_job],
+    jobs=[drop_graph_job, ingest_drop_job, refresh_catalog_job, regenerate_campaigns_job,
+          collect_campaign_images_job],
     schedules=[nightly_catalog_refresh, weekly_campaign_refresh],
-    sensors=[drop_folder_sensor, references_follow_inputs],
+    sensors=[drop_folder_sensor, references_follow_inputs, campaign_batches],
     resources=build_resources(),
     executor=_executor(),
 )

@@ -39,3 +39,11 @@ regenerate_campaigns_job = define_asset_job(
     partitions_def=product_drops,
     description="Re-read briefs, re-retrieve references and generate campaign images whose inputs changed.",
 )
+
+collect_campaign_images_job = define_asset_job(
+    "collect_campaign_images",
+    selection=AssetSelection.assets(campaign_images),
+    partitions_def=product_drops,
+    description="GEMINI_MODE=batch: write the images of a finished Batch API job (launched by the "
+                "campaign_batches sensor; submits what is still needed, within GEMINI_MAX_COST_USD).",
+)

@@ -17,9 +17,10 @@ from dagster import (
 from assets_pkg.assets import product_drops
 from assets_pkg.domain.drops import discover_drops, drop_fingerprint
 from assets_pkg.domain.settings import setting
-from assets_pkg.resources import DropLibrary
+from assets_pkg.domain.campaigns import BatchRecord
+from assets_pkg.resources import DropLibrary, ImageGeneratorResource
 
-from .jobs import ingest_drop_job
+from .jobs import collect_campaign_images_job, ingest_drop_job
 
 # Declared rather than left to Dagster's default automation sensor, which a fresh instance creates
 # stopped: references must follow their inputs with nothing to switch on by hand.
@@ -86,3 +87,35 @@ def drop_folder_sensor(context: SensorEvaluationContext, library: DropLibrary) -
         cursor=json.dumps({"drops": current, "gone": gone}, sort_keys=True),
         skip_reason=None if requests else "no new or changed drops",
     )
+
+
+@sensor(
+    job=collect_campaign_images_job,
+    minimum_interval_seconds=setting("GEMINI_BATCH_POLL_S"),
+    default_status=DefaultSensorStatus.RUNNING,
+    description="GEMINI_MODE=batch: polls the Batch API jobs drops wait on and launches a run that collects "
+                "a job's images once it has finished (no step sits idle while Google works).",
+)
+def campaign_batches(context: SensorEvaluationContext, library: DropLibrary,
+                     generator: ImageGeneratorResource) -> SensorResult:
+    waiting = {}
+    for drop in sorted(context.instance.get_dynamic_partitions(product_drops.name)):
+        record = BatchRecord.load(library.artifacts(drop).campaign_batch_path)
+        if record is not None and record.job:
+            waiting[drop] = record.job
+    if not waiting:
+        return SensorResult(skip_reason="no drop waits on a batch job")
+    if not generator.enabled:
+        return SensorResult(skip_reason=f"{len(waiting)} batch job(s) recorded but no GEMINI_API_KEY to poll them")
+    gen = generator.generator()
+    requests = []
+    for drop, job in waiting.items():
+        state, results = gen.batch_results(job)
+        if results is None:
+            context.log.info(f"{drop}: batch job {job} is {state}")
+            continue
+        context.log.info(f"{drop}: batch job {job} ended {state}; launching its collection")
+        requests.append(RunRequest(partition_key=drop, run_key=f"{job}:collect",
+                                   tags={"drop": drop, "trigger": "batch job finished", "gemini/batch_job": job}))
+    return SensorResult(run_requests=requests,
+                        skip_reason=None if requests else f"{len(waiting)} batch job(s) still running")

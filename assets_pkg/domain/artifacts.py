@@ -7,9 +7,10 @@
         embeddings.json       model id and dim the vectors came from
         collection.json       model id, collection and rows digest last synced to Milvus
         briefs.json           validated briefs
-        references.json       {brief id: [{path, score}]}
+        references.json       {brief id: [{path, score, sha256}]}
         references.inputs.json  key of the briefs, model and rows the references were searched with
-        campaign/<brief>.png  generated image, with <brief>.json sidecar
+        campaign/<brief>.png  generated image, with <brief>.json sidecar (<brief>.v2.png ... for variants)
+        campaign-batch.json   the Batch API job campaign images wait on (GEMINI_MODE=batch)
         sheets/*.jpg          contact sheets shown in the UI
 """
 
@@ -168,6 +169,11 @@ class DropArtifacts:
     @property
     def campaign_dir(self) -> Path:
         return self.root / "campaign"
+
+    @property
+    def campaign_batch_path(self) -> Path:
+        """The Batch API job the drop's campaign images wait on (GEMINI_MODE=batch)."""
+        return self.root / "campaign-batch.json"
 
     def sheet_path(self, name: str) -> Path:
         return self.root / "sheets" / f"{name}.jpg"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Sequence
 
@@ -17,32 +18,14 @@ from PIL import Image, ImageDraw
 from .briefs import Brief
 from .drops import load_rgb
 from .errors import GeneratorError
+from .image_models import ImageModel
 from .sheets import font, wrap
 
-# Nano Banana's GA name; `gemini-2.5-flash-image-preview` (the article's) is shut down.
-DEFAULT_GEMINI_IMAGE_MODEL = "gemini-2.5-flash-image"
-
-# USD per million tokens (input, output) from Google's published Gemini API prices; override
-# or extend with GEMINI_PRICES='{"model": [input, output]}'. Unknown models get no estimate.
-DEFAULT_PRICES: dict[str, tuple[float, float]] = {
-    "gemini-2.5-flash-image": (0.30, 30.0),
-    "gemini-3-pro-image-preview": (2.0, 120.0),
-}
-
-
-def default_max_references(model: str) -> int:
-    """Reference images the model accepts: 14 for the pro image models, 3 for the flash ones."""
-    return 14 if "pro" in model else 3
-
-
-def estimate_cost(model: str | None, usage: dict, prices: dict) -> float | None:
-    if not model or model not in prices:
-        return None
-    inp, out = prices[model]
-    return round(usage.get("prompt_token_count", 0) * inp / 1e6 + usage.get("candidates_token_count", 0) * out / 1e6, 6)
 RETRY_STATUS_CODES = (408, 429, 500, 502, 503, 504)
-NO_IMAGE_REASONS = ("SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT", "NO_IMAGE",
-                    "IMAGE_OTHER", "RECITATION", "IMAGE_RECITATION", "BLOCKLIST", "SPII", "OTHER")
+# Batch job states after which the job will not change any more (the SDK's names).
+BATCH_DONE = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED")
+# Long side in pixels of each output size; the offline board draws at the same size.
+SIZE_PIXELS = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}
 
 
 @dataclass(frozen=True)
@@ -89,7 +72,7 @@ class BoardGenerator:
     model = None
 
     def generate(self, brief: Brief, references: Sequence[Reference]) -> Generation:
-        W, H = _aspect_size(brief.aspect_ratio)
+        W, H = _aspect_size(brief.aspect_ratio, SIZE_PIXELS[brief.image_size])
         board = Image.new("RGB", (W, H), (248, 246, 240))
         d = ImageDraw.Draw(board)
         margin = W // 24
@@ -126,10 +109,11 @@ def prepare_reference(path: Path, max_side: int = 1024) -> Image.Image:
 
 
 class GeminiGenerator:
-    """Calls a Gemini image model through the `google-genai` SDK.
+    """Calls a Gemini image model through the `google-genai` SDK, one request per image or as a Batch API job.
 
     The SDK's own retry (HttpRetryOptions: exponential backoff with jitter) handles
     408/429/5xx; the base URL is left to the SDK so `GOOGLE_GEMINI_BASE_URL` works.
+    A model that is shut down, or past its announced shutdown date, is refused before any request.
     """
 
     name = "gemini"
@@ -137,7 +121,7 @@ class GeminiGenerator:
     def __init__(
         self,
         api_key: str | None,
-        model: str = DEFAULT_GEMINI_IMAGE_MODEL,
+        model: ImageModel,
         timeout_s: float = 120,
         attempts: int = 4,
         initial_delay_s: float = 1.0,
@@ -145,12 +129,17 @@ class GeminiGenerator:
         max_reference_images: int = 0,
         reference_max_side: int = 1024,
         api_version: str = "v1beta",
+        today: date | None = None,
     ):
         from google import genai
         from google.genai import types
 
-        self.model = model
-        self.max_reference_images = max_reference_images or default_max_references(model)
+        why = model.unavailable(today or date.today())
+        if why:
+            raise GeneratorError(f"GEMINI_IMAGE_MODEL={model.id!r}: {why}")
+        self.info = model
+        self.model = model.id
+        self.max_reference_images = max_reference_images or model.max_references
         self.reference_max_side = reference_max_side
         self._types = types
         http = types.HttpOptions(
@@ -168,26 +157,37 @@ class GeminiGenerator:
         # api_key=None lets the SDK use Vertex AI settings from its own environment variables.
         self._client = genai.Client(api_key=api_key, http_options=http) if api_key else genai.Client(http_options=http)
 
-    def generate(self, brief: Brief, references: Sequence[Reference]) -> Generation:
-        from google.genai import errors
-
+    def _request(self, brief: Brief, references: Sequence[Reference]):
+        """(contents, config) of the request for one image of `brief`."""
         types = self._types
         images = [prepare_reference(r.path, self.reference_max_side) for r in references[: self.max_reference_images]]
         config = types.GenerateContentConfig(
             response_modalities=["TEXT", "IMAGE"],
-            image_config=types.ImageConfig(aspect_ratio=brief.aspect_ratio) if brief.aspect_ratio else None,
+            image_config=types.ImageConfig(aspect_ratio=brief.aspect_ratio, image_size=brief.image_size),
         )
+        return [brief.prompt, *images], config
+
+    def _client_error(self, e) -> GeneratorError | None:
+        """Wrong model or credentials fail every brief alike: stop the run with one clear line."""
+        if e.code == 404:
+            return GeneratorError(f"GEMINI_IMAGE_MODEL={self.model!r}: model not found ({e.status})")
+        if e.code in (401, 403):
+            return GeneratorError(
+                f"GEMINI_IMAGE_MODEL={self.model!r}: access denied ({e.code} {e.status}); check GEMINI_API_KEY "
+                f"and that the Gemini API is enabled"
+            )
+        return None
+
+    def generate(self, brief: Brief, references: Sequence[Reference]) -> Generation:
+        from google.genai import errors
+
+        contents, config = self._request(brief, references)
         try:
-            resp = self._client.models.generate_content(model=self.model, contents=[brief.prompt, *images], config=config)
+            resp = self._client.models.generate_content(model=self.model, contents=contents, config=config)
         except errors.ClientError as e:
-            # Wrong model or credentials fail every brief alike: stop the run with one clear line.
-            if e.code == 404:
-                raise GeneratorError(f"GEMINI_IMAGE_MODEL={self.model!r}: model not found ({e.status})") from None
-            if e.code in (401, 403):
-                raise GeneratorError(
-                    f"GEMINI_IMAGE_MODEL={self.model!r}: access denied ({e.code} {e.status}); check GEMINI_API_KEY "
-                    f"and that the Gemini API is enabled"
-                ) from None
+            fatal = self._client_error(e)
+            if fatal:
+                raise fatal from None
             return self._failed(brief, f"HTTP_{e.code}", e.status or "")  # e.g. 429 after every retry
         except errors.ServerError as e:
             return self._failed(brief, f"HTTP_{e.code}", f"{e.status} after retries")
@@ -200,10 +200,56 @@ class GeminiGenerator:
             raise
         return self._parse(brief, resp)
 
-    def _failed(self, brief: Brief, reason: str, text: str) -> Generation:
-        return Generation(brief.id, self.name, self.model, None, text=text, finish_reason=reason)
+    # -- Batch API ---------------------------------------------------------------------------------
+    def submit_batch(self, items: Sequence[tuple[str, Brief, Sequence[Reference]]], display_name: str) -> str:
+        """One Batch API job for all `items` (key, brief, references); returns the job's name. Each
+        request carries its key, so results are matched by key, not by position."""
+        from google.genai import errors
 
-    def _parse(self, brief: Brief, resp) -> Generation:
+        types = self._types
+        requests = []
+        for key, brief, refs in items:
+            contents, config = self._request(brief, refs)
+            requests.append(types.InlinedRequest(model=self.model, contents=contents, config=config,
+                                                 metadata={"key": key}))
+        try:
+            job = self._client.batches.create(model=self.model, src=requests,
+                                              config=types.CreateBatchJobConfig(display_name=display_name))
+        except errors.ClientError as e:
+            raise self._client_error(e) or GeneratorError(
+                f"GEMINI_IMAGE_MODEL={self.model!r}: the Batch API refused the job ({e.code} {e.status})") from None
+        return job.name
+
+    def find_batch(self, display_name: str) -> str | None:
+        """The job submitted under `display_name`, if the API has one (a run that died right after
+        submitting did not get to record its name)."""
+        for job in self._client.batches.list():
+            if job.display_name == display_name:
+                return job.name
+        return None
+
+    def batch_results(self, name: str) -> tuple[str, dict[str, Generation] | None]:
+        """(state, {key: Generation}) once the job is done, (state, None) while it is not."""
+        job = self._client.batches.get(name=name)
+        state = job.state.name if hasattr(job.state, "name") else str(job.state)
+        if state not in BATCH_DONE:
+            return state, None
+        results: dict[str, Generation] = {}
+        if state == "JOB_STATE_SUCCEEDED" and job.dest is not None:
+            for item in job.dest.inlined_responses or []:
+                key = (item.metadata or {}).get("key", "")
+                if item.response is not None:
+                    results[key] = self._parse(None, item.response)
+                else:
+                    err = item.error or {}
+                    code = getattr(err, "code", None) or (err.get("code") if isinstance(err, dict) else None)
+                    results[key] = self._failed(None, f"HTTP_{code or 'ERROR'}", str(err)[:200])
+        return state, results
+
+    def _failed(self, brief: Brief | None, reason: str, text: str) -> Generation:
+        return Generation(brief.id if brief else "", self.name, self.model, None, text=text, finish_reason=reason)
+
+    def _parse(self, brief: Brief | None, resp) -> Generation:
         png, texts, finish = None, [], None
         for cand in resp.candidates or []:
             finish = cand.finish_reason.name if cand.finish_reason is not None else finish
@@ -224,4 +270,5 @@ class GeminiGenerator:
                 for k, v in resp.usage_metadata.model_dump(exclude_none=True).items()
                 if isinstance(v, (int, float))
             }
-        return Generation(brief.id, self.name, self.model, png, text="\n".join(texts), finish_reason=finish, usage=usage)
+        return Generation(brief.id if brief else "", self.name, self.model, png, text="\n".join(texts),
+                          finish_reason=finish, usage=usage)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from .generator import DEFAULT_GEMINI_IMAGE_MODEL
+from .image_models import DEFAULT_GEMINI_IMAGE_MODEL
 
 DEFAULTS: dict[str, str | int | None] = {
     "DROPS_DIR": "data/drops",
@@ -31,7 +31,11 @@ DEFAULTS: dict[str, str | int | None] = {
     "GEMINI_RETRY_INITIAL_DELAY_MS": 1000,
     "GEMINI_MAX_REFERENCE_IMAGES": 0,
     "GEMINI_CONCURRENCY": 2,
-    "GEMINI_PRICES": None,
+    "GEMINI_MODELS": None,  # JSON merged over the built-in model table (image_models.py)
+    "GEMINI_IMAGE_SIZE": "1K",
+    "GEMINI_MODE": "interactive",  # or batch: one Batch API job per run, half the price, results within 24 h
+    "GEMINI_MAX_COST_USD": None,  # per run; unset: no cap
+    "GEMINI_BATCH_POLL_S": 300,
     # How Dagster runs the steps of a launched run: in_process (default), multiprocess, forkserver, k8s.
     "DAGSTER_EXECUTOR": "in_process",
     "DROP_SENSOR_INTERVAL_S": 30,

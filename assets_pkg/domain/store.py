@@ -124,6 +124,10 @@ class Hit:
     score: float  # cosine similarity
     aliases: tuple[str, ...] = ()
 
+    @property
+    def sha256(self) -> str:
+        return self.id.rsplit("/", 1)[-1]
+
 
 class ProductImageStore:
     """Use as a context manager: `with ProductImageStore(uri) as store: ...`.

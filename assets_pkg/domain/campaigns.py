@@ -1,0 +1,296 @@
+"""Campaign images of a drop: which images its briefs need, which are kept, what a run may spend, and the
+files each image leaves (`<brief>.png`, or `<brief>.v<n>.png` for variant n > 1, each with a JSON sidecar).
+
+An image is keyed by everything it depends on (the brief with its size and variants, the generator and
+model, the reference images by content, the variant number): the same key means the same billed request,
+so an unchanged brief is never billed twice, and neither is a refusal the model gave to the same inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from PIL import Image
+
+from .artifacts import read_json, write_atomic, write_json
+from .briefs import Brief
+from .errors import GeneratorError
+from .generator import Generation, Reference
+
+# Failures worth asking again on the next run; anything else is the model's answer to these inputs.
+TRANSIENT_FAILURES = ("HTTP_", "TIMEOUT", "CONNECTION_ERROR", "BATCH_")
+
+
+def image_stem(brief_id: str, variant: int) -> str:
+    return brief_id if variant == 1 else f"{brief_id}.v{variant}"
+
+
+def generation_key(brief: Brief, generator: str, model: str | None, reference_hashes: list[str], variant: int) -> str:
+    """What a generated image depends on; the same key means the same (billed) request. The number of
+    variants is not part of it: asking for fewer or more keeps the candidates already made."""
+    request = {k: v for k, v in brief.to_dict().items() if k != "variants"}
+    payload = {"brief": request, "generator": generator, "model": model, "references": reference_hashes,
+               "variant": variant}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def png_decodes(path: Path) -> str | None:
+    """None when the PNG decodes and is not empty, else what is wrong with it."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.width == 0 or im.height == 0:
+                return "empty image"
+    except FileNotFoundError:
+        return "missing"
+    except Exception as e:  # any decoder complaint means a broken file
+        return str(e) or type(e).__name__
+    return None
+
+
+@dataclass
+class ImageRequest:
+    """One image a brief needs: its variant, references and cache key."""
+
+    brief: Brief
+    variant: int
+    references: list[dict]  # [{path, score, sha256}]
+    key: str
+
+    @property
+    def stem(self) -> str:
+        return image_stem(self.brief.id, self.variant)
+
+
+@dataclass
+class CampaignReport:
+    generated: list[str] = field(default_factory=list)  # PNG paths, kept or new
+    blocked: list[dict] = field(default_factory=list)  # [{brief, variant, reason, text}]
+    cached: int = 0
+    requests: int = 0  # images asked of the generator in this run
+    pending: int = 0  # images waiting in a batch job
+    usage: dict = field(default_factory=dict)
+    estimated_cost_usd: float = 0.0
+    per_brief_cost_usd: dict = field(default_factory=dict)
+
+    def spend(self, req: "ImageRequest", cost: float | None) -> None:
+        self.estimated_cost_usd = round(self.estimated_cost_usd + (cost or 0.0), 6)
+        self.per_brief_cost_usd[req.brief.id] = round(self.per_brief_cost_usd.get(req.brief.id, 0.0) + (cost or 0.0), 6)
+
+
+class CampaignOutputs:
+    """The campaign folder of one drop."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def png(self, stem: str) -> Path:
+        return self.folder / f"{stem}.png"
+
+    def sidecar(self, stem: str) -> Path:
+        return self.folder / f"{stem}.json"
+
+    def plan(self, briefs: Sequence[Brief], refs: dict[str, list[dict]], generator: str, model: str | None,
+             force: bool, report: CampaignReport, log: Callable[[str], None] = lambda m: None) -> list[ImageRequest]:
+        """The images to ask for; kept images and kept refusals go into `report`."""
+        todo = []
+        for brief in briefs:
+            brief_refs = refs.get(brief.id, [])
+            if any("sha256" not in r for r in brief_refs):
+                raise GeneratorError(f"brief {brief.id!r}: its references were searched by an older Drop Studio "
+                                     f"(no content hashes); materialize reference_images first")
+            hashes = [r["sha256"] for r in brief_refs]
+            for variant in range(1, brief.variants + 1):
+                req = ImageRequest(brief, variant, brief_refs, generation_key(brief, generator, model, hashes, variant))
+                previous = read_json(self.sidecar(req.stem), {})
+                if not force and previous.get("cache_key") == req.key:
+                    if png_decodes(self.png(req.stem)) is None:
+                        report.generated.append(str(self.png(req.stem)))
+                        report.cached += 1
+                        log(f"{req.stem}: inputs unchanged, keeping {self.png(req.stem).name} (force regenerates)")
+                        continue
+                    refused = previous.get("blocked_reason")
+                    if refused and not refused.startswith(TRANSIENT_FAILURES):
+                        # The model refused these exact inputs; asking again would bill again for the same answer.
+                        report.blocked.append({"brief": brief.id, "variant": variant, "reason": refused,
+                                               "text": previous.get("text", "")[:200]})
+                        report.cached += 1
+                        continue
+                todo.append(req)
+        return todo
+
+    def record(self, req: ImageRequest, result: Generation, drop: str, mode: str, cost: float | None,
+               seconds: float | None, report: CampaignReport, log: Callable[[str], None] = lambda m: None,
+               spent_now: bool = True) -> None:
+        """Write one outcome: the PNG (or remove a stale one) and its sidecar. `spent_now` is False for a
+        batch result, whose cost the run that submitted the job already counted."""
+        png = self.png(req.stem)
+        if result.png is None:
+            report.blocked.append({"brief": req.brief.id, "variant": req.variant, "reason": result.blocked_reason,
+                                   "text": result.text[:200]})
+            log(f"{req.stem}: no image ({result.blocked_reason}) {result.text[:200]}")
+            png.unlink(missing_ok=True)
+        else:
+            write_atomic(png, result.png)
+            report.generated.append(str(png))
+        write_json(self.sidecar(req.stem), {
+            "brief": req.brief.to_dict(), "variant": req.variant, "drop": drop,
+            "references": [{"path": r["path"], "score": r["score"]} for r in req.references],
+            "generator": result.generator, "model": result.model, "mode": mode,
+            "image_size": req.brief.image_size, "finish_reason": result.finish_reason,
+            "blocked_reason": result.blocked_reason, "text": result.text, "usage": result.usage,
+            "estimated_cost_usd": cost, "seconds": seconds, "cache_key": req.key,
+        })
+        for k, v in result.usage.items():
+            if isinstance(v, (int, float)):
+                report.usage[k] = report.usage.get(k, 0) + v
+        if spent_now:
+            report.spend(req, cost)
+
+    def remove_stale(self, briefs: Iterable[Brief]) -> list[str]:
+        """Outputs of briefs (or variants) no longer in briefs.yaml."""
+        wanted = {image_stem(b.id, v) for b in briefs for v in range(1, b.variants + 1)}
+        removed = []
+        if self.folder.exists():
+            for path in sorted(self.folder.iterdir()):
+                if path.suffix in (".png", ".json") and path.stem not in wanted:
+                    path.unlink()
+                    removed.append(path.name)
+        return removed
+
+
+def estimate(requests: Sequence[ImageRequest], price: Callable[[str], float | None]) -> tuple[float, list[str]]:
+    """(estimated USD for the requests, sizes the price table has no price for)."""
+    total, unknown = 0.0, []
+    for req in requests:
+        usd = price(req.brief.image_size)
+        if usd is None:
+            unknown.append(req.brief.image_size)
+        else:
+            total += usd
+    return round(total, 6), sorted(set(unknown))
+
+
+def check_budget(requests: Sequence[ImageRequest], price: Callable[[str], float | None], cap: float | None,
+                 model: str, mode: str) -> float:
+    """The run's estimated spend; over the cap (GEMINI_MAX_COST_USD) nothing may be requested."""
+    total, unknown = estimate(requests, price)
+    if cap is None or not requests:
+        return total
+    if unknown:
+        raise GeneratorError(
+            f"GEMINI_MAX_COST_USD={cap:g} but the model table has no {mode} price for {model} at "
+            f"{', '.join(unknown)}; add it with GEMINI_MODELS, or unset the cap. Nothing was requested"
+        )
+    if total > cap:
+        raise GeneratorError(
+            f"estimated ${total:.3f} for {len(requests)} image(s) on {model} ({mode}) is over "
+            f"GEMINI_MAX_COST_USD={cap:g}; nothing was requested"
+        )
+    return total
+
+
+@dataclass
+class BatchRecord:
+    """A Batch API job a drop is waiting on, written before the job is submitted (so a run that dies in
+    between finds it again by its display name) and completed with the job's name once it exists."""
+
+    display_name: str
+    requests: list[dict]  # [{stem, key, brief, variant}] in the job's order
+    job: str | None = None
+    submitted_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def load(cls, path: Path) -> "BatchRecord | None":
+        doc = read_json(path)
+        return cls(**doc) if doc else None
+
+    def save(self, path: Path) -> None:
+        write_json(path, self.__dict__)
+
+
+def batch_display_name(drop: str, requests: Sequence[ImageRequest]) -> str:
+    digest = hashlib.sha256(json.dumps(sorted(r.key for r in requests)).encode()).hexdigest()[:16]
+    return f"drop-studio/{drop}/{digest}"
+
+
+def reference_paths(drop_folder: Path, req: ImageRequest) -> list[Reference]:
+    return [Reference(drop_folder / r["path"], r["score"]) for r in req.references]
+
+
+def generate_interactive(gen, outputs: CampaignOutputs, drop: str, drop_folder: Path, todo: Sequence[ImageRequest],
+                         price: Callable[[str], float | None], concurrency: int, report: CampaignReport,
+                         log: Callable[[str], None] = lambda m: None) -> None:
+    """One request per image, a few in flight at once: image generation takes seconds, and the rate
+    limit is per minute."""
+
+    def run(req: ImageRequest):
+        start = time.perf_counter()
+        return req, gen.generate(req.brief, reference_paths(drop_folder, req)), round(time.perf_counter() - start, 2)
+
+    report.requests += len(todo)
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        for req, result, seconds in pool.map(run, todo):
+            cost = price(req.brief.image_size) if result.png is not None else 0.0
+            outputs.record(req, result, drop, "interactive", cost, seconds, report, log)
+
+
+def run_batch(gen, outputs: CampaignOutputs, record_path: Path, drop: str, drop_folder: Path,
+              todo: list[ImageRequest], price: Callable[[str], float | None], cap: float | None,
+              report: CampaignReport, log: Callable[[str], None] = lambda m: None) -> str | None:
+    """GEMINI_MODE=batch, without a step waiting for hours: collect the drop's finished job if there is one,
+    then submit what is still needed as one new job (unless one is still running). The job is recorded
+    before it is submitted and found again by its display name, so a run that dies after submitting never
+    submits the same requests twice. Returns the name of the job the drop now waits on, if any."""
+    record = BatchRecord.load(record_path)
+    if record is not None and record.job is None:
+        record.job = gen.find_batch(record.display_name)
+        if record.job is None:  # the submission never reached the API
+            record_path.unlink()
+            record = None
+        else:
+            log(f"found batch job {record.job} ({record.display_name}) submitted by a run that stopped")
+            record.save(record_path)
+    if record is not None:
+        state, results = gen.batch_results(record.job)
+        in_job = {r["key"] for r in record.requests}
+        if results is None:
+            report.pending = sum(1 for r in todo if r.key in in_job)
+            log(f"batch job {record.job} is {state}: {report.pending} image(s) pending; the campaign_batches "
+                f"sensor collects them when it finishes")
+            return record.job
+        wanted = {r.key: r for r in todo}
+        for item in record.requests:
+            req = wanted.get(item["key"])
+            if req is None:
+                log(f"{item['stem']}: its brief changed after {record.job} was submitted; that result is dropped")
+                continue
+            result = results.get(item["key"]) or Generation(req.brief.id, gen.name, gen.model, None,
+                                                            text=f"batch job ended {state}",
+                                                            finish_reason=f"BATCH_{state.removeprefix('JOB_STATE_')}")
+            cost = price(req.brief.image_size) if result.png is not None else 0.0
+            outputs.record(req, result, drop, "batch", cost, None, report, log, spent_now=False)
+        record_path.unlink()
+        log(f"collected batch job {record.job} ({state})")
+        todo = [r for r in todo if r.key not in in_job]
+    if not todo:
+        return None
+    check_budget(todo, price, cap, gen.model, "batch")  # over the cap: nothing is submitted
+    for req in todo:  # the spend this run commits to, billed when the job runs
+        report.spend(req, price(req.brief.image_size))
+    record = BatchRecord(batch_display_name(drop, todo),
+                         [{"stem": r.stem, "key": r.key, "brief": r.brief.id, "variant": r.variant} for r in todo])
+    record.save(record_path)
+    record.job = gen.submit_batch([(r.key, r.brief, reference_paths(drop_folder, r)) for r in todo],
+                                  record.display_name)
+    record.save(record_path)
+    report.requests += len(todo)
+    report.pending = len(todo)
+    log(f"submitted batch job {record.job}: {len(todo)} image(s); results come back within 24 h")
+    return record.job
