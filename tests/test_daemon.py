@@ -1,6 +1,7 @@
 """Drop Studio as most users run it: `dagster dev` (webserver and daemon) on the shipped workspace and instance
-config, nothing switched on by hand and no CLI. The sensor, the automation sensor and launched runs do the
-work; README's automation table says who runs what, and this test holds the definitions to it."""
+config, nothing switched on by hand and no CLI. The sensors, the automation sensor and launched runs do the
+work; README's automation table says who runs what, and this test holds the definitions to it, batch-mode
+campaign generation included."""
 
 from __future__ import annotations
 
@@ -54,14 +55,15 @@ def _count(studio, drop: str) -> int:
         return store.count(drop)
 
 
-def test_daemon_ingests_drops_references_follow_and_nothing_is_billed(studio, tmp_path):
+def test_daemon_ingests_drops_references_follow_and_only_the_weekly_run_bills(studio, tmp_path):
     draw_drop(studio.drops / "spring", briefs=BRIEFS)
     draw_drop(studio.drops / "summer", spec=[("red", "circle", 2), ("blue", "square", 2)], seed=3,
               briefs=SUMMER_BRIEFS)
     with FakeGemini() as gemini:
         # A Gemini key is set: any billed generation would reach this server.
         env = {**os.environ, **studio.env, "GEMINI_API_KEY": "test-key-not-a-secret",
-               "GOOGLE_GEMINI_BASE_URL": gemini.url, "DROP_SENSOR_INTERVAL_S": "3", "AUTOMATION_INTERVAL_S": "3"}
+               "GOOGLE_GEMINI_BASE_URL": gemini.url, "DROP_SENSOR_INTERVAL_S": "3", "AUTOMATION_INTERVAL_S": "3",
+               "GEMINI_MODE": "batch", "GEMINI_BATCH_POLL_S": "3"}
         with DagsterDev(env, tmp_path / "dagster-dev.log") as dev:
             instance = DagsterInstance.get()
 
@@ -116,3 +118,18 @@ def test_daemon_ingests_drops_references_follow_and_nothing_is_billed(studio, tm
             assert gemini.requests == []
             assert instance.get_materialized_partitions(AssetKey("campaign_images")) == set()
             assert all(r.is_success for r in instance.get_runs())
+
+            # The weekly campaign run (launched here as its schedule would) submits one batch job and ends;
+            # the campaign_batches sensor launches the collection once the job has finished.
+            before = time.time()
+            dev.launch("regenerate_campaigns", "spring")
+            wait_for_runs(instance, _succeeded("regenerate_campaigns", "spring", before), 300, "the weekly run")
+            assert (len(gemini.batch_creations), gemini.generate_requests) == (1, [])
+            assert not list((studio.artifacts / "spring" / "campaign").glob("*.png"))
+            gemini.finish_batches()
+            collect = wait_for_runs(instance, _succeeded("collect_campaign_images", "spring", before), 120,
+                                    "the sensor's collection run")
+            assert collect.tags["trigger"] == "batch job finished"
+            assert sorted(p.name for p in (studio.artifacts / "spring" / "campaign").glob("*.png")) == \
+                ["blue-shelf.png", "red-hero.png"]
+            assert len(gemini.batch_creations) == 1
