@@ -230,3 +230,17 @@ def test_a_run_killed_after_submitting_a_batch_never_submits_it_again(studio, ge
     assert [p.rsplit("/", 1)[-1] for p in summary["generated"]] == ["blue-banner.png", "red-hero.png"]
     assert len(gemini.batch_creations) == 1 and gemini.generate_requests == []
     assert API_KEY not in json.dumps(record) and base64.b64encode(API_KEY.encode()).decode() not in json.dumps(record)
+
+
+def test_a_batch_over_the_inline_limit_is_refused_before_submitting(studio, gemini, monkeypatch):
+    from assets_pkg.domain import generator
+
+    monkeypatch.setenv("GEMINI_MODE", "batch")
+    monkeypatch.setattr(generator, "BATCH_INLINE_LIMIT", 2_000)  # the real limit is 20 MB; these pictures are tiny
+    draw_drop(studio.drops / "spring", briefs=TWO_BRIEFS)
+    result = materialize_drop("spring")
+    assert not result.success
+    message = _failure(result)
+    assert message.startswith("campaign_images: GEMINI_MODE=batch: 2 image request(s) with their references are about")
+    assert "Nothing was submitted" in message and "\n" not in message
+    assert gemini.requests == [] and not (studio.artifacts / "spring" / "campaign-batch.json").exists()

@@ -284,11 +284,11 @@ def run_batch(gen, outputs: CampaignOutputs, record_path: Path, drop: str, drop_
     check_budget(todo, price, cap, gen.model, "batch")  # over the cap: nothing is submitted
     for req in todo:  # the spend this run commits to, billed when the job runs
         report.spend(req, price(req.brief.image_size))
+    requests = gen.batch_requests([(r.key, r.brief, reference_paths(drop_folder, r)) for r in todo])
     record = BatchRecord(batch_display_name(drop, todo),
                          [{"stem": r.stem, "key": r.key, "brief": r.brief.id, "variant": r.variant} for r in todo])
     record.save(record_path)
-    record.job = gen.submit_batch([(r.key, r.brief, reference_paths(drop_folder, r)) for r in todo],
-                                  record.display_name)
+    record.job = gen.submit_batch(requests, record.display_name)
     record.save(record_path)
     report.requests += len(todo)
     report.pending = len(todo)

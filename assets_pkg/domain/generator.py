@@ -24,6 +24,8 @@ from .sheets import font, wrap
 RETRY_STATUS_CODES = (408, 429, 500, 502, 503, 504)
 # Batch job states after which the job will not change any more (the SDK's names).
 BATCH_DONE = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED")
+# The Batch API takes inline requests up to 20 MB in all (larger jobs need an uploaded JSONL file).
+BATCH_INLINE_LIMIT = 19_500_000
 # Long side in pixels of each output size; the offline board draws at the same size.
 SIZE_PIXELS = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}
 
@@ -158,9 +160,15 @@ class GeminiGenerator:
         self._client = genai.Client(api_key=api_key, http_options=http) if api_key else genai.Client(http_options=http)
 
     def _request(self, brief: Brief, references: Sequence[Reference]):
-        """(contents, config) of the request for one image of `brief`."""
+        """(contents, config) of the request for one image of `brief`. References go as JPEG: the SDK
+        would send a PIL image as PNG, several times larger for photos (and batch jobs are capped at
+        20 MB of inline requests)."""
         types = self._types
-        images = [prepare_reference(r.path, self.reference_max_side) for r in references[: self.max_reference_images]]
+        images = []
+        for r in references[: self.max_reference_images]:
+            buf = io.BytesIO()
+            prepare_reference(r.path, self.reference_max_side).save(buf, "JPEG", quality=90)
+            images.append(types.Part.from_bytes(data=buf.getvalue(), mime_type="image/jpeg"))
         config = types.GenerateContentConfig(
             response_modalities=["TEXT", "IMAGE"],
             image_config=types.ImageConfig(aspect_ratio=brief.aspect_ratio, image_size=brief.image_size),
@@ -201,17 +209,31 @@ class GeminiGenerator:
         return self._parse(brief, resp)
 
     # -- Batch API ---------------------------------------------------------------------------------
-    def submit_batch(self, items: Sequence[tuple[str, Brief, Sequence[Reference]]], display_name: str) -> str:
-        """One Batch API job for all `items` (key, brief, references); returns the job's name. Each
-        request carries its key, so results are matched by key, not by position."""
+    def batch_requests(self, items: Sequence[tuple[str, Brief, Sequence[Reference]]]) -> list:
+        """The inline requests of one Batch API job for `items` (key, brief, references); refused in one
+        line when they are over the inline limit. Each request carries its key, so results are matched by
+        key, not by position."""
+        types = self._types
+        requests, size = [], 0
+        for key, brief, refs in items:
+            contents, config = self._request(brief, refs)
+            size += sum(len(c.inline_data.data) * 4 // 3 if hasattr(c, "inline_data") else len(c) for c in contents)
+            requests.append(types.InlinedRequest(model=self.model, contents=contents, config=config,
+                                                 metadata={"key": key}))
+        if size > BATCH_INLINE_LIMIT:
+            raise GeneratorError(
+                f"GEMINI_MODE=batch: {len(items)} image request(s) with their references are about "
+                f"{size / 1e6:.1f} MB, over the Batch API's {BATCH_INLINE_LIMIT / 1e6:.0f} MB limit for inline "
+                f"requests; lower GEMINI_MAX_REFERENCE_IMAGES or top_k, or use GEMINI_MODE=interactive. "
+                f"Nothing was submitted"
+            )
+        return requests
+
+    def submit_batch(self, requests: list, display_name: str) -> str:
+        """Submit the job; returns its name."""
         from google.genai import errors
 
         types = self._types
-        requests = []
-        for key, brief, refs in items:
-            contents, config = self._request(brief, refs)
-            requests.append(types.InlinedRequest(model=self.model, contents=contents, config=config,
-                                                 metadata={"key": key}))
         try:
             job = self._client.batches.create(model=self.model, src=requests,
                                               config=types.CreateBatchJobConfig(display_name=display_name))
