@@ -9,7 +9,6 @@ import hashlib
 import json
 import sys
 import time
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -17,31 +16,33 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSpec,
     AssetExecutionContext,
     AutomationCondition,
     Config,
     DataVersion,
-    DynamicPartitionsDefinition,
     Failure,
     MaterializeResult,
     MetadataValue,
     asset,
 )
 
+from .checks import (
+    COLLECTION_MATCHES_MANIFEST,
+    EMBEDDINGS_ARE_SOUND,
+    EVERY_BRIEF_HAS_REFERENCES,
+    collection_matches_manifest,
+    embeddings_are_sound,
+    every_brief_has_references,
+)
 from .domain.artifacts import write_atomic
 from .domain.briefs import load_briefs
 from .domain.errors import StudioError
 from .domain.campaigns import CampaignOutputs, CampaignReport, check_budget, generate_interactive, run_batch
 from .domain.sheets import contact_sheet, markdown_image, to_jpeg
 from .domain.store import row_id
+from .partitions import product_drops
 from .resources import ClipModel, DropLibrary, ImageGeneratorResource, MilvusResource
 
-product_drops = DynamicPartitionsDefinition(name="product_drops")
-
-# Partitioned asset checks are a Dagster preview feature; they let each check see its drop.
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
 
 
 # The embedding step's pod under dagster-k8s: one NVIDIA GPU, on a node that has one.
@@ -152,6 +153,7 @@ def raw_product_images(context: AssetExecutionContext, library: DropLibrary) -> 
     group_name="catalog",
     kinds={"pytorch", "parquet"},
     pool="gpu",
+    check_specs=[EMBEDDINGS_ARE_SOUND],
     # On Kubernetes (deploy/helm, k8s_job_executor) this step's pod lands on a GPU node; elsewhere it is inert.
     op_tags={"dagster-k8s/config": GPU_POD},
     description="CLIP image embeddings (float32, unit norm) of each distinct image; reused by content hash.",
@@ -213,6 +215,7 @@ def clip_embeddings(context: AssetExecutionContext, library: DropLibrary, clip: 
         art.write_manifest(manifest)
     encoded = len(todo) - len(failures)
     return MaterializeResult(
+        check_results=[embeddings_are_sound(art)],
         metadata={
             "model": model_id,
             "device": encoder.device if encoder else "none (nothing to encode)",
@@ -230,33 +233,12 @@ def clip_embeddings(context: AssetExecutionContext, library: DropLibrary, clip: 
     )
 
 
-def _sample(items, n: int = 10) -> list:
-    return sorted(items)[:n]
-
-
-def _collection_matches_manifest(drop: str, unique, actual: set[str]) -> AssetCheckResult:
-    expected = {row_id(drop, h) for h in unique["sha256"]}
-    missing, orphans = expected - actual, actual - expected
-    return AssetCheckResult(
-        check_name="collection_matches_manifest",
-        passed=not missing and not orphans,
-        metadata={
-            "rows_in_milvus": len(actual), "valid_images": len(expected),
-            "missing": MetadataValue.json(_sample(missing)), "orphans": MetadataValue.json(_sample(orphans)),
-        },
-    )
-
-
 @asset(
     partitions_def=product_drops,
     deps=[clip_embeddings],
     group_name="catalog",
     kinds={"milvus"},
-    check_specs=[AssetCheckSpec(
-        "collection_matches_manifest", asset="product_image_collection", blocking=True,
-        partitions_def=product_drops,
-        description="The drop's rows in Milvus are exactly its valid images: same ids, no orphan, none missing.",
-    )],
+    check_specs=[COLLECTION_MATCHES_MANIFEST],
     description="The drop's rows in the Milvus collection: exactly its valid images, keyed by drop and content hash.",
 )
 @_fail_clearly
@@ -291,7 +273,7 @@ def product_image_collection(
         indexed = store.count(drop.name)
         total = store.count()
         # Checked here, on the connection the sync used: a separate check step would open Milvus again.
-        check = _collection_matches_manifest(drop.name, unique, store.ids_of_drop(drop.name))
+        check = collection_matches_manifest(drop.name, unique["sha256"], store.ids_of_drop(drop.name))
     # What searches of this drop can find: changes exactly when a row, a path or the weights change.
     digest = _digest({"model": model_id, "collection": milvus.collection, "milvus": milvus.display_uri,
                       "rows": sorted((row_id(drop.name, r["sha256"]), r["path"], *r["aliases"]) for r in rows)})
@@ -360,6 +342,7 @@ FOLLOWS_ITS_INPUTS = AutomationCondition.eager().replace("any_deps_updated", INP
     group_name="campaigns",
     kinds={"milvus", "pytorch"},
     automation_condition=FOLLOWS_ITS_INPUTS,
+    check_specs=[EVERY_BRIEF_HAS_REFERENCES],
     description="For each brief, the drop's best-matching images for its query (CLIP text-to-image search in Milvus).",
 )
 @_fail_clearly
@@ -384,7 +367,7 @@ def reference_images(
             for b, hits in zip(briefs, results):
                 refs[b.id] = [{"path": h.path, "score": round(h.score, 4), "sha256": h.sha256} for h in hits[: b.top_k]]
         art.write_references(refs, inputs_key)
-    empty = [b.id for b in briefs if not refs.get(b.id)]
+    empty = [b.id for b in briefs if not refs.get(b.id)]  # also the check's finding
     for b in briefs:
         context.log.info(f"{b.id} ({b.query!r}): " + ", ".join(f"{r['path']} {r['score']:.3f}" for r in refs[b.id]))
     if reused and art.sheet_path("references").exists():
@@ -399,6 +382,7 @@ def reference_images(
         sheet = contact_sheet(items[:SHEET_LIMIT], cols=min(cols, 8), title=f"{drop.name}: references per brief")
         sheet_meta = _save_sheet(library, drop.name, "references", sheet)
     return MaterializeResult(
+        check_results=[every_brief_has_references(briefs, refs)],
         metadata={
             "briefs": len(briefs),
             "references": sum(len(v) for v in refs.values()),

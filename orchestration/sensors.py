@@ -110,8 +110,8 @@ def campaign_batches(context: SensorEvaluationContext, library: DropLibrary,
     gen = generator.generator()
     requests = []
     for drop, job in waiting.items():
-        state, results = gen.batch_results(job)
-        if results is None:
+        state, done = gen.batch_state(job)
+        if not done:
             context.log.info(f"{drop}: batch job {job} is {state}")
             continue
         context.log.info(f"{drop}: batch job {job} ended {state}; launching its collection")

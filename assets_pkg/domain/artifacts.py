@@ -102,10 +102,14 @@ class DropArtifacts:
         _write_table(_vectors_table(sha256, vectors), self.root / "embeddings.parquet")
         write_json(self.root / "embeddings.json", {"model_id": model_id, "dim": int(vectors.shape[1]), "rows": len(sha256)})
 
+    def embeddings_info(self) -> dict:
+        """The model id, dimension and row count the embeddings were written with."""
+        return read_json(self.root / "embeddings.json", {})
+
     def read_embeddings(self) -> tuple[list[str], np.ndarray, str | None]:
         """(sha256 list, vectors, model id); empty when nothing was embedded yet."""
         path = self.root / "embeddings.parquet"
-        info = read_json(self.root / "embeddings.json", {})
+        info = self.embeddings_info()
         if not path.exists():
             return [], np.zeros((0, info.get("dim", 0)), np.float32), None
         sha, vectors = _read_vectors(path)

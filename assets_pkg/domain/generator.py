@@ -250,6 +250,12 @@ class GeminiGenerator:
                 return job.name
         return None
 
+    def batch_state(self, name: str) -> tuple[str, bool]:
+        """(the job's state, whether it is done), without reading its results."""
+        job = self._client.batches.get(name=name)
+        state = job.state.name if hasattr(job.state, "name") else str(job.state)
+        return state, state in BATCH_DONE
+
     def batch_results(self, name: str) -> tuple[str, dict[str, Generation] | None]:
         """(state, {key: Generation}) once the job is done, (state, None) while it is not."""
         job = self._client.batches.get(name=name)
