@@ -31,6 +31,7 @@ from .checks import (
     EMBEDDINGS_ARE_SOUND,
     EVERY_BRIEF_HAS_REFERENCES,
     collection_matches_manifest,
+    collection_unchanged_since_verified,
     embeddings_are_sound,
     every_brief_has_references,
 )
@@ -39,7 +40,7 @@ from .domain.briefs import load_briefs
 from .domain.errors import StudioError
 from .domain.campaigns import CampaignOutputs, CampaignReport, check_budget, generate_interactive, run_batch
 from .domain.sheets import contact_sheet, markdown_image, to_jpeg
-from .domain.store import row_id
+from .domain.store import lite_fingerprint, row_id
 from .partitions import product_drops
 from .resources import ClipModel, DropLibrary, ImageGeneratorResource, MilvusResource
 
@@ -256,28 +257,40 @@ def product_image_collection(
         if r["sha256"] in vec_of
     ]
     wanted = {row_id(drop.name, r["sha256"]) for r in rows}
-    with milvus.store() as store:
-        store.ensure_collection(vecs.shape[1])
-        current = store.rows_of_drop(drop.name)
-        same_model = art.synced_model() == model_id
-        changed = [
-            r for r in rows
-            if not same_model
-            or current.get(row_id(drop.name, r["sha256"])) != (r["path"], tuple(r["aliases"]))
-        ]
-        upserted = store.upsert_drop(drop.name, changed)
-        stale = sorted(set(current) - wanted)
-        deleted = store.delete_ids(drop.name, stale)
-        if upserted or deleted:
-            store.flush()
-        indexed = store.count(drop.name)
-        total = store.count()
-        # Checked here, on the connection the sync used: a separate check step would open Milvus again.
-        check = collection_matches_manifest(drop.name, unique["sha256"], store.ids_of_drop(drop.name))
     # What searches of this drop can find: changes exactly when a row, a path or the weights change.
     digest = _digest({"model": model_id, "collection": milvus.collection, "milvus": milvus.display_uri,
                       "rows": sorted((row_id(drop.name, r["sha256"]), r["path"], *r["aliases"]) for r in rows)})
-    art.mark_synced(model_id, milvus.collection, milvus.display_uri, digest)
+    last = art.read_sync()
+    fingerprint = lite_fingerprint(milvus.uri)
+    if fingerprint and last.get("rows_digest") == digest and last.get("verified_fingerprint") == fingerprint:
+        # The same rows were synced and verified, and the Milvus Lite file is byte for byte as that run
+        # left it: the collection cannot have changed, so there is nothing to open it for.
+        upserted = deleted = 0
+        changed: list = []
+        indexed, total = last["indexed"], last["collection_rows"]
+        check = collection_unchanged_since_verified(len(unique), indexed)
+    else:
+        with milvus.store() as store:
+            store.ensure_collection(vecs.shape[1])
+            current = store.rows_of_drop(drop.name)
+            same_model = art.synced_model() == model_id
+            changed = [
+                r for r in rows
+                if not same_model
+                or current.get(row_id(drop.name, r["sha256"])) != (r["path"], tuple(r["aliases"]))
+            ]
+            upserted = store.upsert_drop(drop.name, changed)
+            stale = sorted(set(current) - wanted)
+            deleted = store.delete_ids(drop.name, stale)
+            if upserted or deleted:
+                store.flush()
+            indexed = store.count(drop.name)
+            total = store.count()
+            # Checked here, on the connection the sync used: a separate check step would open Milvus again.
+            check = collection_matches_manifest(drop.name, unique["sha256"], store.ids_of_drop(drop.name))
+        fingerprint = store.fingerprint_at_close if check.passed else None
+    art.mark_synced(model_id, milvus.collection, milvus.display_uri, digest, indexed=indexed,
+                    collection_rows=total, verified_fingerprint=fingerprint)
     context.log.info(f"{drop.name}: upserted {upserted}, deleted {deleted}, {indexed} rows now in {milvus.collection}")
     return MaterializeResult(
         # reference_images follows a changed data version, not every (often no-op) refresh

@@ -77,6 +77,17 @@ def collection_matches_manifest(drop: str, content_hashes, ids_in_milvus: set[st
     )
 
 
+def collection_unchanged_since_verified(valid_images: int, rows: int) -> AssetCheckResult:
+    """The same rows were synced and this check passed on them, and the Milvus Lite file has not been
+    written since (same size and modification time)."""
+    return AssetCheckResult(
+        check_name=COLLECTION_MATCHES_MANIFEST.name,
+        passed=rows == valid_images,
+        metadata={"rows_in_milvus": rows, "valid_images": valid_images,
+                  "verified_by": "the same rows passed this check and the Milvus Lite file is unchanged since"},
+    )
+
+
 EVERY_BRIEF_HAS_REFERENCES = AssetCheckSpec(
     "every_brief_has_references", asset="reference_images", partitions_def=product_drops,
     description="Every brief found at least one reference image. Not blocking: a brief without references "

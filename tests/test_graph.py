@@ -68,8 +68,26 @@ def test_second_run_changes_nothing_in_milvus(studio):
     assert metadata(second, "raw_product_images")["changed"] is False
     col = metadata(second, "product_image_collection")
     assert (col["indexed"], col["upserted"], col["deleted"], col["unchanged"]) == (24, 0, 0, 24)
+    (check,) = [e.asset_check_evaluation_data for e in second.all_events
+                if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                and e.asset_check_evaluation_data.check_name == "collection_matches_manifest"]
+    assert check.passed and "verified_by" in check.metadata  # the Lite file was not even opened
     with ProductImageStore(studio.env["MILVUS_URI"]) as store:
         assert store.count() == 24
+
+
+def test_a_row_deleted_behind_our_back_is_noticed_and_restored(studio):
+    draw_drop(studio.drops / "spring", spec=[("red", "circle", 3)])
+    assert materialize_drop("spring").success
+    with ProductImageStore(studio.env["MILVUS_URI"]) as store:  # someone else writes to the Lite file
+        victim = sorted(store.ids_of_drop("spring"))[0]
+        store.delete_ids("spring", [victim])
+        store.flush()
+    result = materialize_drop("spring")
+    col = metadata(result, "product_image_collection")
+    assert (col["upserted"], col["indexed"]) == (1, 3)
+    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+        assert victim in store.ids_of_drop("spring")
 
 
 def test_two_drops_share_the_collection_but_searches_stay_in_their_drop(studio):

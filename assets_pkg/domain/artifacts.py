@@ -145,9 +145,10 @@ class DropArtifacts:
         """What the last sync left in Milvus: model id, collection, server and a digest of the rows."""
         return read_json(self.root / "collection.json", {})
 
-    def mark_synced(self, model_id: str, collection: str, milvus: str = "", rows_digest: str = "") -> None:
+    def mark_synced(self, model_id: str, collection: str, milvus: str = "", rows_digest: str = "", **facts) -> None:
+        """`facts`: counts and, for Milvus Lite, the file's fingerprint after a verified sync."""
         write_json(self.root / "collection.json", {"model_id": model_id, "collection": collection,
-                                                   "milvus": milvus, "rows_digest": rows_digest})
+                                                   "milvus": milvus, "rows_digest": rows_digest, **facts})
 
     # -- briefs and references ---------------------------------------------
     def write_briefs(self, briefs: list[Brief]) -> None:

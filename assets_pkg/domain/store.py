@@ -100,6 +100,18 @@ def is_lite_uri(uri: str) -> bool:
     return not re.match(r"^(https?|tcp|grpc|unix)://", uri)
 
 
+def lite_fingerprint(uri: str) -> str | None:
+    """Size and modification time of a Milvus Lite file; None for a server. Reading the collection leaves
+    the file as it is, so an equal fingerprint means nobody has written to it since."""
+    if not is_lite_uri(uri):
+        return None
+    try:
+        st = os.stat(uri)
+    except OSError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def row_id(drop: str, sha256: str) -> str:
     return f"{drop}/{sha256}"
 
@@ -157,6 +169,7 @@ class ProductImageStore:
         self.retries = retries
         self.retry_delay = retry_delay
         self._client: "MilvusClient | None" = None
+        self.fingerprint_at_close: str | None = None
         self._lock: FileLock | None = None
 
     # -- connection --------------------------------------------------------
@@ -216,6 +229,8 @@ class ProductImageStore:
                     from milvus_lite.server_manager import server_manager_instance
 
                     server_manager_instance.release_server(self.uri)
+                    # Taken before the lock goes: the file exactly as this store left it.
+                    self.fingerprint_at_close = lite_fingerprint(self.uri)
             finally:
                 self._client = None
                 self._release()
