@@ -366,7 +366,11 @@ def reference_images(
     art = library.artifacts(drop.name)
     briefs = art.read_briefs()
     # Same briefs, same weights, same rows: the search would return the same references.
-    inputs_key = _digest({"briefs": [b.to_dict() for b in briefs], "rows": art.read_sync()})
+    # (Only what the search depends on: collection.json also holds counts and the Lite file's fingerprint,
+    # which change whenever any drop is written.)
+    sync = art.read_sync()
+    inputs_key = _digest({"briefs": [b.to_dict() for b in briefs],
+                          "rows": {k: sync.get(k) for k in ("model_id", "collection", "milvus", "rows_digest")}})
     reused = art.references_inputs_key() == inputs_key
     if reused:
         refs = art.read_references()

@@ -117,3 +117,13 @@ def test_malformed_briefs_fail_their_step_but_images_are_indexed(studio):
     assert [e.step_key for e in failures] == ["campaign_briefs"]
     message = failures[0].step_failure_data.user_failure_data.description
     assert "briefs.yaml" in message and "not valid YAML" in message
+
+
+def test_another_drops_sync_does_not_make_this_drop_search_again(studio):
+    draw_drop(studio.drops / "spring", spec=[("red", "circle", 2)], briefs=BRIEFS)
+    draw_drop(studio.drops / "summer", spec=[("blue", "square", 2)], seed=3)
+    assert materialize_drop("spring").success
+    assert materialize_drop("summer").success  # writes the shared Milvus Lite file
+    again = materialize_drop("spring")
+    assert metadata(again, "product_image_collection")["upserted"] == 0
+    assert metadata(again, "reference_images")["searched"] is False
