@@ -284,10 +284,11 @@ def product_image_collection(
             deleted = store.delete_ids(drop.name, stale)
             if upserted or deleted:
                 store.flush()
-            indexed = store.count(drop.name)
+            ids = store.ids_of_drop(drop.name)
+            indexed = len(ids)
             total = store.count()
             # Checked here, on the connection the sync used: a separate check step would open Milvus again.
-            check = collection_matches_manifest(drop.name, unique["sha256"], store.ids_of_drop(drop.name))
+            check = collection_matches_manifest(drop.name, unique["sha256"], ids)
         fingerprint = store.fingerprint_at_close if check.passed else None
     art.mark_synced(model_id, milvus.collection, milvus.display_uri, digest, indexed=indexed,
                     collection_rows=total, verified_fingerprint=fingerprint)
