@@ -1,127 +1,181 @@
 """Dagster resources: small configurable wrappers that hand out domain objects.
 
-Values come from the environment through `dagster.EnvVar` (see
-`orchestration/definitions.py`), so secrets such as MILVUS_TOKEN and
-GEMINI_API_KEY never appear in run config, logs or metadata.
+Every field is optional. Left unset, it is the environment variable named in
+`SETTINGS`, read when a run uses the resource (so a run pod or the daemon sees
+its own environment, like `EnvVar`), else that variable's default in
+`domain/settings.py`, the only place a default is written. A run's config can
+still set a field for that run (the Launchpad's "resources" section). Secrets
+(MILVUS_TOKEN, GEMINI_API_KEY) are only ever read from the environment, so they
+never appear in run config, logs or metadata.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, ClassVar, Optional
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import PrivateAttr
 
 from .domain.artifacts import DropArtifacts
-from .domain.drops import DEFAULT_MAX_PIXELS, ProductDrop
+from .domain.drops import ProductDrop
 from .domain.errors import GeneratorError
 from .domain.generator import BoardGenerator, GeminiGenerator
-from .domain.image_models import DEFAULT_GEMINI_IMAGE_MODEL, MODES, ImageModel, image_model
+from .domain.image_models import MODES, ImageModel, image_model
 from .domain.model_id import clip_model_id
-from .domain.store import DEFAULT_COLLECTION, ProductImageStore, is_lite_uri
+from .domain.settings import setting
+from .domain.store import ProductImageStore, is_lite_uri
+
+if TYPE_CHECKING:
+    from .domain.encoder import ClipEncoder
 
 
-class DropLibrary(ConfigurableResource):
+class _FromSettings(ConfigurableResource):
+    SETTINGS: ClassVar[dict[str, str]] = {}  # field -> environment variable
+
+    def get(self, field: str):
+        """The field as set in run config, else its environment variable, else the one default."""
+        value = getattr(self, field)
+        return setting(self.SETTINGS[field]) if value is None else value
+
+
+class DropLibrary(_FromSettings):
     """Where drops are read from and where each step's files are written."""
 
-    drops_dir: str = "data/drops"
-    artifacts_dir: str = "data/artifacts"
-    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    SETTINGS: ClassVar = {"drops_dir": "DROPS_DIR", "artifacts_dir": "ARTIFACTS_DIR",
+                          "max_image_pixels": "MAX_IMAGE_PIXELS"}
+    drops_dir: Optional[str] = None
+    artifacts_dir: Optional[str] = None
+    max_image_pixels: Optional[int] = None
 
     def drop(self, name: str) -> ProductDrop:
-        return ProductDrop.at(self.drops_dir, name)
+        return ProductDrop.at(self.get("drops_dir"), name)
 
     def artifacts(self, name: str) -> DropArtifacts:
-        return DropArtifacts.at(self.artifacts_dir, name)
+        return DropArtifacts.at(self.get("artifacts_dir"), name)
 
 
-class ClipModel(ConfigurableResource):
-    """CLIP weights: a model name (`ViT-B/32`, downloaded on first use) or a checkpoint path."""
+class ClipModel(_FromSettings):
+    """CLIP weights: a model name (`ViT-B/32`, downloaded on first use) or a checkpoint path.
 
-    model: str = "ViT-B/32"
-    device: str = "auto"  # auto: CUDA when available, else CPU
-    batch_size: int = 0  # 0: 256 on GPU, 32 on CPU
-    num_workers: int = -1  # -1: decoding workers chosen for the device
-    fit: str = "pad"  # pad (letterbox to square) or crop (CLIP's centre crop)
-    download_root: Optional[str] = None
+    The weights belong to one run: set up empty when the run starts, loaded by the first step that
+    encodes (so a run with nothing to encode never imports torch), shared by the run's later steps,
+    and freed when the run ends.
+    """
+
+    SETTINGS: ClassVar = {"model": "CLIP_MODEL", "device": "CLIP_DEVICE", "batch_size": "CLIP_BATCH_SIZE",
+                          "num_workers": "CLIP_NUM_WORKERS", "fit": "CLIP_FIT"}
+    model: Optional[str] = None
+    device: Optional[str] = None  # auto: CUDA when available, else CPU
+    batch_size: Optional[int] = None  # 0: 256 on GPU, 32 on CPU
+    num_workers: Optional[int] = None  # -1: decoding workers chosen for the device
+    fit: Optional[str] = None  # pad (letterbox to square) or crop (CLIP's centre crop)
+    download_root: Optional[str] = None  # where named models are cached (clip's default: ~/.cache/clip)
     progress_bar: bool = False  # a terminal progress bar (the CLI turns it on)
+    _encoder: Optional["ClipEncoder"] = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._encoder = None
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._encoder is not None:
+            self._encoder.close()
+            self._encoder = None
 
     def model_id(self) -> str:
         """The weights' identity, without importing torch or loading them."""
-        return clip_model_id(self.model)
+        return clip_model_id(self.get("model"))
 
-    def encoder(self):
-        # torch and clip are imported here, by the steps that encode, not when the code location loads.
-        # The loaded model is cached per process, so every step of a run shares one copy.
-        from .domain.encoder import ClipEncoder
+    def encoder(self) -> "ClipEncoder":
+        if self._encoder is None:
+            # torch and clip are imported here, by the steps that encode, not when the code location loads.
+            from .domain.encoder import ClipEncoder
 
-        return ClipEncoder(self.model, self.device, self.batch_size, self.num_workers, self.fit, self.download_root)
+            self._encoder = ClipEncoder(self.get("model"), self.get("device"), self.get("batch_size"),
+                                        self.get("num_workers"), self.get("fit"), self.download_root)
+        return self._encoder
 
 
-class MilvusResource(ConfigurableResource):
-    """A Milvus Lite file path (default) or a server URI with MILVUS_TOKEN."""
+class MilvusResource(_FromSettings):
+    """A Milvus Lite file path (default) or a server URI; the token only from MILVUS_TOKEN."""
 
-    uri: str = "data/milvus.db"
-    token: Optional[str] = None
-    collection: str = DEFAULT_COLLECTION
-    timeout_s: int = 30  # per call
-    retries: int = 4  # extra tries for transient failures (server restarting), with exponential backoff
+    SETTINGS: ClassVar = {"uri": "MILVUS_URI", "collection": "MILVUS_COLLECTION", "timeout_s": "MILVUS_TIMEOUT_S",
+                          "retries": "MILVUS_RETRIES"}
+    uri: Optional[str] = None
+    collection: Optional[str] = None
+    timeout_s: Optional[int] = None  # per call
+    retries: Optional[int] = None  # extra tries for transient failures (server restarting), exponential backoff
 
     def store(self) -> ProductImageStore:
-        return ProductImageStore(self.uri, self.token, self.collection, timeout=self.timeout_s, retries=self.retries)
+        return ProductImageStore(self.get("uri"), setting("MILVUS_TOKEN"), self.get("collection"),
+                                 timeout=self.get("timeout_s"), retries=self.get("retries"))
 
     @property
     def display_uri(self) -> str:
-        return self.uri if is_lite_uri(self.uri) else self.uri.split("@")[-1]
+        uri = self.get("uri")
+        return uri if is_lite_uri(uri) else uri.split("@")[-1]
 
 
-class ImageGeneratorResource(ConfigurableResource):
-    """Gemini when an API key (or Vertex AI settings) is present, else the offline campaign board."""
+class ImageGeneratorResource(_FromSettings):
+    """Gemini when GEMINI_API_KEY (or GOOGLE_GENAI_USE_VERTEXAI) is set, else the offline campaign board."""
 
-    api_key: Optional[str] = None
-    use_vertexai: bool = False
-    model: str = DEFAULT_GEMINI_IMAGE_MODEL
-    timeout_s: int = 120  # per request
-    attempts: int = 4  # per request, including the first; exponential backoff with jitter between
-    retry_initial_delay_ms: int = 1000
-    max_reference_images: int = 0  # 0: what the model accepts (the model table)
-    concurrency: int = 2  # requests in flight
-    models_json: Optional[str] = None  # GEMINI_MODELS: overrides of the model table
-    image_size: str = "1K"  # for briefs that do not ask for one
-    mode: str = "interactive"  # or batch
+    SETTINGS: ClassVar = {
+        "model": "GEMINI_IMAGE_MODEL", "timeout_s": "GEMINI_TIMEOUT_S", "attempts": "GEMINI_ATTEMPTS",
+        "retry_initial_delay_ms": "GEMINI_RETRY_INITIAL_DELAY_MS",
+        "max_reference_images": "GEMINI_MAX_REFERENCE_IMAGES", "concurrency": "GEMINI_CONCURRENCY",
+        "models_json": "GEMINI_MODELS", "image_size": "GEMINI_IMAGE_SIZE", "mode": "GEMINI_MODE",
+        "max_cost_usd": "GEMINI_MAX_COST_USD",
+    }
+    model: Optional[str] = None
+    timeout_s: Optional[int] = None  # per request
+    attempts: Optional[int] = None  # per request, including the first; exponential backoff with jitter
+    retry_initial_delay_ms: Optional[int] = None
+    max_reference_images: Optional[int] = None  # 0: what the model accepts (the model table)
+    concurrency: Optional[int] = None  # requests in flight
+    models_json: Optional[str] = None  # overrides of the model table
+    image_size: Optional[str] = None  # for briefs that do not ask for one
+    mode: Optional[str] = None  # interactive or batch
     max_cost_usd: Optional[str] = None  # per run (a string: environment variables are)
 
     @property
     def enabled(self) -> bool:
-        return bool(self.api_key or self.use_vertexai)
+        return bool(setting("GEMINI_API_KEY") or setting("GOOGLE_GENAI_USE_VERTEXAI"))
 
     def model_info(self) -> ImageModel:
-        return image_model(self.model, self.models_json)
+        return image_model(self.get("model"), self.get("models_json"))
 
     def generator(self) -> BoardGenerator | GeminiGenerator:
         if not self.enabled:
             return BoardGenerator()
         return GeminiGenerator(
-            api_key=self.api_key,
+            api_key=setting("GEMINI_API_KEY"),
             model=self.model_info(),
-            timeout_s=self.timeout_s,
-            attempts=self.attempts,
-            initial_delay_s=self.retry_initial_delay_ms / 1000,
-            max_reference_images=self.max_reference_images,
+            timeout_s=self.get("timeout_s"),
+            attempts=self.get("attempts"),
+            initial_delay_s=self.get("retry_initial_delay_ms") / 1000,
+            max_reference_images=self.get("max_reference_images"),
         )
 
     def run_mode(self) -> str:
         """interactive or batch; the offline board is always interactive (nothing to wait for)."""
-        if self.mode not in MODES:
-            raise GeneratorError(f"GEMINI_MODE={self.mode!r}: use one of {', '.join(MODES)}")
-        return self.mode if self.enabled else "interactive"
+        mode = self.get("mode")
+        if mode not in MODES:
+            raise GeneratorError(f"GEMINI_MODE={mode!r}: use one of {', '.join(MODES)}")
+        return mode if self.enabled else "interactive"
 
     def cost_cap(self) -> float | None:
-        if not self.max_cost_usd:
+        raw = self.get("max_cost_usd")
+        if not raw:
             return None
         try:
-            cap = float(self.max_cost_usd)
+            cap = float(raw)
         except ValueError:
-            raise GeneratorError(f"GEMINI_MAX_COST_USD={self.max_cost_usd!r} is not a number of dollars") from None
+            raise GeneratorError(f"GEMINI_MAX_COST_USD={raw!r} is not a number of dollars") from None
         if cap < 0:
-            raise GeneratorError(f"GEMINI_MAX_COST_USD={self.max_cost_usd!r} is negative")
+            raise GeneratorError(f"GEMINI_MAX_COST_USD={raw!r} is negative")
         return cap
+
+
+def build_resources(progress_bar: bool = False) -> dict:
+    """The resources of every run; each reads its settings when a run uses it."""
+    return {"library": DropLibrary(), "clip": ClipModel(progress_bar=progress_bar), "milvus": MilvusResource(),
+            "generator": ImageGeneratorResource()}

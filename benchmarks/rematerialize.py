@@ -68,7 +68,7 @@ def main(argv=None):
             from dagster import DagsterInstance, materialize
 
             from assets_pkg.assets import drop_assets
-            from assets_pkg.checks import drop_checks
+            from assets_pkg.assets import drop_checks
             from orchestration.definitions import build_resources
 
             instance = DagsterInstance.ephemeral()

@@ -49,7 +49,7 @@ def _instance():
 
 
 def _resources(progress_bar: bool = False):
-    from orchestration.definitions import build_resources
+    from assets_pkg.resources import build_resources
 
     return build_resources(progress_bar=progress_bar)
 
@@ -112,13 +112,14 @@ def cmd_drops_remove(args) -> int:
     from assets_pkg.assets import product_drops
     from assets_pkg.domain.artifacts import DropArtifacts
     from assets_pkg.domain.drops import ProductDrop
-    from assets_pkg.domain.settings import setting, store_from_env
+    from assets_pkg.domain.settings import setting
+    from assets_pkg.resources import MilvusResource
 
     drop = ProductDrop.at(setting("DROPS_DIR"), args.drop)
     if drop.folder.exists() and not args.force:
         raise CliError(f"{drop.folder} still exists; move it away first (or pass --force to drop its data anyway)")
     instance = _instance()
-    with store_from_env() as store:
+    with MilvusResource().store() as store:
         rows = store.remove_drop(drop.name)
     art = DropArtifacts.at(setting("ARTIFACTS_DIR"), drop.name)
     if art.root.exists():
@@ -165,7 +166,6 @@ def summarize(drop: str, result, artifacts_dir: str) -> dict:
     from assets_pkg.domain.artifacts import DropArtifacts
 
     art = DropArtifacts.at(artifacts_dir, drop)
-    manifest = art.read_manifest()
     raw, emb, col, camp = (_meta(result, a) for a in
                            ("raw_product_images", "clip_embeddings", "product_image_collection", "campaign_images"))
     blocked = camp.get("blocked") or []
@@ -176,7 +176,7 @@ def summarize(drop: str, result, artifacts_dir: str) -> dict:
         "distinct": raw.get("distinct_contents"),
         "encoded": emb.get("encoded"),
         "reused": emb.get("reused"),
-        "rejected": manifest.rejected if manifest else [],
+        "rejected": art.rejected_files(),
         "indexed": col.get("indexed"),
         "deleted": col.get("deleted"),
         "briefs": len(art.read_briefs()),
@@ -191,7 +191,7 @@ def cmd_run(args) -> int:
     from dagster import materialize
 
     from assets_pkg.assets import drop_assets
-    from assets_pkg.checks import drop_checks
+    from assets_pkg.assets import drop_checks
 
     from assets_pkg.domain.settings import setting
 
@@ -247,7 +247,8 @@ def cmd_run(args) -> int:
 
 def cmd_search(args) -> int:
     from assets_pkg.domain.drops import validate_drop_name
-    from assets_pkg.domain.settings import encoder_from_env, setting, store_from_env
+    from assets_pkg.domain.settings import setting
+    from assets_pkg.resources import ClipModel, MilvusResource
     from assets_pkg.domain.store import MAX_TOP_K
 
     if not args.query.strip():
@@ -256,8 +257,8 @@ def cmd_search(args) -> int:
         raise CliError(f"--top-k must be from 1 to {MAX_TOP_K}, got {args.top_k}")
     if args.drop:
         validate_drop_name(args.drop)
-    encoder = encoder_from_env()
-    store = store_from_env()
+    store = MilvusResource().store()
+    encoder = ClipModel().encoder()
     with store:
         if args.drop and store.count(args.drop) == 0:
             raise CliError(f"drop {args.drop!r} has no images in collection {store.collection!r} (run it first)")

@@ -1,21 +1,18 @@
-"""The Dagster code location: assets, resources and jobs of Drop Studio.
+"""The Dagster code location: assets, resources, jobs, schedules and sensors of Drop Studio.
 
-Settings come from environment variables (`EnvVar`), read when a run starts,
-so secrets never land in run config. Unset variables fall back to the
-embedded defaults: Milvus Lite at data/milvus.db, drops under data/drops.
+The resources read their settings from environment variables when a run uses them (assets_pkg/resources.py),
+falling back to the defaults in assets_pkg/domain/settings.py: Milvus Lite at data/milvus.db, drops under
+data/drops.
 """
 
 from __future__ import annotations
 
-import os
+from dagster import Definitions, in_process_executor, multiprocess_executor
 
-from dagster import Definitions, EnvVar, in_process_executor, multiprocess_executor
-
-from assets_pkg.assets import drop_assets
-from assets_pkg.checks import drop_checks
+from assets_pkg.assets import drop_assets, drop_checks
 from assets_pkg.domain.errors import StudioError
-from assets_pkg.domain.settings import DEFAULTS, setting
-from assets_pkg.resources import ClipModel, DropLibrary, ImageGeneratorResource, MilvusResource
+from assets_pkg.domain.settings import setting
+from assets_pkg.resources import build_resources
 
 from .jobs import (
     collect_campaign_images_job,
@@ -26,52 +23,6 @@ from .jobs import (
 )
 from .schedules import nightly_catalog_refresh, weekly_campaign_refresh
 from .sensors import campaign_batches, drop_folder_sensor, references_follow_inputs
-
-
-def _env(name: str):
-    """EnvVar when the variable is set (resolved when a run starts), else the default."""
-    if not os.environ.get(name):
-        return DEFAULTS[name]
-    return EnvVar.int(name) if isinstance(DEFAULTS[name], int) else EnvVar(name)
-
-
-def build_resources(progress_bar: bool = False) -> dict:
-    return {
-        "library": DropLibrary(
-            drops_dir=_env("DROPS_DIR"),
-            artifacts_dir=_env("ARTIFACTS_DIR"),
-            max_image_pixels=_env("MAX_IMAGE_PIXELS"),
-        ),
-        "clip": ClipModel(
-            model=_env("CLIP_MODEL"),
-            device=_env("CLIP_DEVICE"),
-            batch_size=_env("CLIP_BATCH_SIZE"),
-            num_workers=_env("CLIP_NUM_WORKERS"),
-            fit=_env("CLIP_FIT"),
-            progress_bar=progress_bar,
-        ),
-        "milvus": MilvusResource(
-            uri=_env("MILVUS_URI"),
-            token=_env("MILVUS_TOKEN"),
-            collection=_env("MILVUS_COLLECTION"),
-            timeout_s=_env("MILVUS_TIMEOUT_S"),
-            retries=_env("MILVUS_RETRIES"),
-        ),
-        "generator": ImageGeneratorResource(
-            api_key=_env("GEMINI_API_KEY"),
-            use_vertexai=os.environ.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true"),
-            model=_env("GEMINI_IMAGE_MODEL"),
-            timeout_s=_env("GEMINI_TIMEOUT_S"),
-            attempts=_env("GEMINI_ATTEMPTS"),
-            retry_initial_delay_ms=_env("GEMINI_RETRY_INITIAL_DELAY_MS"),
-            max_reference_images=_env("GEMINI_MAX_REFERENCE_IMAGES"),
-            concurrency=_env("GEMINI_CONCURRENCY"),
-            models_json=_env("GEMINI_MODELS"),
-            image_size=_env("GEMINI_IMAGE_SIZE"),
-            mode=_env("GEMINI_MODE"),
-            max_cost_usd=_env("GEMINI_MAX_COST_USD"),
-        ),
-    }
 
 
 # Modules every step of a drop may need, imported once by the forkserver instead of once per step.

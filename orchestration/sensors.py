@@ -46,7 +46,7 @@ def drop_folder_sensor(context: SensorEvaluationContext, library: DropLibrary) -
     cursor = json.loads(context.cursor) if context.cursor else {}
     seen: dict[str, str] = cursor.get("drops", {})
     known = set(context.instance.get_dynamic_partitions(product_drops.name))
-    listing = discover_drops(library.drops_dir)
+    listing = discover_drops(library.get("drops_dir"))
     current = {d.name: drop_fingerprint(d) for d in listing.drops}
     materialized = context.instance.get_materialized_partitions(AssetKey("product_image_collection"))
 
@@ -72,7 +72,7 @@ def drop_folder_sensor(context: SensorEvaluationContext, library: DropLibrary) -
             context.log.info(f"{name}: {reason}, requesting a run")
 
     for bad in listing.invalid:
-        context.log.warning(f"folder {bad!r} in {library.drops_dir} is not a valid drop name; skipped")
+        context.log.warning(f"folder {bad!r} in {library.get('drops_dir')} is not a valid drop name; skipped")
     gone = sorted(known - set(current))
     for name in sorted(set(gone) - set(cursor.get("gone", []))):
         context.log.warning(

@@ -125,7 +125,7 @@ def materialize_drop(drop: str, instance=None, run_config=None, **resource_overr
     from dagster import DagsterInstance, materialize
 
     from assets_pkg.assets import drop_assets, product_drops
-    from assets_pkg.checks import drop_checks
+    from assets_pkg.assets import drop_checks
     from orchestration.definitions import build_resources
 
     instance = instance or DagsterInstance.get()

@@ -19,7 +19,7 @@ from PIL import Image
 
 from assets_pkg.domain.drops import DROP_NAME_RE, ProductDrop, load_rgb, scan_drop, validate_drop_name
 from assets_pkg.domain.errors import InvalidDropName, StoreError
-from assets_pkg.domain.store import ProductImageStore, drop_filter, ids_filter, row_id
+from assets_pkg.domain.store import ProductImageStore, checked_ids, drop_filter, row_id
 from conftest import ROOT, draw_drop
 
 RED, BLUE = (220, 30, 30), (30, 70, 220)
@@ -152,20 +152,22 @@ def test_any_text_is_either_a_safe_drop_name_or_refused(text):
 
 @given(st.from_regex(DROP_NAME_RE, fullmatch=True))
 @settings(max_examples=300, deadline=None)
-def test_filters_from_valid_names_cannot_change_meaning(name):
+def test_filters_and_deletes_from_valid_names_cannot_change_meaning(name):
     expr = drop_filter(name)
     assert expr.startswith("drop == ") and json.loads(expr[len("drop == "):]) == name
     ids = [row_id(name, "a" * 64)]
-    assert ids_filter(name, ids) == f"{expr} and id in {json.dumps(ids)}"
+    assert checked_ids(name, ids) == ids
 
 
 @given(st.text(min_size=1, max_size=40).filter(lambda t: not DROP_NAME_RE.fullmatch(t)))
 @settings(max_examples=200, deadline=None)
-def test_filters_refuse_anything_else(text):
+def test_filters_and_deletes_refuse_other_names_and_ids(text):
     with pytest.raises(InvalidDropName):
         drop_filter(text)
-    with pytest.raises((StoreError, InvalidDropName)):
-        ids_filter("ok", [text])
+    with pytest.raises(StoreError, match="refusing to delete"):  # deletes touch only ids of the named drop
+        checked_ids("ok", [text])
+    with pytest.raises(StoreError, match="not a row id of drop 'ok'"):
+        checked_ids("ok", [row_id("other", "a" * 64)])
 
 
 def test_search_arguments_are_checked_before_anything_runs(studio):

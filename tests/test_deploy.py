@@ -14,7 +14,8 @@ import tomllib
 import pytest
 import yaml
 
-from assets_pkg.assets import GPU_POD, clip_embeddings
+from assets_pkg.assets import clip_embeddings
+from assets_pkg.k8s import GPU_POD
 from assets_pkg.domain.settings import DEFAULTS
 from conftest import ROOT
 

@@ -96,9 +96,9 @@ def test_two_drops_share_the_collection_but_searches_stay_in_their_drop(studio):
     assert materialize_drop("reds").success
     assert materialize_drop("blues").success
 
-    from assets_pkg.domain.settings import encoder_from_env
+    from assets_pkg.resources import ClipModel
 
-    query = encoder_from_env().embed_texts(["a red circle"])
+    query = ClipModel().encoder().embed_texts(["a red circle"])
     with ProductImageStore(studio.env["MILVUS_URI"]) as store:
         assert (store.count("reds"), store.count("blues"), store.count()) == (6, 6, 12)
         everywhere = store.search(query, top_k=3)[0]

@@ -197,7 +197,7 @@ def test_collection_check_catches_orphans_and_png_check_catches_broken_images(st
     from dagster import AssetSelection, materialize
 
     from assets_pkg.assets import campaign_briefs, drop_assets
-    from assets_pkg.checks import campaign_images_decode, drop_checks
+    from assets_pkg.assets import campaign_images_decode, drop_checks
     from orchestration.definitions import build_resources
 
     draw_drop(studio.drops / "spring", spec=[("red", "circle", 2)], briefs=BRIEFS)

@@ -4,7 +4,7 @@
         manifest.parquet      valid images (path, sha256, width, height, format, bytes)
         rejected.json         [{file, reason}]
         embeddings.parquet    sha256 -> vector (float32, unit norm)
-        embeddings.json       model id and dim the vectors came from
+        embeddings.json       model id and dim the vectors came from; files the encoder could not read
         collection.json       model id, collection and rows digest last synced to Milvus
         briefs.json           validated briefs
         references.json       {brief id: [{path, score, sha256}]}
@@ -16,12 +16,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -32,17 +34,17 @@ from .briefs import Brief
 from .drops import MANIFEST_COLUMNS, Manifest
 
 
-def _tmp_for(path: Path) -> Path:
-    """A temporary name beside `path`, unique per process and thread: two runs of one drop write at once."""
+def write_atomic(path: Path, data: bytes | Callable[[Path], object]) -> None:
+    """Write `data` (bytes, or a function that writes the file it is given) to a temporary name beside
+    `path`, then rename: a crash never leaves half a file. The temporary name is unique per process and
+    thread, because two runs of one drop may write at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so a crash never leaves half a file."""
-    tmp = _tmp_for(path)
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_bytes(data) if isinstance(data, bytes) else data(tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj) -> None:
@@ -64,10 +66,9 @@ def _read_vectors(path: Path) -> tuple[list[str], np.ndarray]:
     return table.column("sha256").to_pylist(), np.asarray(flat, dtype=np.float32).reshape(-1, dim)
 
 
-def _write_table(table: pa.Table, path: Path) -> None:
-    tmp = _tmp_for(path)
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+def digest(obj) -> str:
+    """A short, stable key of a JSON-able value (dict order does not matter)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def read_json(path: Path, default=None):
@@ -84,10 +85,7 @@ class DropArtifacts:
 
     # -- manifest ----------------------------------------------------------
     def write_manifest(self, manifest: Manifest) -> None:
-        path = self.root / "manifest.parquet"
-        tmp = _tmp_for(path)
-        manifest.images.to_parquet(tmp, index=False)
-        tmp.replace(path)
+        write_atomic(self.root / "manifest.parquet", lambda tmp: manifest.images.to_parquet(tmp, index=False))
         write_json(self.root / "rejected.json", manifest.rejected)
 
     def read_manifest(self) -> Manifest | None:
@@ -98,12 +96,15 @@ class DropArtifacts:
         return Manifest(images=images[MANIFEST_COLUMNS], rejected=read_json(self.root / "rejected.json", []))
 
     # -- embeddings --------------------------------------------------------
-    def write_embeddings(self, sha256: list[str], vectors: np.ndarray, model_id: str) -> None:
-        _write_table(_vectors_table(sha256, vectors), self.root / "embeddings.parquet")
-        write_json(self.root / "embeddings.json", {"model_id": model_id, "dim": int(vectors.shape[1]), "rows": len(sha256)})
+    def write_embeddings(self, sha256: list[str], vectors: np.ndarray, model_id: str,
+                         rejected: list[dict] | None = None) -> None:
+        """`rejected`: [{file, sha256, reason}] that PIL accepted at scan time but the encoder could not read."""
+        write_atomic(self.root / "embeddings.parquet", lambda tmp: pq.write_table(_vectors_table(sha256, vectors), tmp))
+        write_json(self.root / "embeddings.json", {"model_id": model_id, "dim": int(vectors.shape[1]),
+                                                   "rows": len(sha256), "rejected": rejected or []})
 
     def embeddings_info(self) -> dict:
-        """The model id, dimension and row count the embeddings were written with."""
+        """The model id, dimension, row count and encoder rejections the embeddings were written with."""
         return read_json(self.root / "embeddings.json", {})
 
     def read_embeddings(self) -> tuple[list[str], np.ndarray, str | None]:
@@ -115,16 +116,23 @@ class DropArtifacts:
         sha, vectors = _read_vectors(path)
         return sha, vectors, info.get("model_id")
 
+    def rejected_files(self) -> list[dict]:
+        """Every file of the drop left out, with the reason: at scan time, then by the encoder."""
+        manifest = self.read_manifest()
+        found = (manifest.rejected if manifest else []) + [
+            {"file": r["file"], "reason": r["reason"]} for r in self.embeddings_info().get("rejected", [])]
+        return sorted(found, key=lambda r: r["file"])
+
     # -- embeddings of an interrupted run -----------------------------------
     @property
     def partial_dir(self) -> Path:
         return self.root / "embeddings.partial"
 
     def write_partial_batch(self, sha256: list[str], vectors: np.ndarray, model_id: str) -> None:
-        """Keep each finished batch at once, so a killed run loses at most the batch in flight."""
+        """Keep a finished batch at once, so a killed run loses at most the batch in flight."""
         if sha256:
             name = f"{model_id.replace('/', '_')}--{os.getpid()}-{sha256[0][:16]}.parquet"
-            _write_table(_vectors_table(sha256, vectors), self.partial_dir / name)
+            write_atomic(self.partial_dir / name, lambda tmp: pq.write_table(_vectors_table(sha256, vectors), tmp))
 
     def read_partial_batches(self, model_id: str) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}

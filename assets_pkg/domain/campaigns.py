@@ -1,5 +1,7 @@
-"""Campaign images of a drop: which images its briefs need, which are kept, what a run may spend, and the
+"""The campaign stage: which images a drop's briefs need, which are kept, what a run may spend, and the
 files each image leaves (`<brief>.png`, or `<brief>.v<n>.png` for variant n > 1, each with a JSON sidecar).
+Interactive and batch generation live together because they share these caching, refusal and spending
+rules, which must be read together.
 
 An image is keyed by everything it depends on (the brief with its size and variants, the generator and
 model, the reference images by content, the variant number): the same key means the same billed request,
@@ -18,8 +20,9 @@ from typing import Callable, Iterable, Sequence
 
 from PIL import Image
 
-from .artifacts import read_json, write_atomic, write_json
+from .artifacts import DropArtifacts, read_json, write_atomic, write_json
 from .briefs import Brief
+from .drops import ProductDrop
 from .errors import GeneratorError
 from .generator import Generation, Reference
 
@@ -78,6 +81,8 @@ class CampaignReport:
     usage: dict = field(default_factory=dict)
     estimated_cost_usd: float = 0.0
     per_brief_cost_usd: dict = field(default_factory=dict)
+    batch_job: str | None = None  # the Batch API job the drop waits on (GEMINI_MODE=batch)
+    removed_stale: list[str] = field(default_factory=list)
 
     def spend(self, req: "ImageRequest", cost: float | None) -> None:
         self.estimated_cost_usd = round(self.estimated_cost_usd + (cost or 0.0), 6)
@@ -294,3 +299,27 @@ def run_batch(gen, outputs: CampaignOutputs, record_path: Path, drop: str, drop_
     report.pending = len(todo)
     log(f"submitted batch job {record.job}: {len(todo)} image(s); results come back within 24 h")
     return record.job
+
+
+def make_campaign_images(drop: ProductDrop, art: DropArtifacts, gen, mode: str,
+                         price: Callable[[str], float | None], cap: float | None, concurrency: int,
+                         force: bool = False, log: Callable[[str], None] = lambda m: None,
+                         warn: Callable[[str], None] = lambda m: None) -> CampaignReport:
+    """The drop's campaign images for its briefs and references: kept, generated (interactive: now; batch:
+    submitted or collected) or refused; stale outputs removed. Fails only when no brief got an image."""
+    briefs = art.read_briefs()
+    outputs = CampaignOutputs(art.campaign_dir)
+    report = CampaignReport()
+    todo = outputs.plan(briefs, art.read_references(), gen.name, gen.model, force, report, log)
+    if mode == "batch":
+        report.batch_job = run_batch(gen, outputs, art.campaign_batch_path, drop.name, drop.folder, todo, price,
+                                     cap, report, log)
+    else:
+        check_budget(todo, price, cap, gen.model, mode)  # over the cap: nothing is requested
+        generate_interactive(gen, outputs, drop.name, drop.folder, todo, price, concurrency, report, warn)
+    report.removed_stale = outputs.remove_stale(briefs)
+    report.generated.sort()
+    if briefs and not report.generated and not report.pending:
+        raise GeneratorError(f"{drop.name}: no brief produced an image: " + ", ".join(
+            f"{b['brief']} ({b['reason']})" for b in report.blocked))
+    return report

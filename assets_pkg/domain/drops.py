@@ -20,13 +20,13 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from .errors import InvalidDropName
+from .settings import DEFAULTS
 
 # Drop names become Dagster partition keys, Milvus filter values and folder
 # names, so only a conservative character set is accepted.
 DROP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
-DEFAULT_MAX_PIXELS = 64_000_000
 
 MANIFEST_COLUMNS = ["path", "sha256", "width", "height", "format", "bytes", "mtime_ns"]
 
@@ -178,7 +178,7 @@ def _inspect(folder: Path, rel: str, full: Path, max_pixels: int) -> dict:
 def scan_drop(
     drop: ProductDrop,
     previous: pd.DataFrame | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int = DEFAULTS["MAX_IMAGE_PIXELS"],
     threads: int = 4,
 ) -> Manifest:
     """Build the manifest of a drop.

@@ -1,17 +1,15 @@
-"""CLIP image and text embeddings.
+"""CLIP image and text embeddings: the reader and mapper of the embedding stage (embeddings.py writes).
 
-Split the way clip-retrieval does it:
 - reader: a torch DataLoader whose workers open, orient and preprocess images;
   files that fail to decode are dropped in `collate` and reported, not fatal;
-- mapper: one batched forward pass per batch, L2-normalised, float32 out;
-- writer: the caller consumes batches as they come (`iter_image_batches`), so
-  memory stays flat whatever the size of the drop.
+- mapper: one batched forward pass per batch, L2-normalised, float32 out.
+Batches are yielded as they come (`iter_image_batches`), so memory stays flat
+whatever the size of the drop.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from .drops import load_rgb
 from .errors import EncoderError
 from .model_id import clip_model_id
+from .settings import DEFAULTS
 
 with warnings.catch_warnings():
     # clip-anytorch still imports pkg_resources; the warning is noise for users.
@@ -119,44 +118,38 @@ class EmbedProgress:
         return self.done / self.seconds if self.seconds > 0 else 0.0
 
 
-_MODEL_CACHE: dict[tuple[str, str], tuple] = {}
-_MODEL_LOCK = threading.Lock()
-def _load_model(name: str, device: str, download_root: str | None):
-    key = (name, device)
-    with _MODEL_LOCK:
-        if key in _MODEL_CACHE:
-            return _MODEL_CACHE[key]
-        clip_model_id(name)  # a name or a file, else one clear line
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model, preprocess = clip.load(name, device=device, jit=False, download_root=download_root)
-        except EncoderError:
-            raise
-        except Exception as e:
-            root = download_root or os.path.expanduser("~/.cache/clip")
-            if name in clip.available_models():
-                raise EncoderError(
-                    f"CLIP_MODEL={name!r}: weights are not in {root} and could not be downloaded "
-                    f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); copy the .pt file there "
-                    f"or set CLIP_MODEL to a local checkpoint"
-                ) from None
-            raise EncoderError(f"CLIP_MODEL={name!r}: not a loadable CLIP checkpoint ({type(e).__name__}: {e})") from None
-        model.eval()
-        _MODEL_CACHE[key] = (model, preprocess)
-        return model, preprocess
+def load_clip(name: str, device: str, download_root: str | None = None):
+    """(model, preprocess) in eval mode; one clear line when the weights are missing or not CLIP's."""
+    clip_model_id(name)  # a name or a file, else one clear line
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, preprocess = clip.load(name, device=device, jit=False, download_root=download_root)
+    except EncoderError:
+        raise
+    except Exception as e:
+        root = download_root or os.path.expanduser("~/.cache/clip")
+        if name in clip.available_models():
+            raise EncoderError(
+                f"CLIP_MODEL={name!r}: weights are not in {root} and could not be downloaded "
+                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); copy the .pt file there "
+                f"or set CLIP_MODEL to a local checkpoint"
+            ) from None
+        raise EncoderError(f"CLIP_MODEL={name!r}: not a loadable CLIP checkpoint ({type(e).__name__}: {e})") from None
+    return model.eval(), preprocess
 
 
 class ClipEncoder:
-    """A CLIP model loaded once, used for batched image and text embeddings."""
+    """A loaded CLIP model, used for batched image and text embeddings. Whoever creates one owns the weights'
+    memory: in Dagster the `clip` resource, once per run (see resources.py)."""
 
     def __init__(
         self,
-        model: str = "ViT-B/32",
-        device: str = "auto",
-        batch_size: int = 0,
-        num_workers: int = -1,
-        fit: str = "pad",
+        model: str = DEFAULTS["CLIP_MODEL"],
+        device: str = DEFAULTS["CLIP_DEVICE"],
+        batch_size: int = DEFAULTS["CLIP_BATCH_SIZE"],
+        num_workers: int = DEFAULTS["CLIP_NUM_WORKERS"],
+        fit: str = DEFAULTS["CLIP_FIT"],
         download_root: str | None = None,
     ):
         if fit not in FIT_MODES:
@@ -164,26 +157,15 @@ class ClipEncoder:
         self.model_name = model
         self.device = resolve_device(device)
         self.fit = fit
-        self.download_root = download_root
         self._batch_size = batch_size
         self._num_workers = num_workers
-        self._model = None
-        self._preprocess = None
+        self.model, self.preprocess = load_clip(model, self.device, download_root)
 
-    # -- model -------------------------------------------------------------
-    def _ensure_loaded(self):
-        if self._model is None:
-            self._model, self._preprocess = _load_model(self.model_name, self.device, self.download_root)
-        return self._model
-
-    @property
-    def model(self):
-        return self._ensure_loaded()
-
-    @property
-    def preprocess(self):
-        self._ensure_loaded()
-        return self._preprocess
+    def close(self) -> None:
+        """Free the weights (and, on a GPU, the memory they held) now rather than at garbage collection."""
+        self.model = self.preprocess = None
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
 
     @property
     def dim(self) -> int:
@@ -245,9 +227,8 @@ class ClipEncoder:
         """Embed images batch by batch; undecodable files come back as failures."""
         if not paths:
             return
-        self._ensure_loaded()
         workers = self.num_workers if len(paths) > self.batch_size else 0
-        dataset = _ImageFiles(paths, self._preprocess, self.fit, self._model.visual.input_resolution)
+        dataset = _ImageFiles(paths, self.preprocess, self.fit, self.model.visual.input_resolution)
         loader = DataLoader(
             dataset,
             batch_size=self.batch_size,

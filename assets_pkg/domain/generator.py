@@ -19,6 +19,7 @@ from .briefs import Brief
 from .drops import load_rgb
 from .errors import GeneratorError
 from .image_models import ImageModel
+from .settings import DEFAULTS
 from .sheets import font, wrap
 
 RETRY_STATUS_CODES = (408, 429, 500, 502, 503, 504)
@@ -124,11 +125,11 @@ class GeminiGenerator:
         self,
         api_key: str | None,
         model: ImageModel,
-        timeout_s: float = 120,
-        attempts: int = 4,
-        initial_delay_s: float = 1.0,
+        timeout_s: float = DEFAULTS["GEMINI_TIMEOUT_S"],
+        attempts: int = DEFAULTS["GEMINI_ATTEMPTS"],
+        initial_delay_s: float = DEFAULTS["GEMINI_RETRY_INITIAL_DELAY_MS"] / 1000,
         max_delay_s: float = 30.0,
-        max_reference_images: int = 0,
+        max_reference_images: int = DEFAULTS["GEMINI_MAX_REFERENCE_IMAGES"],
         reference_max_side: int = 1024,
         api_version: str = "v1beta",
         today: date | None = None,

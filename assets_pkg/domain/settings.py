@@ -1,7 +1,8 @@
-"""Settings from environment variables, with the embedded defaults in one place.
+"""Every setting is an environment variable with its one default, here.
 
-The Dagster definitions wrap these in `EnvVar` (resolved when a run starts);
-the CLI and benchmarks read them directly.
+The Dagster resources read them when a run uses them (a field left unset in
+run config falls back to its variable, then to this default), and so does the
+CLI: there is no second copy of a default anywhere else.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ DEFAULTS: dict[str, str | int | None] = {
     "MILVUS_TIMEOUT_S": 30,
     "MILVUS_RETRIES": 4,
     "GEMINI_API_KEY": None,
+    "GOOGLE_GENAI_USE_VERTEXAI": False,  # Vertex AI instead of an API key (the SDK reads its own GOOGLE_* variables)
     "GEMINI_IMAGE_MODEL": DEFAULT_GEMINI_IMAGE_MODEL,
     "GEMINI_TIMEOUT_S": 120,
     "GEMINI_ATTEMPTS": 4,
@@ -43,7 +45,6 @@ DEFAULTS: dict[str, str | int | None] = {
     "REFRESH_CATALOG_CRON": "0 2 * * *",  # nightly at 02:00
     "REGENERATE_CAMPAIGNS_CRON": "0 6 * * 1",  # Mondays at 06:00
 }
-SECRETS = frozenset({"MILVUS_TOKEN", "GEMINI_API_KEY"})
 
 
 def setting(name: str):
@@ -52,6 +53,8 @@ def setting(name: str):
     raw = os.environ.get(name)
     if not raw:
         return default
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes")
     if isinstance(default, int):
         try:
             return int(raw)
@@ -61,18 +64,3 @@ def setting(name: str):
             raise StudioError(f"{name}={raw!r} is not an integer") from None
     return raw
 
-
-def encoder_from_env():
-    from .encoder import ClipEncoder
-
-    return ClipEncoder(
-        setting("CLIP_MODEL"), setting("CLIP_DEVICE"), setting("CLIP_BATCH_SIZE"), setting("CLIP_NUM_WORKERS"),
-        setting("CLIP_FIT"),
-    )
-
-
-def store_from_env():
-    from .store import ProductImageStore
-
-    return ProductImageStore(setting("MILVUS_URI"), setting("MILVUS_TOKEN"), setting("MILVUS_COLLECTION"),
-                             timeout=setting("MILVUS_TIMEOUT_S"), retries=setting("MILVUS_RETRIES"))

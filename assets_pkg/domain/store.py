@@ -24,6 +24,7 @@ from filelock import FileLock, Timeout
 
 from .drops import validate_drop_name
 from .errors import StoreError
+from .settings import DEFAULTS
 
 
 @functools.cache
@@ -54,7 +55,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-DEFAULT_COLLECTION = "product_images"
 COLLECTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 FIELDS = ("id", "drop", "sha256", "path", "aliases", "width", "height", "vector")
 WRITE_BATCH = 500
@@ -121,11 +121,24 @@ def drop_filter(drop: str) -> str:
     return f"drop == {json.dumps(validate_drop_name(drop))}"
 
 
-def ids_filter(drop: str, ids: Sequence[str]) -> str:
+def checked_ids(drop: str, ids: Sequence[str]) -> list[str]:
+    """`ids`, each a well-formed row id of `drop`: a delete never reaches another drop's rows."""
+    prefix = validate_drop_name(drop) + "/"
     for i in ids:
-        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}/[0-9a-f]{64}", i):
-            raise StoreError(f"refusing to build a filter from malformed row id {i!r}")
-    return f"{drop_filter(drop)} and id in {json.dumps(list(ids))}"
+        if not (isinstance(i, str) and i.startswith(prefix) and re.fullmatch(r"[0-9a-f]{64}", i[len(prefix):])):
+            raise StoreError(f"refusing to delete {i!r}: not a row id of drop {drop!r}")
+    return list(ids)
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """What `sync_drop` did, and the drop's row ids afterwards (read back, not assumed)."""
+
+    upserted: int
+    deleted: int
+    unchanged: int
+    ids: frozenset[str]
+    collection_rows: int
 
 
 @dataclass(frozen=True)
@@ -151,12 +164,12 @@ class ProductImageStore:
 
     def __init__(
         self,
-        uri: str = "data/milvus.db",
+        uri: str = DEFAULTS["MILVUS_URI"],
         token: str | None = None,
-        collection: str = DEFAULT_COLLECTION,
+        collection: str = DEFAULTS["MILVUS_COLLECTION"],
         lock_timeout: float = 600,
-        timeout: float = 30,
-        retries: int = 4,
+        timeout: float = DEFAULTS["MILVUS_TIMEOUT_S"],
+        retries: int = DEFAULTS["MILVUS_RETRIES"],
         retry_delay: float = 0.5,
     ):
         if not COLLECTION_RE.fullmatch(collection):
@@ -352,13 +365,26 @@ class ProductImageStore:
         return written + send()
 
     def delete_ids(self, drop: str, ids: Sequence[str]) -> int:
-        deleted = 0
-        ids = list(ids)
+        ids = checked_ids(drop, ids)
         for i in range(0, len(ids), WRITE_BATCH):
-            chunk = ids[i : i + WRITE_BATCH]
-            self._call("delete", self.client.delete, self.collection, filter=ids_filter(drop, chunk))
-            deleted += len(chunk)
-        return deleted
+            self._call("delete", self.client.delete, self.collection, ids=ids[i : i + WRITE_BATCH])
+        return len(ids)
+
+    def sync_drop(self, drop: str, rows: Sequence[dict], dim: int, rewrite_all: bool = False) -> SyncReport:
+        """Make the drop's rows exactly `rows` (keys sha256, path, aliases, width, height, vector): upsert
+        the new and the changed (path or aliases; every row with `rewrite_all`, after a model change),
+        delete the rest, and flush only if something was written."""
+        self.ensure_collection(dim)
+        current = self.rows_of_drop(drop)
+        wanted = {row_id(drop, r["sha256"]): r for r in rows}
+        changed = [r for i, r in wanted.items()
+                   if rewrite_all or current.get(i) != (r["path"], tuple(r["aliases"]))]
+        upserted = self.upsert_drop(drop, changed)
+        deleted = self.delete_ids(drop, sorted(set(current) - set(wanted)))
+        if upserted or deleted:
+            self.flush()
+        return SyncReport(upserted, deleted, len(wanted) - len(changed), frozenset(self.ids_of_drop(drop)),
+                          self.count())
 
     def flush(self) -> None:
         """Seal what was written: persisted, and indexed in the background (unflushed rows are

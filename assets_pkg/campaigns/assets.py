@@ -1,0 +1,166 @@
+"""campaign_briefs + product_image_collection -> reference_images -> campaign_images, one partition per drop.
+
+Each body reads its inputs, calls its stage in `domain/` (briefs, references, campaigns) and turns the
+stage's report into metadata.
+"""
+
+from pathlib import Path
+
+from dagster import (
+    AssetExecutionContext,
+    AutomationCondition,
+    Config,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from ..catalog.assets import product_image_collection
+from ..domain.artifacts import digest
+from ..domain.briefs import load_briefs
+from ..domain.campaigns import make_campaign_images
+from ..domain.references import find_references
+from ..domain.sheets import contact_sheet
+from ..metadata import SHEET_LIMIT, contact_sheet_metadata, fail_clearly, table
+from ..partitions import product_drops
+from ..resources import ClipModel, DropLibrary, ImageGeneratorResource, MilvusResource
+from .checks import EVERY_BRIEF_HAS_REFERENCES, every_brief_has_references
+
+BRIEF_COLUMNS = {"id": "string", "query": "string", "top_k": "int", "aspect_ratio": "string",
+                 "image_size": "string", "variants": "int", "prompt": "string"}
+REFERENCE_COLUMNS = {"brief": "string", "query": "string", "rank": "int", "path": "string", "score": "float"}
+
+
+@asset(
+    partitions_def=product_drops,
+    group_name="campaigns",
+    kinds={"yaml"},
+    description="Validated campaign briefs from <drop>/briefs.yaml (id, prompt, query, top_k, aspect_ratio).",
+)
+@fail_clearly
+def campaign_briefs(
+    context: AssetExecutionContext, library: DropLibrary, generator: ImageGeneratorResource
+) -> MaterializeResult:
+    drop = library.drop(context.partition_key)
+    # Sizes and aspect ratios are checked against the configured model, so a brief it cannot serve
+    # fails here, naming the file and the brief, before anything is searched or billed.
+    briefs = load_briefs(drop.briefs_file, model=generator.model_info(), default_size=generator.get("image_size"))
+    library.artifacts(drop.name).write_briefs(briefs)
+    if not drop.briefs_file.exists():
+        context.log.info(f"{drop.briefs_file} not found: no campaign briefs for {drop.name}")
+    return MaterializeResult(
+        data_version=DataVersion(digest([b.to_dict() for b in briefs])),
+        metadata={
+            "briefs": len(briefs),
+            "file": MetadataValue.path(str(drop.briefs_file)),
+            "table": table([b.to_dict() for b in briefs], BRIEF_COLUMNS),
+        }
+    )
+
+
+# reference_images follows its inputs: a run of any kind (the nightly refresh, a click on an upstream
+# asset in the UI) that changes the drop's Milvus rows or its briefs is followed by a search for that drop.
+# It keys on data versions, so a refresh that changed nothing launches nothing; and a run that already
+# searched (the drop sensor's, the weekly one) is not followed by a second search.
+INPUTS_CHANGED = AutomationCondition.any_deps_match(
+    AutomationCondition.data_version_changed() & ~AutomationCondition.executed_with_root_target()
+).with_label("rows_or_briefs_changed")
+FOLLOWS_ITS_INPUTS = AutomationCondition.eager().replace("any_deps_updated", INPUTS_CHANGED)
+
+
+@asset(
+    partitions_def=product_drops,
+    deps=[product_image_collection, campaign_briefs],
+    group_name="campaigns",
+    kinds={"milvus", "pytorch"},
+    automation_condition=FOLLOWS_ITS_INPUTS,
+    check_specs=[EVERY_BRIEF_HAS_REFERENCES],
+    description="For each brief, the drop's best-matching images for its query (CLIP text-to-image search in Milvus).",
+)
+@fail_clearly
+def reference_images(
+    context: AssetExecutionContext, library: DropLibrary, clip: ClipModel, milvus: MilvusResource
+) -> MaterializeResult:
+    drop = library.drop(context.partition_key)
+    art = library.artifacts(drop.name)
+    report = find_references(drop.name, art, clip.encoder, milvus.store)
+    if not report.searched:
+        context.log.info(f"{drop.name}: briefs and Milvus rows unchanged since the last search; references kept")
+    rows = [{"brief": b.id, "query": b.query, "rank": k + 1, "path": r["path"], "score": r["score"]}
+            for b in report.briefs for k, r in enumerate(report.refs.get(b.id, []))]
+    for b in report.briefs:
+        context.log.info(f"{b.id} ({b.query!r}): " + ", ".join(
+            f"{r['path']} {r['score']:.3f}" for r in report.refs.get(b.id, [])))
+    sheet = contact_sheet_metadata(
+        art.sheet_path("references"), "references", reuse=not report.searched,
+        draw=lambda: contact_sheet([(drop.folder / r["path"], f"{r['brief']} #{r['rank']} {r['score']:.2f}")
+                                    for r in rows[:SHEET_LIMIT]],
+                                   cols=min(max([b.top_k for b in report.briefs] or [1]), 8),
+                                   title=f"{drop.name}: references per brief"),
+    )
+    return MaterializeResult(
+        check_results=[every_brief_has_references(report)],
+        metadata={
+            "briefs": len(report.briefs),
+            "references": report.count,
+            "searched": report.searched,
+            "briefs_without_references": MetadataValue.json(report.briefs_without_references),
+            "table": table(rows, REFERENCE_COLUMNS),
+            **sheet,
+        }
+    )
+
+
+class CampaignConfig(Config):
+    force: bool = False  # regenerate even when prompt, model, settings and references are unchanged
+
+
+@asset(
+    partitions_def=product_drops,
+    deps=[reference_images, campaign_briefs],
+    group_name="campaigns",
+    kinds={"gemini", "png"},
+    description="Campaign images per brief (1-4 variants), generated from the prompt and its reference images; "
+                "PNG + JSON sidecar. GEMINI_MODE=batch submits a Batch API job and collects it in a later run.",
+)
+@fail_clearly
+def campaign_images(
+    context: AssetExecutionContext, config: CampaignConfig, library: DropLibrary, generator: ImageGeneratorResource
+) -> MaterializeResult:
+    drop = library.drop(context.partition_key)
+    art = library.artifacts(drop.name)
+    gen = generator.generator()  # a shut-down model fails here, before any request
+    mode = generator.run_mode()
+    info = generator.model_info()
+    price = (lambda size: info.price(size, mode)) if generator.enabled else (lambda size: 0.0)
+    report = make_campaign_images(drop, art, gen, mode, price, generator.cost_cap(), generator.get("concurrency"),
+                                  config.force, log=context.log.info, warn=context.log.warning)
+    sheet = contact_sheet_metadata(
+        art.sheet_path("campaign"), "campaign", reuse=False,
+        draw=lambda: contact_sheet([(Path(p), Path(p).stem) for p in report.generated], thumb=256, cols=4,
+                                   title=f"{drop.name}: campaign images by {gen.name}"),
+    )
+    return MaterializeResult(
+        metadata={
+            "generator": gen.name,
+            "model": gen.model or "offline campaign board (no GEMINI_API_KEY)",
+            "mode": mode,
+            "briefs": len(art.read_briefs()),
+            "generated": len(report.generated),
+            "cached": report.cached,
+            "blocked": MetadataValue.json(report.blocked),
+            "requests": report.requests,
+            "pending": report.pending,
+            "batch_job": report.batch_job or "",
+            "usage": MetadataValue.json(report.usage),
+            "estimated_cost_usd": report.estimated_cost_usd,
+            "estimated_cost_per_brief": MetadataValue.json(report.per_brief_cost_usd),
+            "removed_stale": MetadataValue.json(report.removed_stale),
+            "output_dir": MetadataValue.path(str(art.campaign_dir)),
+            **sheet,
+        }
+    )
+
+
+campaign_assets = [campaign_briefs, reference_images, campaign_images]

@@ -1,0 +1,1 @@
+"""The catalog group: a drop's images, their CLIP embeddings and its rows in Milvus."""

@@ -1,0 +1,50 @@
+"""What every asset does with its domain report: tables and contact sheets as UI metadata, and one-line
+failures."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Callable
+
+from dagster import Failure, MetadataValue, TableColumn, TableRecord, TableSchema
+from PIL import Image
+
+from .domain.artifacts import write_atomic
+from .domain.errors import StudioError
+from .domain.sheets import markdown_image, to_jpeg
+
+SHEET_LIMIT = 48  # thumbnails per contact sheet shown in the UI
+
+
+def table(rows: list[dict], columns: dict[str, str]) -> MetadataValue:
+    """A sortable table in the UI; `columns`: name -> type (string, int, float, bool)."""
+    schema = TableSchema(columns=[TableColumn(name, kind) for name, kind in columns.items()])
+    records = [TableRecord({c: "" if r.get(c) is None else r[c] for c in columns}) for r in rows]
+    return MetadataValue.table(records, schema)
+
+
+def contact_sheet_metadata(path: Path, name: str, draw: Callable[[], Image.Image], reuse: bool) -> dict:
+    """The contact sheet at `path`: the one an earlier run wrote when `reuse` (its inputs are unchanged),
+    else freshly drawn and written."""
+    if reuse and path.exists():
+        with Image.open(path) as sheet:
+            inline = markdown_image(sheet, name)
+    else:
+        sheet = draw()
+        write_atomic(path, to_jpeg(sheet, max_side=2400, quality=85))
+        inline = markdown_image(sheet, name)
+    return {"contact_sheet": MetadataValue.md(inline), "contact_sheet_file": MetadataValue.path(str(path))}
+
+
+def fail_clearly(fn):
+    """Turn a StudioError into a Dagster Failure whose description is the one-line message."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except StudioError as e:
+            raise Failure(description=str(e)) from e
+
+    return wrapper
