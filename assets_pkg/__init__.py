@@ -1,5 +1,5 @@
 """Drop Studio: product-image drops -> CLIP embeddings -> Milvus -> campaign images.
 
-`assets_pkg.domain` holds the domain code (no Dagster imports); `assets_pkg.assets`
-and `assets_pkg.resources` wrap it as Dagster software-defined assets.
+`assets_pkg.domain` holds each stage's logic (no Dagster imports); `catalog/` and `campaigns/` wire the
+stages as Dagster software-defined assets with their checks, and `resources.py` hands them domain objects.
 """

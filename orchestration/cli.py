@@ -18,88 +18,16 @@ from pathlib import Path
 warnings.filterwarnings("ignore", module="clip")
 warnings.filterwarnings("ignore", message=".*pkg_resources.*")
 
-DEFAULT_DAGSTER_HOME = "data/dagster_home"
-SHIPPED_INSTANCE_CONFIG = Path(__file__).with_name("dagster.yaml")
-SHIPPED_POSTGRES_CONFIG = Path(__file__).with_name("dagster-postgres.yaml")
-
+from .instance import open_instance, reap_dead_runs, sync_drops  # noqa: E402  (after the warning filters)
 
 class CliError(Exception):
     pass
 
 
-def _instance():
-    from dagster import DagsterInstance
-
-    home = os.environ.get("DAGSTER_HOME")
-    if not home:
-        home = str(Path(DEFAULT_DAGSTER_HOME).resolve())
-        os.environ["DAGSTER_HOME"] = home
-    Path(home).mkdir(parents=True, exist_ok=True)
-    config = Path(home) / "dagster.yaml"
-    # Two drop-studio processes starting on a fresh DAGSTER_HOME would both create the SQLite schema
-    # ("table already exists"): the first one in creates it, the others wait.
-    from filelock import FileLock
-
-    with FileLock(str(Path(home) / ".drop-studio-init.lock")):
-        if not config.exists():
-            # DAGSTER_PG_HOST asks for the shared PostgreSQL storage; the connection stays in the environment.
-            shipped = SHIPPED_POSTGRES_CONFIG if os.environ.get("DAGSTER_PG_HOST") else SHIPPED_INSTANCE_CONFIG
-            shutil.copyfile(shipped, config)
-        return DagsterInstance.get()
-
-
-def _resources(progress_bar: bool = False):
-    from assets_pkg.resources import build_resources
-
-    return build_resources(progress_bar=progress_bar)
-
-
-def reap_dead_runs(instance) -> list[str]:
-    """Mark runs of drop-studio processes that died (killed, machine crash) as failed and free
-    their pool slots. Without a daemon nothing else would, and a dead run would hold the "gpu"
-    slot forever, so the next run would wait for it indefinitely."""
-    from dagster import DagsterRunStatus, RunsFilter
-
-    reaped = []
-    live = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.NOT_STARTED]
-    for run in instance.get_runs(RunsFilter(statuses=live, tags={"launched_by": "drop-studio"})):
-        pid = int(run.tags.get("drop_studio/pid", "0"))
-        if run.tags.get("drop_studio/host") != socket.gethostname() or not pid or _alive(pid):
-            continue
-        instance.report_run_failed(run, f"the drop-studio process {pid} that ran it is gone")
-        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-        reaped.append(run.run_id)
-    return reaped
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def sync_drops(instance, drops_dir: str) -> tuple[list[str], list[str], list[str]]:
-    """Add a partition for every drop folder; returns (all drops, newly added, invalid folder names)."""
-    from assets_pkg.assets import product_drops
-    from assets_pkg.domain.drops import discover_drops
-
-    listing = discover_drops(drops_dir)
-    names = [d.name for d in listing.drops]
-    existing = set(instance.get_dynamic_partitions(product_drops.name))
-    new = [n for n in names if n not in existing]
-    if new:
-        instance.add_dynamic_partitions(product_drops.name, new)
-    return names, new, listing.invalid
-
-
 def cmd_drops_sync(args) -> int:
     from assets_pkg.domain.settings import setting
 
-    instance = _instance()
+    instance = open_instance()
     names, new, invalid = sync_drops(instance, setting("DROPS_DIR"))
     for bad in invalid:
         print(f"skipped folder {bad!r}: not a valid drop name (letters, digits, '-', '_')", file=sys.stderr)
@@ -118,7 +46,7 @@ def cmd_drops_remove(args) -> int:
     drop = ProductDrop.at(setting("DROPS_DIR"), args.drop)
     if drop.folder.exists() and not args.force:
         raise CliError(f"{drop.folder} still exists; move it away first (or pass --force to drop its data anyway)")
-    instance = _instance()
+    instance = open_instance()
     with MilvusResource().store() as store:
         rows = store.remove_drop(drop.name)
     art = DropArtifacts.at(setting("ARTIFACTS_DIR"), drop.name)
@@ -195,8 +123,10 @@ def cmd_run(args) -> int:
 
     from assets_pkg.domain.settings import setting
 
-    resources = _resources(progress_bar=sys.stderr.isatty() and not args.json)
-    instance = _instance()
+    from assets_pkg.resources import build_resources
+
+    resources = build_resources(progress_bar=sys.stderr.isatty() and not args.json)
+    instance = open_instance()
     drops_dir = setting("DROPS_DIR")
     artifacts_dir = setting("ARTIFACTS_DIR")
     names, _, invalid = sync_drops(instance, drops_dir)

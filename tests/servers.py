@@ -97,10 +97,10 @@ class MilvusServer:
     def _ready(self) -> bool:
         if not port_open(self.port):
             return False
-        from assets_pkg.domain.store import MilvusClient
+        from assets_pkg.domain.milvus import pymilvus
 
         try:
-            MilvusClient(uri=self.uri, token=self.TOKEN, timeout=5).close()
+            pymilvus().MilvusClient(uri=self.uri, token=self.TOKEN, timeout=5).close()
             return True
         except Exception:
             return False

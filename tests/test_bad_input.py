@@ -35,7 +35,7 @@ def _exif_rotated_jpeg(path: Path) -> None:
 
 
 def make_corpus(folder: Path, outside: Path) -> dict:
-    """Every kind of file the issue names; returns what must be indexed and what must be rejected."""
+    """Every kind of messy file a product archive holds; returns what must be indexed and what must be rejected."""
     folder.mkdir(parents=True)
     base = Image.new("RGB", (64, 48), RED)
     good = {
@@ -117,8 +117,15 @@ def test_every_file_is_indexed_or_rejected_with_a_reason(studio, corpus):
     assert names == corpus["good"]
 
 
-def test_images_look_as_a_person_sees_them(corpus, studio):
-    folder = studio.drops / "messy"
+@pytest.fixture
+def messy_folder(tmp_path) -> Path:
+    """The messy files alone, for tests of reading and scanning (no model, no Milvus)."""
+    make_corpus(tmp_path / "messy", tmp_path / "outside")
+    return tmp_path / "messy"
+
+
+def test_images_look_as_a_person_sees_them(messy_folder):
+    folder = messy_folder
     rotated = load_rgb(folder / "rotated.jpg")
     assert rotated.size == (60, 120)
     assert rotated.getpixel((30, 10))[0] > 180 and rotated.getpixel((30, 110))[2] > 180  # red on top
@@ -131,8 +138,8 @@ def test_images_look_as_a_person_sees_them(corpus, studio):
     assert m.images.set_index("path").at["rotated.jpg", "format"] == "JPEG"
 
 
-def test_unchanged_rescan_keeps_every_rejection(corpus, studio):
-    drop = ProductDrop("messy", studio.drops / "messy")
+def test_unchanged_rescan_keeps_every_rejection(messy_folder):
+    drop = ProductDrop("messy", messy_folder)
     first = scan_drop(drop, max_pixels=1_000_000)
     second = scan_drop(drop, previous=first.images, max_pixels=1_000_000)
     assert second.rejected == first.rejected and second.images.equals(first.images)

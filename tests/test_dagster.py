@@ -25,6 +25,27 @@ def test_definitions_validate(studio):
     assert "Validation successful" in proc.stdout + proc.stderr
 
 
+def test_dg_cli_checks_and_lists_the_same_definitions(studio):
+    """`[tool.dg]` in pyproject.toml: Dagster's dg CLI finds the code location without workspace.yaml."""
+    dg = Path(sys.executable).with_name("dg")
+    env = {**os.environ, **studio.env}
+    check = subprocess.run([str(dg), "check", "defs"], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "All definitions loaded successfully" in check.stdout + check.stderr
+    listed = subprocess.run([str(dg), "list", "defs", "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert listed.returncode == 0, listed.stderr
+    defs = json.loads(listed.stdout)
+    assert {a["asset_key"]: a["group_name"] for a in defs["assets"]} == {
+        "raw_product_images": "catalog", "clip_embeddings": "catalog", "product_image_collection": "catalog",
+        "campaign_briefs": "campaigns", "reference_images": "campaigns", "campaign_images": "campaigns"}
+    assert sorted(j["name"] for j in defs["jobs"]) == [
+        "collect_campaign_images", "drop_graph", "ingest_drop", "refresh_catalog", "regenerate_campaigns"]
+    assert sorted(s["name"] for s in defs["sensors"]) == [
+        "campaign_batches", "drop_folder_sensor", "references_follow_inputs"]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -33,7 +33,7 @@ def test_every_yaml_file_parses(path):
     assert isinstance(load(path), dict)
 
 
-def test_compose_runs_the_whole_stack_against_the_shipped_code():
+def test_compose_builds_the_shipped_code_and_wires_every_service_to_it():
     compose = load("docker-compose.yaml")
     services = compose["services"]
     assert {"postgres", "etcd", "minio", "milvus", "code", "webserver", "daemon"} <= set(services)

@@ -142,7 +142,7 @@ def test_long_queries_are_truncated_not_fatal(tiny_clip):
     assert v.shape == (1, 64)
 
 
-def test_letterbox_keeps_the_whole_product(tmp_path, tiny_clip):
+def test_letterbox_keeps_the_whole_product():
     from assets_pkg.domain.encoder import pad_to_square
 
     img = Image.new("RGB", (300, 100), "red")

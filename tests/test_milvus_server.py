@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import assets_pkg.domain.store as store_module
-from assets_pkg.domain.store import MilvusClient, ProductImageStore
+from assets_pkg.domain.milvus import pymilvus
+from assets_pkg.domain.store import ProductImageStore
 from assets_pkg.domain.errors import StoreError
 from conftest import BRIEFS, draw_drop, materialize_drop, metadata
 from servers import MilvusServer, TcpRelay, Unavailable, unavailable
@@ -123,6 +124,7 @@ def test_a_server_killed_mid_upsert_fails_the_run_and_the_next_run_converges(stu
     monkeypatch.setenv("MILVUS_COLLECTION", "crash_test")
     monkeypatch.setenv("MILVUS_RETRIES", "1")
     monkeypatch.setattr(store_module, "WRITE_BATCH", 5)  # 24 rows: five upserts
+    MilvusClient = pymilvus().MilvusClient
     real_upsert, calls = MilvusClient.upsert, []
 
     def upsert_then_crash(self, *args, **kwargs):

@@ -9,10 +9,8 @@ right). Works with a Milvus Lite file (`data/milvus.db`) or a server
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -24,92 +22,16 @@ from filelock import FileLock, Timeout
 
 from .drops import validate_drop_name
 from .errors import StoreError
+from .milvus import IDEMPOTENT, is_auth_error, is_lite_uri, is_transient, lite_fingerprint, pymilvus
 from .settings import DEFAULTS
 
-
-@functools.cache
-def _pymilvus():
-    """pymilvus, imported on first use: steps that never touch Milvus do not pay for it (about 1 s).
-
-    pymilvus parses MILVUS_URI when imported and accepts only server URIs, but here MILVUS_URI may
-    name a Milvus Lite file: hide it for the import."""
-    saved = os.environ.pop("MILVUS_URI", None)
-    try:
-        import pymilvus
-        import pymilvus.exceptions
-    finally:
-        if saved is not None:
-            os.environ["MILVUS_URI"] = saved
-    # pymilvus logs every failed RPC with a traceback; this module raises a one-line
-    # StoreError for each instead, so keep only pymilvus's critical messages.
-    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
-    return pymilvus
-
-
-def __getattr__(name: str):
-    # `from assets_pkg.domain.store import MilvusClient` still works, importing pymilvus then.
-    if name in ("MilvusClient", "DataType"):
-        return getattr(_pymilvus(), name)
-    if name == "MilvusException":
-        return _pymilvus().exceptions.MilvusException
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__all__ = ["ProductImageStore", "Hit", "SyncReport", "row_id", "drop_filter", "checked_ids", "is_lite_uri",
+           "lite_fingerprint", "MAX_TOP_K"]
 
 COLLECTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 FIELDS = ("id", "drop", "sha256", "path", "aliases", "width", "height", "vector")
 WRITE_BATCH = 500
 MAX_TOP_K = 1000
-# Operations safe to repeat after a transient failure (not creating a collection, nor reading the
-# next page of a query iterator, which may already have moved on).
-IDEMPOTENT = frozenset({"has_collection", "describe_collection", "load_collection", "upsert", "delete", "flush",
-                        "query", "query_iterator", "count", "search"})
-
-
-def _causes(exc: BaseException):
-    seen = set()
-    while exc is not None and id(exc) not in seen:  # pymilvus chains can loop
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
-def _grpc_code(exc: BaseException) -> str:
-    for e in _causes(exc):
-        code = getattr(e, "code", None)
-        if callable(code):
-            try:
-                return str(getattr(code(), "name", code()))
-            except Exception:  # not a grpc error after all
-                continue
-    return ""
-
-
-def is_auth_error(exc: BaseException) -> bool:
-    return _grpc_code(exc) in ("UNAUTHENTICATED", "PERMISSION_DENIED")
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Server restarting or unreachable for a moment: worth another try."""
-    if _grpc_code(exc) in ("UNAVAILABLE",):
-        return True
-    text = " ".join(str(getattr(e, "message", e)) for e in _causes(exc))
-    return bool(re.search(r"Fail connecting to server|server unavailable|connection refused|not ready", text, re.I))
-
-
-def is_lite_uri(uri: str) -> bool:
-    return not re.match(r"^(https?|tcp|grpc|unix)://", uri)
-
-
-def lite_fingerprint(uri: str) -> str | None:
-    """Size and modification time of a Milvus Lite file; None for a server. Reading the collection leaves
-    the file as it is, so an equal fingerprint means nobody has written to it since."""
-    if not is_lite_uri(uri):
-        return None
-    try:
-        st = os.stat(uri)
-    except OSError:
-        return None
-    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 def row_id(drop: str, sha256: str) -> str:
@@ -210,7 +132,7 @@ class ProductImageStore:
                     f"MILVUS_URI={self.uri}: Milvus Lite file still in use by another run after {self.lock_timeout:.0f}s"
                 ) from None
         try:
-            self._client = _pymilvus().MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout)
+            self._client = pymilvus().MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout)
         except Exception as e:
             self._release()
             what = "Milvus Lite file cannot be opened (in use by another process?)" if is_lite_uri(self.uri) \
@@ -268,7 +190,7 @@ class ProductImageStore:
         for attempt in range(self.retries + 1):
             try:
                 return fn(*args, **kwargs)
-            except _pymilvus().exceptions.MilvusException as e:
+            except pymilvus().exceptions.MilvusException as e:
                 if attempt < self.retries and what in IDEMPOTENT and is_transient(e):
                     logging.getLogger(__name__).warning(
                         "Milvus %s at %s failed (%s); try %d of %d in %.1fs",
@@ -306,8 +228,8 @@ class ProductImageStore:
                 )
             self._call("load_collection", self.client.load_collection, self.collection)
             return
-        DataType = _pymilvus().DataType
-        schema = _pymilvus().MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        DataType = pymilvus().DataType
+        schema = pymilvus().MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=160)
         schema.add_field("drop", DataType.VARCHAR, max_length=64)
         schema.add_field("sha256", DataType.VARCHAR, max_length=64)

@@ -1,0 +1,83 @@
+"""Talking to Milvus: pymilvus imported on first use, and which of its failures are worth another try.
+
+Kept apart from store.py, which is about the collection's rows; this is about the connection.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import re
+
+
+@functools.cache
+def pymilvus():
+    """pymilvus, imported on first use: steps that never touch Milvus do not pay for it (about 1 s).
+
+    pymilvus parses MILVUS_URI when imported and accepts only server URIs, but here MILVUS_URI may
+    name a Milvus Lite file: hide it for the import."""
+    saved = os.environ.pop("MILVUS_URI", None)
+    try:
+        import pymilvus
+        import pymilvus.exceptions
+    finally:
+        if saved is not None:
+            os.environ["MILVUS_URI"] = saved
+    # pymilvus logs every failed RPC with a traceback; this module raises a one-line
+    # StoreError for each instead, so keep only pymilvus's critical messages.
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+    return pymilvus
+
+
+# Operations safe to repeat after a transient failure (not creating a collection, nor reading the
+# next page of a query iterator, which may already have moved on).
+IDEMPOTENT = frozenset({"has_collection", "describe_collection", "load_collection", "upsert", "delete", "flush",
+                        "query", "query_iterator", "count", "search"})
+
+
+def _causes(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:  # pymilvus chains can loop
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _grpc_code(exc: BaseException) -> str:
+    for e in _causes(exc):
+        code = getattr(e, "code", None)
+        if callable(code):
+            try:
+                return str(getattr(code(), "name", code()))
+            except Exception:  # not a grpc error after all
+                continue
+    return ""
+
+
+def is_auth_error(exc: BaseException) -> bool:
+    return _grpc_code(exc) in ("UNAUTHENTICATED", "PERMISSION_DENIED")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Server restarting or unreachable for a moment: worth another try."""
+    if _grpc_code(exc) in ("UNAVAILABLE",):
+        return True
+    text = " ".join(str(getattr(e, "message", e)) for e in _causes(exc))
+    return bool(re.search(r"Fail connecting to server|server unavailable|connection refused|not ready", text, re.I))
+
+
+def is_lite_uri(uri: str) -> bool:
+    return not re.match(r"^(https?|tcp|grpc|unix)://", uri)
+
+
+def lite_fingerprint(uri: str) -> str | None:
+    """Size and modification time of a Milvus Lite file; None for a server. Reading the collection leaves
+    the file as it is, so an equal fingerprint means nobody has written to it since."""
+    if not is_lite_uri(uri):
+        return None
+    try:
+        st = os.stat(uri)
+    except OSError:
+        return None
+    return f"{st.st_size}:{st.st_mtime_ns}"

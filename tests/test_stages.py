@@ -1,0 +1,152 @@
+"""Each stage's rules in the domain, without Dagster: what is reused, what is written, what is reported."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from assets_pkg.domain.artifacts import DropArtifacts
+from assets_pkg.domain.briefs import Brief, load_briefs
+from assets_pkg.domain.collection import sync_collection
+from assets_pkg.domain.drops import ProductDrop
+from assets_pkg.domain.embeddings import embed_drop
+from assets_pkg.domain.encoder import ClipEncoder
+from assets_pkg.domain.errors import BriefsError
+from assets_pkg.domain.model_id import clip_model_id
+from assets_pkg.domain.references import find_references
+from assets_pkg.domain.scan import update_manifest
+from assets_pkg.domain.store import ProductImageStore, row_id
+from conftest import draw_drop
+
+SPEC = [("red", "circle", 2), ("blue", "square", 2), ("green", "triangle", 2)]
+
+
+def _never(*_):
+    raise AssertionError("must not be called")
+
+
+@pytest.fixture
+def scanned(tmp_path):
+    drop = ProductDrop("spring", tmp_path / "drops" / "spring")
+    draw_drop(drop.folder, spec=SPEC)
+    art = DropArtifacts.at(tmp_path / "artifacts", "spring")
+    assert update_manifest(drop, art, 10_000_000).changed
+    return drop, art
+
+
+def test_an_unchanged_folder_leaves_the_manifest_file_alone(scanned):
+    drop, art = scanned
+    before = (art.root / "manifest.parquet").stat().st_mtime_ns
+    report = update_manifest(drop, art, 10_000_000)
+    assert not report.changed and len(report.manifest.images) == 6
+    assert (art.root / "manifest.parquet").stat().st_mtime_ns == before
+
+
+def test_embedding_writer_resumes_from_batches_and_records_unreadable_files_in_its_own_file(scanned, tiny_clip):
+    drop, art = scanned
+    model_id = clip_model_id(str(tiny_clip))
+    encoder = ClipEncoder(str(tiny_clip), batch_size=2, num_workers=0)
+    # A batch an interrupted run finished: kept, not encoded again.
+    first = sorted(art.read_manifest().images["path"])[:2]
+    done = encoder.embed_images([drop.folder / p for p in first])
+    shas = list(art.read_manifest().images.set_index("path").loc[first, "sha256"])
+    art.write_partial_batch(shas, done.vectors, model_id)
+    # A file replaced by garbage after the scan: PIL accepted it then, the encoder cannot read it now.
+    (drop.folder / "green_triangle_1.png").write_bytes(b"not a png any more")
+    manifest_before = (art.root / "manifest.parquet").read_bytes()
+
+    report = embed_drop(drop, art, model_id, lambda: encoder)
+    assert (report.resumed, report.encoded, report.vectors) == (2, 3, 5)
+    assert [r["file"] for r in report.rejected] == ["green_triangle_1.png"]
+    assert "cannot decode" in report.rejected[0]["reason"]
+    assert (art.root / "manifest.parquet").read_bytes() == manifest_before  # the scan's file, untouched
+    assert art.embeddings_info()["rejected"] == report.rejected
+    assert [r["file"] for r in art.rejected_files()] == ["green_triangle_1.png"]
+    assert not art.partial_dir.exists()  # flushed into the final file
+    sha, vecs, _ = art.read_embeddings()
+    assert len(sha) == 5 and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-4)
+
+    # Same bytes, same model: nothing to encode, the model is not even loaded, the file not rewritten.
+    mtime = (art.root / "embeddings.parquet").stat().st_mtime_ns
+    again = embed_drop(drop, art, model_id, _never)
+    assert (again.encoded, again.reused, again.written, len(again.rejected)) == (0, 5, False, 1)
+    assert (art.root / "embeddings.parquet").stat().st_mtime_ns == mtime
+
+
+def test_sync_drop_reports_exact_upserts_deletes_and_unchanged(tmp_path):
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(4, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    rows = [{"sha256": f"{i:064x}", "path": f"p{i}.png", "aliases": [], "width": 1, "height": 1, "vector": vecs[i]}
+            for i in range(4)]
+    with ProductImageStore(str(tmp_path / "m.db"), collection="t") as store:
+        first = store.sync_drop("d", rows[:3], 8)
+        assert (first.upserted, first.deleted, first.unchanged) == (3, 0, 0)
+        renamed = {**rows[1], "path": "renamed.png"}
+        second = store.sync_drop("d", [rows[0], renamed, rows[3]], 8)
+        assert (second.upserted, second.deleted, second.unchanged) == (2, 1, 1)
+        assert second.ids == {row_id("d", r["sha256"]) for r in (rows[0], rows[1], rows[3])}
+        assert store.rows_of_drop("d")[row_id("d", rows[1]["sha256"])][0] == "renamed.png"
+        assert store.sync_drop("d", [rows[0], renamed, rows[3]], 8, rewrite_all=True).upserted == 3
+
+
+def test_collection_and_references_skip_milvus_and_the_model_when_inputs_are_unchanged(scanned, tiny_clip, tmp_path):
+    drop, art = scanned
+    encoder = ClipEncoder(str(tiny_clip))
+    embed_drop(drop, art, encoder.model_id, lambda: encoder)
+    uri = str(tmp_path / "milvus.db")
+
+    def store():
+        return ProductImageStore(uri, collection="t")
+
+    first = sync_collection("spring", art, store, uri, "t", uri)
+    assert (first.upserted, first.indexed, first.matches) == (6, 6, True)
+    second = sync_collection("spring", art, _never, uri, "t", uri)  # the Lite file vouches for the rows
+    assert (second.ids, second.indexed, second.matches, second.rows_digest) == (None, 6, True, first.rows_digest)
+
+    art.write_briefs([Brief(id="reds", prompt="p", query="a red circle", top_k=2)])
+    refs = find_references("spring", art, lambda: encoder, store)
+    assert refs.searched and {r["path"] for r in refs.refs["reds"]} == {"red_circle_0.png", "red_circle_1.png"}
+    kept = find_references("spring", art, _never, _never)
+    assert not kept.searched and kept.refs == refs.refs
+    art.write_briefs([Brief(id="reds", prompt="p", query="a red circle", top_k=1)])  # a changed brief searches
+    assert find_references("spring", art, lambda: encoder, store).count == 1
+
+
+@pytest.mark.parametrize("line, message", [
+    ('top_k: "3"', "top_k must be an integer from 1 to 50, got '3'"),
+    ("variants: true", "variants must be an integer from 1 to 4, got True"),
+    ("image_size: 3K", "image_size '3K' is not one of 512, 1K, 2K, 4K"),
+    ("id: bad id", "id must be 1-64 letters, digits, '-' or '_'"),
+])
+def test_briefs_are_strict_and_say_which_brief_and_key(tmp_path, line, message):
+    path = tmp_path / "briefs.yaml"
+    key = line.split(":")[0]
+    fields = {"id": "a", "prompt": "p", "query": "q"}
+    fields.pop(key, None)
+    path.write_text("briefs:\n  - " + "\n    ".join([f"{k}: {v}" for k, v in fields.items()] + [line]) + "\n")
+    with pytest.raises(BriefsError) as e:
+        load_briefs(path)
+    assert str(e.value).startswith(f"{path}: brief ") and message in str(e.value)
+
+
+def test_a_yaml_number_for_image_size_is_read_as_the_size(tmp_path):
+    path = tmp_path / "briefs.yaml"
+    path.write_text("briefs:\n  - {id: a, prompt: p, query: q, image_size: 512}\n")
+    assert load_briefs(path)[0].image_size == "512"
+
+
+def test_the_domain_imports_no_dagster():
+    """The boundary the project layout promises: every stage runs (and is tested) without Dagster."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    modules = sorted(p.stem for p in (Path(__file__).parents[1] / "assets_pkg" / "domain").glob("*.py")
+                     if p.stem != "__init__")
+    code = ("import sys\n" + "".join(f"import assets_pkg.domain.{m}\n" for m in modules)
+            + "print(sorted(m for m in sys.modules if m.split('.')[0] == 'dagster'))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(modules) >= 15 and proc.stdout.strip() == "[]"
