@@ -335,6 +335,17 @@ class DagsterDev:
                               {"id": state["sensorOrError"]["sensorState"]["id"]})
         if result["stopSensor"]["__typename"] != "StopSensorMutationResult":
             raise RuntimeError(f"stopping {name}: {result}")
+        # A tick already under way when the toggle flips still finishes (and may launch runs): wait for it,
+        # so that what the caller changes next is seen by no tick of this sensor.
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            ticks = self.graphql("query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { ... on Sensor { "
+                                 "sensorState { ticks(limit: 1) { status } } } } }", {"s": selector})
+            latest = ticks["sensorOrError"]["sensorState"]["ticks"]
+            if not latest or latest[0]["status"] != "STARTED":
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"{name}: a tick still running 60 s after the sensor was stopped")
 
     def stop(self) -> None:
         if self.proc is None:
