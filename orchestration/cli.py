@@ -118,17 +118,16 @@ def summarize(drop: str, result, artifacts_dir: str) -> dict:
 def cmd_run(args) -> int:
     from dagster import materialize
 
-    from assets_pkg.assets import drop_assets
-    from assets_pkg.assets import drop_checks
-
+    from assets_pkg.assets import drop_assets, drop_checks
+    from assets_pkg.domain.drops import local_folder
     from assets_pkg.domain.settings import setting
-
     from assets_pkg.resources import build_resources
 
     resources = build_resources(progress_bar=sys.stderr.isatty() and not args.json)
     instance = open_instance()
     drops_dir = setting("DROPS_DIR")
     artifacts_dir = setting("ARTIFACTS_DIR")
+    local_folder("ARTIFACTS_DIR", artifacts_dir)  # before any run starts
     names, _, invalid = sync_drops(instance, drops_dir)
     for bad in invalid:
         print(f"skipped folder {bad!r}: not a valid drop name", file=sys.stderr)

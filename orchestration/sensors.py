@@ -16,6 +16,7 @@ from dagster import (
 
 from assets_pkg.assets import product_drops
 from assets_pkg.domain.drops import discover_drops, drop_fingerprint
+from assets_pkg.domain.errors import StudioError
 from assets_pkg.domain.settings import setting
 from assets_pkg.domain.campaigns import BatchRecord
 from assets_pkg.resources import DropLibrary, ImageGeneratorResource
@@ -46,7 +47,12 @@ def drop_folder_sensor(context: SensorEvaluationContext, library: DropLibrary) -
     cursor = json.loads(context.cursor) if context.cursor else {}
     seen: dict[str, str] = cursor.get("drops", {})
     known = set(context.instance.get_dynamic_partitions(product_drops.name))
-    listing = discover_drops(library.get("drops_dir"))
+    try:
+        listing = discover_drops(library.get("drops_dir"))
+    except StudioError as e:
+        # A failed tick, not "no drops": the cursor is kept, and no drop is reported gone.
+        context.log.error(str(e))
+        raise
     current = {d.name: drop_fingerprint(d) for d in listing.drops}
     materialized = context.instance.get_materialized_partitions(AssetKey("product_image_collection"))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import BRIEFS, draw_drop
+from conftest import BRIEFS, ROOT, draw_drop
 
 
 def test_drops_sync_adds_one_partition_per_folder(studio):
@@ -63,6 +63,20 @@ def test_missing_checkpoint_is_one_clear_line(studio):
     draw_drop(studio.drops / "spring", spec=[("red", "circle", 1)])
     proc = studio.cli("run", check=False, extra_env={"CLIP_MODEL": "/nowhere/clip.pt"})
     _one_line_error(proc, "CLIP_MODEL='/nowhere/clip.pt'", "no such checkpoint file")
+
+
+def test_a_drops_dir_that_does_not_exist_is_an_error_not_an_empty_library(studio):
+    missing = str(studio.root / "no" / "such" / "folder")
+    for args in (["drops", "sync"], ["run", "--json"]):
+        proc = studio.cli(*args, check=False, extra_env={"DROPS_DIR": missing})
+        assert proc.returncode == 2 and proc.stdout.strip() == ""
+        _one_line_error(proc, f"DROPS_DIR={missing}: no such folder")
+    proc = studio.cli("drops", "sync", check=False, extra_env={"DROPS_DIR": "s3://bucket/drops"})
+    _one_line_error(proc, "DROPS_DIR=s3://bucket/drops: object-store URLs are not supported")
+    draw_drop(studio.drops / "spring", spec=[("red", "circle", 1)])
+    proc = studio.cli("run", check=False, extra_env={"ARTIFACTS_DIR": "gs://bucket/artifacts"})
+    _one_line_error(proc, "ARTIFACTS_DIR=gs://bucket/artifacts: object-store URLs are not supported")
+    assert not (ROOT / "s3:").exists() and not (ROOT / "gs:").exists()
 
 
 def test_unreachable_milvus_names_the_uri(studio):

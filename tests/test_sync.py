@@ -9,6 +9,7 @@ import time
 from datetime import datetime
 
 import numpy as np
+import pytest
 import torch
 from dagster import DagsterInstance, build_schedule_context, build_sensor_context
 
@@ -105,6 +106,18 @@ def _tick(instance, cursor, drops_dir):
     for req in result.dynamic_partitions_requests:  # what the sensor daemon does with them
         instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
     return result
+
+
+def test_sensor_fails_its_tick_on_a_missing_drops_dir_and_keeps_its_cursor(studio):
+    from assets_pkg.domain.errors import StudioError
+
+    instance = DagsterInstance.get()
+    draw_drop(studio.drops / "spring", spec=[("red", "circle", 1)])
+    first = _tick(instance, None, str(studio.drops))
+    missing = str(studio.root / "typo")
+    with pytest.raises(StudioError, match=f"^DROPS_DIR={missing}: no such folder$"):
+        _tick(instance, first.cursor, missing)  # not "no drops", and not "spring is gone"
+    assert _tick(instance, first.cursor, str(studio.drops)).run_requests == []  # the cursor still holds
 
 
 def test_sensor_adds_new_drops_refreshes_changed_ones_and_reports_removed(studio):

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .briefs import Brief
-from .drops import MANIFEST_COLUMNS, Manifest
+from .drops import MANIFEST_COLUMNS, Manifest, local_folder
 
 
 def write_atomic(path: Path, data: bytes | Callable[[Path], object]) -> None:
@@ -81,7 +81,7 @@ class DropArtifacts:
 
     @classmethod
     def at(cls, artifacts_dir: str | Path, drop: str) -> "DropArtifacts":
-        return cls(Path(artifacts_dir) / drop)
+        return cls(local_folder("ARTIFACTS_DIR", artifacts_dir) / drop)
 
     # -- manifest ----------------------------------------------------------
     def write_manifest(self, manifest: Manifest) -> None:

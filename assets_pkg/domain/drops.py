@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, ImageOps
 
-from .errors import InvalidDropName
+from .errors import InvalidDropName, StudioError
 from .settings import DEFAULTS
 
 # Drop names become Dagster partition keys, Milvus filter values and folder
@@ -46,7 +46,7 @@ class ProductDrop:
 
     @classmethod
     def at(cls, drops_dir: str | Path, name: str) -> "ProductDrop":
-        return cls(validate_drop_name(name), Path(drops_dir) / name)
+        return cls(validate_drop_name(name), local_folder("DROPS_DIR", drops_dir) / name)
 
     @property
     def briefs_file(self) -> Path:
@@ -59,11 +59,31 @@ class DropListing:
     invalid: list[str] = field(default_factory=list)  # folder names that are not valid drop names
 
 
+URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def local_folder(setting: str, value: str | Path) -> Path:
+    """`value` as a local folder; an object-store URL is refused in one line instead of being read as a
+    local folder named `s3:`."""
+    if URL_RE.match(str(value)):
+        raise StudioError(f"{setting}={value}: object-store URLs are not supported by this version; "
+                          f"use a local folder (a bucket mounted with a FUSE driver works)")
+    return Path(value)
+
+
+def drops_root(drops_dir: str | Path) -> Path:
+    """DROPS_DIR, which must be an existing folder: a typo must not look like an empty library."""
+    root = local_folder("DROPS_DIR", drops_dir)
+    if not root.exists():
+        raise StudioError(f"DROPS_DIR={drops_dir}: no such folder")
+    if not root.is_dir():
+        raise StudioError(f"DROPS_DIR={drops_dir}: not a folder")
+    return root
+
+
 def discover_drops(drops_dir: str | Path) -> DropListing:
     """Every visible sub-folder of `drops_dir` is a drop; badly named ones are listed apart."""
-    root = Path(drops_dir)
-    if not root.is_dir():
-        return DropListing([])
+    root = drops_root(drops_dir)
     listing = DropListing([])
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(".") or not entry.is_dir():
