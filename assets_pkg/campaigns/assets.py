@@ -146,7 +146,7 @@ def campaign_images(
             "generator": gen.name,
             "model": gen.model or "offline campaign board (no GEMINI_API_KEY)",
             "mode": mode,
-            "briefs": len(art.read_briefs()),
+            "briefs": report.briefs,
             "generated": len(report.generated),
             "cached": report.cached,
             "blocked": MetadataValue.json(report.blocked),

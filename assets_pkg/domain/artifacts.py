@@ -146,9 +146,6 @@ class DropArtifacts:
             shutil.rmtree(self.partial_dir, ignore_errors=True)
 
     # -- collection sync marker --------------------------------------------
-    def synced_model(self) -> str | None:
-        return self.read_sync().get("model_id")
-
     def read_sync(self) -> dict:
         """What the last sync left in Milvus: model id, collection, server and a digest of the rows."""
         return read_json(self.root / "collection.json", {})

@@ -16,7 +16,6 @@ Sizes and aspect ratios are checked against what the configured image model offe
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -61,8 +60,7 @@ def _problem(error: dict, raw: dict, where_size: str) -> str:
     """pydantic's first complaint, said the way the rest of Drop Studio says it."""
     key = str(error["loc"][0]) if error["loc"] else ""
     value = raw.get(key)
-    if key in ("id", "prompt", "query") and (value is None or (isinstance(value, str) and not value.strip())
-                                             or not isinstance(value, str)):
+    if key in ("id", "prompt", "query") and (not isinstance(value, str) or not value.strip()):
         return f"'{key}' is missing or empty"
     if key == "id":
         return "id must be 1-64 letters, digits, '-' or '_'"

@@ -81,6 +81,7 @@ class CampaignReport:
     usage: dict = field(default_factory=dict)
     estimated_cost_usd: float = 0.0
     per_brief_cost_usd: dict = field(default_factory=dict)
+    briefs: int = 0
     batch_job: str | None = None  # the Batch API job the drop waits on (GEMINI_MODE=batch)
     removed_stale: list[str] = field(default_factory=list)
 
@@ -309,7 +310,7 @@ def make_campaign_images(drop: ProductDrop, art: DropArtifacts, gen, mode: str,
     submitted or collected) or refused; stale outputs removed. Fails only when no brief got an image."""
     briefs = art.read_briefs()
     outputs = CampaignOutputs(art.campaign_dir)
-    report = CampaignReport()
+    report = CampaignReport(briefs=len(briefs))
     todo = outputs.plan(briefs, art.read_references(), gen.name, gen.model, force, report, log)
     if mode == "batch":
         report.batch_job = run_batch(gen, outputs, art.campaign_batch_path, drop.name, drop.folder, todo, price,

@@ -54,7 +54,7 @@ def sync_collection(drop: str, art: DropArtifacts, open_store: Callable[[], Prod
         verified = fingerprint
     else:
         with open_store() as store:
-            done = store.sync_drop(drop, rows, dim, rewrite_all=art.synced_model() != model_id)
+            done = store.sync_drop(drop, rows, dim, rewrite_all=last.get("model_id") != model_id)
         report = CollectionReport(rows_digest, expected, done.ids, len(done.ids), done.collection_rows,
                                   done.upserted, done.deleted, done.unchanged)
         verified = store.fingerprint_at_close if report.matches else None

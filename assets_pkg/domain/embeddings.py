@@ -81,7 +81,8 @@ def embed_drop(drop: ProductDrop, art: DropArtifacts, model_id: str, load_encode
     resumed = art.read_partial_batches(model_id)  # batches a killed run finished
     known.update(resumed)
     # A file the encoder could not read keeps its verdict while its bytes and the model stay the same.
-    still_bad = {r["sha256"]: r for r in old_rejected if r["sha256"] in set(unique["sha256"])}
+    present = set(unique["sha256"])
+    still_bad = {r["sha256"]: r for r in old_rejected if r["sha256"] in present}
     todo = unique[~unique["sha256"].isin(known.keys()) & ~unique["sha256"].isin(still_bad.keys())]
     todo = todo.reset_index(drop=True)
     dim = old_vecs.shape[1] if same_model and old_vecs.shape[1] else None

@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 from filelock import FileLock, Timeout
@@ -24,6 +24,9 @@ from .drops import validate_drop_name
 from .errors import StoreError
 from .milvus import IDEMPOTENT, is_auth_error, is_lite_uri, is_transient, lite_fingerprint, pymilvus
 from .settings import DEFAULTS
+
+if TYPE_CHECKING:  # imported on first use (milvus.pymilvus), not here
+    from pymilvus import MilvusClient
 
 __all__ = ["ProductImageStore", "Hit", "SyncReport", "row_id", "drop_filter", "checked_ids", "is_lite_uri",
            "lite_fingerprint", "MAX_TOP_K"]
