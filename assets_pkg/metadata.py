@@ -4,13 +4,12 @@ failures."""
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Callable
 
 from dagster import Failure, MetadataValue, TableColumn, TableRecord, TableSchema
 from PIL import Image
 
-from .domain.artifacts import write_atomic
+from .domain import storage
 from .domain.errors import StudioError
 from .domain.sheets import markdown_image, to_jpeg
 
@@ -24,15 +23,19 @@ def table(rows: list[dict], columns: dict[str, str]) -> MetadataValue:
     return MetadataValue.table(records, schema)
 
 
-def contact_sheet_metadata(path: Path, name: str, draw: Callable[[], Image.Image], reuse: bool) -> dict:
+def contact_sheet_metadata(path: storage.AnyPath, name: str, draw: Callable[[], Image.Image], reuse: bool) -> dict:
     """The contact sheet at `path`: the one an earlier run wrote when `reuse` (its inputs are unchanged),
     else freshly drawn and written."""
-    if reuse and path.exists():
-        with Image.open(path) as sheet:
-            inline = markdown_image(sheet, name)
-    else:
+    inline = None
+    if reuse:
+        try:
+            with Image.open(storage.image_source(path)) as sheet:
+                inline = markdown_image(sheet, name)
+        except FileNotFoundError:
+            pass
+    if inline is None:
         sheet = draw()
-        write_atomic(path, to_jpeg(sheet, max_side=2400, quality=85))
+        storage.write_atomic(path, to_jpeg(sheet, max_side=2400, quality=85))
         inline = markdown_image(sheet, name)
     return {"contact_sheet": MetadataValue.md(inline), "contact_sheet_file": MetadataValue.path(str(path))}
 

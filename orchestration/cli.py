@@ -9,11 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import socket
 import sys
 import warnings
-from pathlib import Path
 
 warnings.filterwarnings("ignore", module="clip")
 warnings.filterwarnings("ignore", message=".*pkg_resources.*")
@@ -38,20 +36,19 @@ def cmd_drops_sync(args) -> int:
 
 def cmd_drops_remove(args) -> int:
     from assets_pkg.assets import product_drops
+    from assets_pkg.domain import storage
     from assets_pkg.domain.artifacts import DropArtifacts
     from assets_pkg.domain.drops import ProductDrop
     from assets_pkg.domain.settings import setting
     from assets_pkg.resources import MilvusResource
 
     drop = ProductDrop.at(setting("DROPS_DIR"), args.drop)
-    if drop.folder.exists() and not args.force:
+    if storage.is_folder(drop.folder) and not args.force:
         raise CliError(f"{drop.folder} still exists; move it away first (or pass --force to drop its data anyway)")
     instance = open_instance()
     with MilvusResource().store() as store:
         rows = store.remove_drop(drop.name)
-    art = DropArtifacts.at(setting("ARTIFACTS_DIR"), drop.name)
-    if art.root.exists():
-        shutil.rmtree(art.root)
+    storage.remove_tree(DropArtifacts.at(setting("ARTIFACTS_DIR"), drop.name).root)
     had_partition = drop.name in instance.get_dynamic_partitions(product_drops.name)
     if had_partition:
         instance.delete_dynamic_partition(product_drops.name, drop.name)
@@ -108,7 +105,7 @@ def summarize(drop: str, result, artifacts_dir: str) -> dict:
         "indexed": col.get("indexed"),
         "deleted": col.get("deleted"),
         "briefs": len(art.read_briefs()),
-        "generated": sorted(str(p) for p in art.campaign_dir.glob("*.png")) if camp else [],
+        "generated": sorted(str(p) for p in art.campaign_pngs()) if camp else [],
         "blocked": [b["brief"] for b in blocked],
         "checks": check_results(result),
         "error": None if result.success else _failure_message(result),
@@ -119,7 +116,7 @@ def cmd_run(args) -> int:
     from dagster import materialize
 
     from assets_pkg.assets import drop_assets, drop_checks
-    from assets_pkg.domain.drops import local_folder
+    from assets_pkg.domain.artifacts import check_artifacts_dir
     from assets_pkg.domain.settings import setting
     from assets_pkg.resources import build_resources
 
@@ -127,7 +124,7 @@ def cmd_run(args) -> int:
     instance = open_instance()
     drops_dir = setting("DROPS_DIR")
     artifacts_dir = setting("ARTIFACTS_DIR")
-    local_folder("ARTIFACTS_DIR", artifacts_dir)  # before any run starts
+    check_artifacts_dir(artifacts_dir)  # before any run starts
     names, _, invalid = sync_drops(instance, drops_dir)
     for bad in invalid:
         print(f"skipped folder {bad!r}: not a valid drop name", file=sys.stderr)
@@ -177,6 +174,7 @@ def cmd_run(args) -> int:
 def cmd_search(args) -> int:
     from assets_pkg.domain.drops import validate_drop_name
     from assets_pkg.domain.settings import setting
+    from assets_pkg.domain.storage import location
     from assets_pkg.resources import ClipModel, MilvusResource
     from assets_pkg.domain.store import MAX_TOP_K
 
@@ -192,8 +190,8 @@ def cmd_search(args) -> int:
         if args.drop and store.count(args.drop) == 0:
             raise CliError(f"drop {args.drop!r} has no images in collection {store.collection!r} (run it first)")
         hits = store.search(encoder.embed_texts([args.query]), drop=args.drop, top_k=args.top_k)[0]
-    drops_dir = setting("DROPS_DIR")
-    rows = [{"path": str(Path(drops_dir) / h.drop / h.path), "drop": h.drop, "score": round(h.score, 4)} for h in hits]
+    root = location("DROPS_DIR", setting("DROPS_DIR"))
+    rows = [{"path": str(root / h.drop / h.path), "drop": h.drop, "score": round(h.score, 4)} for h in hits]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

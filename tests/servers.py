@@ -1,5 +1,5 @@
 """Real servers for the tests, started on loopback and killed for sure: Milvus 2.3 standalone (PyPI
-`milvus`) and PostgreSQL (Debian `postgresql`).
+`milvus`), PostgreSQL (Debian `postgresql`) and an S3-compatible object store (PyPI `moto[server]`).
 
 A server that cannot start raises `Unavailable`; tests turn that into a skip with a printed reason,
 except under CI (CI=true), where it is a failure: CI must prove the server paths."""
@@ -7,7 +7,9 @@ except under CI (CI=true), where it is a failure: CI must prove the server paths
 from __future__ import annotations
 
 import glob
+import json
 import os
+import re
 import pwd
 import shutil
 import signal
@@ -120,6 +122,87 @@ class MilvusServer:
         deadline = time.time() + 30
         while self.port and port_open(self.port) and time.time() < deadline:
             time.sleep(0.3)
+
+
+class S3Server:
+    """moto's standalone S3-compatible server with signature checks on (`INITIAL_NO_AUTH_ACTION_COUNT`):
+    its first requests create an IAM user and key, every later request must be signed with that key, so a
+    wrong secret is refused as by AWS. The request log counts what clients asked for (`gets`)."""
+
+    REGION = "us-east-1"
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+        self.key_id = self.secret = ""
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "moto.log"
+
+    def start(self, timeout: float = 60) -> "S3Server":
+        exe = Path(sys.executable).with_name("moto_server")
+        if not exe.exists():
+            raise Unavailable(f"{exe} not installed (pip install 'moto[server]')")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        log = open(self.log, "a")
+        # The three unsigned requests are the IAM calls below; from then on, signatures are checked.
+        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+        self.proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(self.port)], stdout=log,
+                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        log.close()
+        _wait(lambda: port_open(self.port), self.proc, timeout, "moto_server", self.log)
+        import boto3
+
+        iam = boto3.client("iam", endpoint_url=self.endpoint, region_name=self.REGION,
+                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+        iam.create_user(UserName="studio")
+        iam.put_user_policy(UserName="studio", PolicyName="everything", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="studio")["AccessKey"]
+        self.key_id, self.secret = key["AccessKeyId"], key["SecretAccessKey"]
+        return self
+
+    def env(self) -> dict[str, str]:
+        """The standard variables s3fs (and every AWS SDK) reads."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.key_id,
+                "AWS_SECRET_ACCESS_KEY": self.secret, "AWS_DEFAULT_REGION": self.REGION}
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=self.REGION,
+                            aws_access_key_id=self.key_id, aws_secret_access_key=self.secret)
+
+    def requests(self) -> list[tuple[str, str]]:
+        """(method, path) of every request so far, from the server's access log."""
+        found = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            m = re.search(r'"(GET|PUT|HEAD|POST|DELETE) (\S+) HTTP/', line)
+            if m:
+                found.append((m.group(1), m.group(2)))
+        return found
+
+    def gets(self, under: str) -> int:
+        """Object downloads (GETs of keys, not listings) under `bucket/prefix`."""
+        return sum(1 for method, path in self.requests()
+                   if method == "GET" and path.startswith("/" + under) and "?" not in path)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.proc = None
 
 
 def _pg_bindir() -> Path | None:

@@ -4,7 +4,7 @@ Each body reads its inputs, calls its stage in `domain/` (briefs, references, ca
 stage's report into metadata.
 """
 
-from pathlib import Path
+from ..domain import storage
 
 from dagster import (
     AssetExecutionContext,
@@ -47,7 +47,7 @@ def campaign_briefs(
     # fails here, naming the file and the brief, before anything is searched or billed.
     briefs = load_briefs(drop.briefs_file, model=generator.model_info(), default_size=generator.get("image_size"))
     library.artifacts(drop.name).write_briefs(briefs)
-    if not drop.briefs_file.exists():
+    if not storage.exists(drop.briefs_file):
         context.log.info(f"{drop.briefs_file} not found: no campaign briefs for {drop.name}")
     return MaterializeResult(
         data_version=DataVersion(digest([b.to_dict() for b in briefs])),
@@ -138,7 +138,7 @@ def campaign_images(
                                   config.force, log=context.log.info, warn=context.log.warning)
     sheet = contact_sheet_metadata(
         art.sheet_path("campaign"), "campaign", reuse=False,
-        draw=lambda: contact_sheet([(Path(p), Path(p).stem) for p in report.generated], thumb=256, cols=4,
+        draw=lambda: contact_sheet([(p, storage.as_path(p).stem) for p in report.generated], thumb=256, cols=4,
                                    title=f"{drop.name}: campaign images by {gen.name}"),
     )
     return MaterializeResult(

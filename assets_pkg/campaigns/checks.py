@@ -32,6 +32,6 @@ def every_brief_has_references(report: ReferencesReport) -> AssetCheckResult:
 @asset_check(asset="campaign_images", partitions_def=product_drops,
              description="Every generated campaign PNG decodes and is not empty.")
 def campaign_images_decode(context: AssetCheckExecutionContext, library: DropLibrary) -> AssetCheckResult:
-    pngs = sorted(library.artifacts(context.partition_key).campaign_dir.glob("*.png"))
+    pngs = library.artifacts(context.partition_key).campaign_pngs()
     bad = [f"{png.name}: {problem}" for png in pngs if (problem := png_decodes(png))]
     return AssetCheckResult(passed=not bad, metadata={"images": len(pngs), "broken": MetadataValue.json(bad)})

@@ -1,8 +1,9 @@
-"""Where each step of a drop keeps its output, as plain files people can open.
+"""Where each step of a drop keeps its output, as plain files people can open, in a local folder or
+under an object-store prefix (ARTIFACTS_DIR, see storage.py).
 
     <artifacts_dir>/<drop>/
-        manifest.parquet      valid images (path, sha256, width, height, format, bytes)
-        rejected.json         [{file, reason}]
+        manifest.parquet      valid images (path, sha256, width, height, format, bytes, version)
+        rejected.json         [{file, reason}], with bytes and version for a verdict on the content
         embeddings.parquet    sha256 -> vector (float32, unit norm)
         embeddings.json       model id and dim the vectors came from; files the encoder could not read
         collection.json       model id, collection and rows digest last synced to Milvus
@@ -17,37 +18,23 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import shutil
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import storage
 from .briefs import Brief
-from .drops import MANIFEST_COLUMNS, Manifest, local_folder
+from .drops import MANIFEST_COLUMNS, Manifest
+from .storage import AnyPath, write_atomic
 
 
-def write_atomic(path: Path, data: bytes | Callable[[Path], object]) -> None:
-    """Write `data` (bytes, or a function that writes the file it is given) to a temporary name beside
-    `path`, then rename: a crash never leaves half a file. The temporary name is unique per process and
-    thread, because two runs of one drop may write at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        tmp.write_bytes(data) if isinstance(data, bytes) else data(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(path: Path, obj) -> None:
+def write_json(path: AnyPath, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False).encode())
 
 
@@ -59,8 +46,12 @@ def _vectors_table(sha256: list[str], vectors: np.ndarray) -> pa.Table:
     })
 
 
-def _read_vectors(path: Path) -> tuple[list[str], np.ndarray]:
-    table = pq.read_table(path)
+def _read_parquet(path: AnyPath) -> pa.Table:
+    return pq.read_table(path if not storage.is_remote(path) else io.BytesIO(storage.read_bytes(path)))
+
+
+def _read_vectors(path: AnyPath) -> tuple[list[str], np.ndarray]:
+    table = _read_parquet(path)
     dim = table.schema.field("vector").type.list_size
     flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
     return table.column("sha256").to_pylist(), np.asarray(flat, dtype=np.float32).reshape(-1, dim)
@@ -71,17 +62,25 @@ def digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def read_json(path: Path, default=None):
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else default
+def read_json(path: AnyPath, default=None):
+    try:
+        return json.loads(storage.read_text(path))
+    except FileNotFoundError:
+        return default
+
+
+def check_artifacts_dir(artifacts_dir: str | Path) -> None:
+    """ARTIFACTS_DIR names a local folder, or a bucket that exists and answers: checked before a run starts."""
+    storage.check_access(storage.location("ARTIFACTS_DIR", artifacts_dir))
 
 
 @dataclass(frozen=True)
 class DropArtifacts:
-    root: Path
+    root: AnyPath  # a local folder, or an object-store prefix (storage.py)
 
     @classmethod
     def at(cls, artifacts_dir: str | Path, drop: str) -> "DropArtifacts":
-        return cls(local_folder("ARTIFACTS_DIR", artifacts_dir) / drop)
+        return cls(storage.location("ARTIFACTS_DIR", artifacts_dir) / drop)
 
     # -- manifest ----------------------------------------------------------
     def write_manifest(self, manifest: Manifest) -> None:
@@ -89,11 +88,13 @@ class DropArtifacts:
         write_json(self.root / "rejected.json", manifest.rejected)
 
     def read_manifest(self) -> Manifest | None:
-        path = self.root / "manifest.parquet"
-        if not path.exists():
+        try:
+            images = _read_parquet(self.root / "manifest.parquet").to_pandas()
+        except FileNotFoundError:
             return None
-        images = pd.read_parquet(path)
-        return Manifest(images=images[MANIFEST_COLUMNS], rejected=read_json(self.root / "rejected.json", []))
+        # A manifest from before `version` existed: its files are read once more, their vectors reused.
+        images = images.reindex(columns=MANIFEST_COLUMNS).fillna({"version": ""})
+        return Manifest(images=images, rejected=read_json(self.root / "rejected.json", []))
 
     # -- embeddings --------------------------------------------------------
     def write_embeddings(self, sha256: list[str], vectors: np.ndarray, model_id: str,
@@ -109,23 +110,23 @@ class DropArtifacts:
 
     def read_embeddings(self) -> tuple[list[str], np.ndarray, str | None]:
         """(sha256 list, vectors, model id); empty when nothing was embedded yet."""
-        path = self.root / "embeddings.parquet"
         info = self.embeddings_info()
-        if not path.exists():
+        try:
+            sha, vectors = _read_vectors(self.root / "embeddings.parquet")
+        except FileNotFoundError:
             return [], np.zeros((0, info.get("dim", 0)), np.float32), None
-        sha, vectors = _read_vectors(path)
         return sha, vectors, info.get("model_id")
 
     def rejected_files(self) -> list[dict]:
         """Every file of the drop left out, with the reason: at scan time, then by the encoder."""
         manifest = self.read_manifest()
-        found = (manifest.rejected if manifest else []) + [
-            {"file": r["file"], "reason": r["reason"]} for r in self.embeddings_info().get("rejected", [])]
+        found = [{"file": r["file"], "reason": r["reason"]}
+                 for r in (manifest.rejected if manifest else []) + self.embeddings_info().get("rejected", [])]
         return sorted(found, key=lambda r: r["file"])
 
     # -- embeddings of an interrupted run -----------------------------------
     @property
-    def partial_dir(self) -> Path:
+    def partial_dir(self) -> AnyPath:
         return self.root / "embeddings.partial"
 
     def write_partial_batch(self, sha256: list[str], vectors: np.ndarray, model_id: str) -> None:
@@ -137,13 +138,18 @@ class DropArtifacts:
     def read_partial_batches(self, model_id: str) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         prefix = model_id.replace("/", "_") + "--"
-        for path in sorted(self.partial_dir.glob(prefix + "*.parquet")) if self.partial_dir.exists() else []:
-            found.update(zip(*_read_vectors(path)))
+        batches = [e for e in self._list(self.partial_dir) if e.rel.startswith(prefix) and e.rel.endswith(".parquet")]
+        for entry in batches:
+            found.update(zip(*_read_vectors(entry.path)))
         return found
 
     def clear_partial_batches(self) -> None:
-        if self.partial_dir.exists():
-            shutil.rmtree(self.partial_dir, ignore_errors=True)
+        storage.remove_tree(self.partial_dir)
+
+    @staticmethod
+    def _list(folder: AnyPath) -> list[storage.Entry]:
+        """The files of one of the drop's folders; none when it does not exist yet."""
+        return storage.list_files(folder) if storage.is_folder(folder) else []
 
     # -- collection sync marker --------------------------------------------
     def read_sync(self) -> dict:
@@ -171,19 +177,22 @@ class DropArtifacts:
 
     def references_inputs_key(self) -> str:
         """The key of the inputs (briefs, model, Milvus rows) the references were searched with."""
-        if not (self.root / "references.json").exists():
+        if not storage.exists(self.root / "references.json"):
             return ""
         return read_json(self.root / "references.inputs.json", {}).get("inputs_key", "")
 
     # -- campaign outputs --------------------------------------------------
     @property
-    def campaign_dir(self) -> Path:
+    def campaign_dir(self) -> AnyPath:
         return self.root / "campaign"
 
+    def campaign_pngs(self) -> list[AnyPath]:
+        return [e.path for e in self._list(self.campaign_dir) if e.rel.endswith(".png") and "/" not in e.rel]
+
     @property
-    def campaign_batch_path(self) -> Path:
+    def campaign_batch_path(self) -> AnyPath:
         """The Batch API job the drop's campaign images wait on (GEMINI_MODE=batch)."""
         return self.root / "campaign-batch.json"
 
-    def sheet_path(self, name: str) -> Path:
+    def sheet_path(self, name: str) -> AnyPath:
         return self.root / "sheets" / f"{name}.jpg"

@@ -22,9 +22,11 @@ from typing import Annotated, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
+from . import storage
 from .errors import BriefsError
 from .image_models import IMAGE_SIZES, ImageModel
 from .settings import DEFAULTS
+from .storage import AnyPath
 
 BRIEF_ID = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9", "1:4", "4:1", "1:8", "8:1")
@@ -103,15 +105,17 @@ def _parse_brief(raw, index: int, where: Path, model: ImageModel | None, default
     return brief
 
 
-def load_briefs(path: str | Path, model: ImageModel | None = None,
+def load_briefs(path: str | Path | AnyPath, model: ImageModel | None = None,
                 default_size: str = DEFAULTS["GEMINI_IMAGE_SIZE"]) -> list[Brief]:
     """Parse and validate a briefs file; a missing file means no briefs. With `model`, each brief's size
     and aspect ratio must be ones that model offers."""
-    path = Path(path)
-    if not path.exists():
+    path = storage.as_path(path)
+    try:
+        text = storage.read_text(path)
+    except FileNotFoundError:
         return []
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yaml.safe_load(text)
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BriefsError(f"{path}: not valid YAML ({first})") from None

@@ -15,16 +15,17 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from PIL import Image
 
-from .artifacts import DropArtifacts, read_json, write_atomic, write_json
+from . import storage
+from .artifacts import DropArtifacts, read_json, write_json
 from .briefs import Brief
 from .drops import ProductDrop
 from .errors import GeneratorError
 from .generator import Generation, Reference
+from .storage import AnyPath, write_atomic
 
 # Failures worth asking again on the next run; anything else is the model's answer to these inputs.
 TRANSIENT_FAILURES = ("HTTP_", "TIMEOUT", "CONNECTION_ERROR", "BATCH_")
@@ -43,10 +44,10 @@ def generation_key(brief: Brief, generator: str, model: str | None, reference_ha
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def png_decodes(path: Path) -> str | None:
+def png_decodes(path: AnyPath) -> str | None:
     """None when the PNG decodes and is not empty, else what is wrong with it."""
     try:
-        with Image.open(path) as im:
+        with Image.open(storage.image_source(path)) as im:
             im.load()
             if im.width == 0 or im.height == 0:
                 return "empty image"
@@ -93,13 +94,13 @@ class CampaignReport:
 class CampaignOutputs:
     """The campaign folder of one drop."""
 
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
+    def __init__(self, folder: AnyPath):
+        self.folder = folder
 
-    def png(self, stem: str) -> Path:
+    def png(self, stem: str) -> AnyPath:
         return self.folder / f"{stem}.png"
 
-    def sidecar(self, stem: str) -> Path:
+    def sidecar(self, stem: str) -> AnyPath:
         return self.folder / f"{stem}.json"
 
     def plan(self, briefs: Sequence[Brief], refs: dict[str, list[dict]], generator: str, model: str | None,
@@ -141,7 +142,7 @@ class CampaignOutputs:
             report.blocked.append({"brief": req.brief.id, "variant": req.variant, "reason": result.blocked_reason,
                                    "text": result.text[:200]})
             log(f"{req.stem}: no image ({result.blocked_reason}) {result.text[:200]}")
-            png.unlink(missing_ok=True)
+            storage.remove(png)
         else:
             write_atomic(png, result.png)
             report.generated.append(str(png))
@@ -163,11 +164,11 @@ class CampaignOutputs:
         """Outputs of briefs (or variants) no longer in briefs.yaml."""
         wanted = {image_stem(b.id, v) for b in briefs for v in range(1, b.variants + 1)}
         removed = []
-        if self.folder.exists():
-            for path in sorted(self.folder.iterdir()):
-                if path.suffix in (".png", ".json") and path.stem not in wanted:
-                    path.unlink()
-                    removed.append(path.name)
+        for entry in storage.list_files(self.folder) if storage.is_folder(self.folder) else []:
+            stem, dot, suffix = entry.rel.rpartition(".")
+            if "/" not in entry.rel and dot and suffix in ("png", "json") and stem not in wanted:
+                storage.remove(entry.path)
+                removed.append(entry.rel)
         return removed
 
 
@@ -213,11 +214,11 @@ class BatchRecord:
     submitted_at: float = field(default_factory=time.time)
 
     @classmethod
-    def load(cls, path: Path) -> "BatchRecord | None":
+    def load(cls, path: AnyPath) -> "BatchRecord | None":
         doc = read_json(path)
         return cls(**doc) if doc else None
 
-    def save(self, path: Path) -> None:
+    def save(self, path: AnyPath) -> None:
         write_json(path, self.__dict__)
 
 
@@ -226,11 +227,11 @@ def batch_display_name(drop: str, requests: Sequence[ImageRequest]) -> str:
     return f"drop-studio/{drop}/{digest}"
 
 
-def reference_paths(drop_folder: Path, req: ImageRequest) -> list[Reference]:
+def reference_paths(drop_folder: AnyPath, req: ImageRequest) -> list[Reference]:
     return [Reference(drop_folder / r["path"], r["score"]) for r in req.references]
 
 
-def generate_interactive(gen, outputs: CampaignOutputs, drop: str, drop_folder: Path, todo: Sequence[ImageRequest],
+def generate_interactive(gen, outputs: CampaignOutputs, drop: str, drop_folder: AnyPath, todo: Sequence[ImageRequest],
                          price: Callable[[str], float | None], concurrency: int, report: CampaignReport,
                          log: Callable[[str], None] = lambda m: None) -> None:
     """One request per image, a few in flight at once: image generation takes seconds, and the rate
@@ -247,7 +248,7 @@ def generate_interactive(gen, outputs: CampaignOutputs, drop: str, drop_folder: 
             outputs.record(req, result, drop, "interactive", cost, seconds, report, log)
 
 
-def run_batch(gen, outputs: CampaignOutputs, record_path: Path, drop: str, drop_folder: Path,
+def run_batch(gen, outputs: CampaignOutputs, record_path: AnyPath, drop: str, drop_folder: AnyPath,
               todo: list[ImageRequest], price: Callable[[str], float | None], cap: float | None,
               report: CampaignReport, log: Callable[[str], None] = lambda m: None) -> str | None:
     """GEMINI_MODE=batch, without a step waiting for hours: collect the drop's finished job if there is one,
@@ -258,7 +259,7 @@ def run_batch(gen, outputs: CampaignOutputs, record_path: Path, drop: str, drop_
     if record is not None and record.job is None:
         record.job = gen.find_batch(record.display_name)
         if record.job is None:  # the submission never reached the API
-            record_path.unlink()
+            storage.remove(record_path)
             record = None
         else:
             log(f"found batch job {record.job} ({record.display_name}) submitted by a run that stopped")
@@ -282,7 +283,7 @@ def run_batch(gen, outputs: CampaignOutputs, record_path: Path, drop: str, drop_
                                                             finish_reason=f"BATCH_{state.removeprefix('JOB_STATE_')}")
             cost = price(req.brief.image_size) if result.png is not None else 0.0
             outputs.record(req, result, drop, "batch", cost, None, report, log, spent_now=False)
-        record_path.unlink()
+        storage.remove(record_path)
         log(f"collected batch job {record.job} ({state})")
         todo = [r for r in todo if r.key not in in_job]
     if not todo:

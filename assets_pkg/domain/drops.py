@@ -1,26 +1,28 @@
 """Product drops on disk: naming, discovery, and the manifest of a drop's images.
 
-A drop is a folder `<drops_dir>/<drop>/` of product images released together.
-Its manifest has one row per valid image file (relative path, sha256 of the
-bytes, size, format) and a list of rejected files with the reason.
+A drop is a folder `<drops_dir>/<drop>/` of product images released together, on disk or under an
+object-store prefix (see storage.py). Its manifest has one row per valid image file (relative path,
+sha256 of the bytes, size, format, version) and a list of rejected files with the reason.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
+import io
 import re
-import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 from PIL import Image, ImageOps
 
+from . import storage
 from .errors import InvalidDropName, StudioError
 from .settings import DEFAULTS
+from .storage import AnyPath, Entry
 
 # Drop names become Dagster partition keys, Milvus filter values and folder
 # names, so only a conservative character set is accepted.
@@ -28,7 +30,9 @@ DROP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 
-MANIFEST_COLUMNS = ["path", "sha256", "width", "height", "format", "bytes", "mtime_ns"]
+# `version`: the file's modification time in ns, or an object's ETag; with the size, it tells whether a
+# file must be read again.
+MANIFEST_COLUMNS = ["path", "sha256", "width", "height", "format", "bytes", "version"]
 
 
 def validate_drop_name(name: str) -> str:
@@ -42,14 +46,14 @@ def validate_drop_name(name: str) -> str:
 @dataclass(frozen=True)
 class ProductDrop:
     name: str
-    folder: Path
+    folder: AnyPath
 
     @classmethod
     def at(cls, drops_dir: str | Path, name: str) -> "ProductDrop":
-        return cls(validate_drop_name(name), local_folder("DROPS_DIR", drops_dir) / name)
+        return cls(validate_drop_name(name), storage.location("DROPS_DIR", drops_dir) / name)
 
     @property
-    def briefs_file(self) -> Path:
+    def briefs_file(self) -> AnyPath:
         return self.folder / "briefs.yaml"
 
 
@@ -59,39 +63,29 @@ class DropListing:
     invalid: list[str] = field(default_factory=list)  # folder names that are not valid drop names
 
 
-URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-def local_folder(setting: str, value: str | Path) -> Path:
-    """`value` as a local folder; an object-store URL is refused in one line instead of being read as a
-    local folder named `s3:`."""
-    if URL_RE.match(str(value)):
-        raise StudioError(f"{setting}={value}: object-store URLs are not supported by this version; "
-                          f"use a local folder (a bucket mounted with a FUSE driver works)")
-    return Path(value)
-
-
-def drops_root(drops_dir: str | Path) -> Path:
-    """DROPS_DIR, which must be an existing folder: a typo must not look like an empty library."""
-    root = local_folder("DROPS_DIR", drops_dir)
-    if not root.exists():
-        raise StudioError(f"DROPS_DIR={drops_dir}: no such folder")
-    if not root.is_dir():
-        raise StudioError(f"DROPS_DIR={drops_dir}: not a folder")
+def drops_root(drops_dir: str | Path) -> AnyPath:
+    """DROPS_DIR, which must be an existing folder or a bucket prefix holding objects: a typo must not
+    look like an empty library."""
+    root = storage.location("DROPS_DIR", drops_dir)
+    if not storage.is_folder(root):
+        if not storage.is_remote(root) and root.exists():
+            raise StudioError(f"DROPS_DIR={drops_dir}: not a folder")
+        raise StudioError(f"DROPS_DIR={drops_dir}: " + ("no such folder" if not storage.is_remote(root)
+                                                        else "no objects under this prefix"))
     return root
 
 
 def discover_drops(drops_dir: str | Path) -> DropListing:
-    """Every visible sub-folder of `drops_dir` is a drop; badly named ones are listed apart."""
+    """Every visible sub-folder (or sub-prefix) of `drops_dir` is a drop; badly named ones are listed apart."""
     root = drops_root(drops_dir)
     listing = DropListing([])
-    for entry in sorted(root.iterdir()):
-        if entry.name.startswith(".") or not entry.is_dir():
+    for name, is_folder in storage.list_folders(root):
+        if not is_folder:
             continue
-        if DROP_NAME_RE.fullmatch(entry.name):
-            listing.drops.append(ProductDrop(entry.name, entry))
+        if DROP_NAME_RE.fullmatch(name):
+            listing.drops.append(ProductDrop(name, root / name))
         else:
-            listing.invalid.append(entry.name)
+            listing.invalid.append(name)
     return listing
 
 
@@ -114,14 +108,15 @@ class Manifest:
         return firsts.reset_index(drop=True)
 
 
-def load_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
-    """Open a product image as it looks to a person: EXIF orientation applied,
-    first frame of animations, transparency composited on white, 8-bit RGB.
+def load_rgb(path: AnyPath | str | BinaryIO, min_side: int | None = None) -> Image.Image:
+    """Open a product image (a path, a URL, or an open file) as it looks to a person: EXIF
+    orientation applied, first frame of animations, transparency composited on white, 8-bit RGB.
 
     With `min_side`, JPEGs are decoded at a reduced scale that still keeps both sides
     at least that long (DCT scaling): several times faster for large photos that are
     about to be shrunk to CLIP's 224 pixels anyway."""
-    with Image.open(path) as im:
+    source = path if hasattr(path, "read") else storage.image_source(storage.as_path(path))
+    with Image.open(source) as im:
         if min_side and im.format == "JPEG":
             im.draft("RGB", (min_side, min_side))
         im.seek(0)
@@ -137,99 +132,94 @@ def load_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
         return im.convert("RGB")
 
 
-def _iter_candidate_files(folder: Path):
-    """Yield (relative posix path, absolute path) of files with an image extension.
-
-    Hidden files and folders and files of other types are skipped silently; a
-    symbolic link is yielded as such so the caller can reject it when it leaves
-    the drop folder.
-    """
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            full = Path(dirpath) / name
-            yield full.relative_to(folder).as_posix(), full
+def _image_entries(entries: list[Entry]) -> list[Entry]:
+    """Files with an image extension; other types are skipped silently."""
+    return [e for e in entries if Path(e.rel).suffix.lower() in IMAGE_EXTENSIONS]
 
 
-def _inspect(folder: Path, rel: str, full: Path, max_pixels: int) -> dict:
-    """Hash and fully decode one file; returns a manifest row or {"file", "reason"}."""
+def _inspect(entry: Entry, max_pixels: int) -> dict:
+    """Hash and fully decode one file; returns a manifest row or {"file", "reason"} (with "bytes" and
+    "version" when the verdict is about the content, so an unchanged bad file is not read again)."""
+    rel = entry.rel
+    if entry.problem:
+        return {"file": rel, "reason": entry.problem}
+    if entry.size == 0:
+        return {"file": rel, "reason": "empty file"}
     try:
-        if full.is_symlink():
-            target = full.resolve()
-            if not target.is_relative_to(folder.resolve()):
-                return {"file": rel, "reason": "symbolic link leaves the drop folder"}
-        st = full.stat()
-        if not stat.S_ISREG(st.st_mode):  # a FIFO or device named *.png must not block the scan
-            return {"file": rel, "reason": "not a regular file"}
-        if st.st_size == 0:
-            return {"file": rel, "reason": "empty file"}
-        data = full.read_bytes()
+        data = storage.read_bytes(entry.path)
     except OSError as e:
         return {"file": rel, "reason": f"unreadable: {e.strerror or e}"}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(full) as im:
-                w, h, fmt = im.width, im.height, im.format
-                if w * h > max_pixels:
-                    return {"file": rel, "reason": f"{w}x{h} pixels is over the limit of {max_pixels} pixels"}
-                im.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        return {"file": rel, "reason": f"decompression bomb: {e}"}
-    except Image.UnidentifiedImageError:
-        return {"file": rel, "reason": "not an image"}
-    except (OSError, SyntaxError, ValueError) as e:
-        return {"file": rel, "reason": f"cannot decode: {e}"}
+    verdict = _decode_problem(data, max_pixels)
+    if isinstance(verdict, str):
+        return {"file": rel, "reason": verdict, "bytes": entry.size, "version": entry.version}
+    w, h, fmt = verdict
     return {
         "path": rel,
         "sha256": hashlib.sha256(data).hexdigest(),
         "width": int(w),
         "height": int(h),
         "format": str(fmt),
-        "bytes": int(st.st_size),
-        "mtime_ns": int(st.st_mtime_ns),
+        "bytes": len(data),
+        "version": entry.version,
     }
+
+
+def _decode_problem(data: bytes, max_pixels: int) -> str | tuple[int, int, str]:
+    """(width, height, format) when the bytes are a whole image within the limit, else what is wrong."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                w, h, fmt = im.width, im.height, im.format
+                if w * h > max_pixels:
+                    return f"{w}x{h} pixels is over the limit of {max_pixels} pixels"
+                im.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        return f"decompression bomb: {e}"
+    except Image.UnidentifiedImageError:
+        return "not an image"
+    except (OSError, SyntaxError, ValueError) as e:
+        return f"cannot decode: {e}"
+    return w, h, fmt
 
 
 def scan_drop(
     drop: ProductDrop,
     previous: pd.DataFrame | None = None,
     max_pixels: int = DEFAULTS["MAX_IMAGE_PIXELS"],
-    threads: int = 4,
+    threads: int | None = None,
+    previous_rejected: list[dict] = (),
 ) -> Manifest:
     """Build the manifest of a drop.
 
-    Files whose size and modification time match `previous` keep their row
-    without being read again, so re-scanning an unchanged drop is cheap.
+    Files whose size and version (modification time, or an object's ETag) match `previous` keep their row,
+    and bad files in `previous_rejected` their verdict, without being read again: re-scanning an unchanged
+    drop costs one listing.
     """
-    if not drop.folder.is_dir():
-        raise FileNotFoundError(f"drop folder not found: {drop.folder}")
+    if not storage.is_folder(drop.folder):
+        raise StudioError(f"drop folder not found: {drop.folder}")
     known: dict[str, dict] = {}
     if previous is not None and len(previous):
         known = {r["path"]: r for r in previous.to_dict("records")}
 
     rows: list[dict] = []
     rejected: list[dict] = []
-    todo: list[tuple[str, Path]] = []
-    for rel, full in _iter_candidate_files(drop.folder):
-        old = known.get(rel)
-        if old is not None and not full.is_symlink():
-            try:
-                st = full.stat()
-            except OSError:
-                st = None
-            if st and st.st_size == old["bytes"] and st.st_mtime_ns == old["mtime_ns"]:
-                rows.append({k: old[k] for k in MANIFEST_COLUMNS})
-                continue
-        todo.append((rel, full))
+    todo: list[Entry] = []
+    known_bad = {r["file"]: r for r in previous_rejected if "version" in r}
+    for entry in _image_entries(storage.list_files(drop.folder)):
+        old, bad = known.get(entry.rel), known_bad.get(entry.rel)
+        if old is not None and entry.problem is None and entry.size == old["bytes"] and entry.version == old["version"]:
+            rows.append({k: old[k] for k in MANIFEST_COLUMNS})
+        elif bad is not None and entry.problem is None and (entry.size, entry.version) == (bad["bytes"], bad["version"]):
+            rejected.append(bad)
+        else:
+            todo.append(entry)
 
-    # PIL releases the GIL while decoding, so threads give real parallelism here.
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for result in pool.map(lambda t: _inspect(drop.folder, t[0], t[1], max_pixels), todo):
+    # PIL releases the GIL while decoding, so threads give real parallelism here; an object store's
+    # latency wants more requests in flight than there are cores.
+    threads = threads or (4 if not storage.is_remote(drop.folder) else 16)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for result in pool.map(lambda e: _inspect(e, max_pixels), todo):
             (rejected if "reason" in result else rows).append(result)
 
     images = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values("path").reset_index(drop=True)
@@ -237,17 +227,11 @@ def scan_drop(
 
 
 def drop_fingerprint(drop: ProductDrop) -> str:
-    """A cheap fingerprint of a drop's content: names, sizes and modification times of its
-    image files and of briefs.yaml. Any add, replace or remove changes it; reading the bytes
-    of every file on every sensor tick would not scale to large libraries."""
+    """A cheap fingerprint of a drop's content from one listing: names, sizes and versions (modification
+    time, or an object's ETag) of its image files and of briefs.yaml. Any add, replace or remove changes it,
+    and nothing is downloaded: reading every file on every sensor tick would not scale to large libraries."""
     h = hashlib.sha256()
-    entries = list(_iter_candidate_files(drop.folder))
-    if drop.briefs_file.exists():
-        entries.append((drop.briefs_file.name, drop.briefs_file))
-    for rel, full in entries:
-        try:
-            st = full.stat()
-            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(f"{rel}\0unreadable\n".encode())
+    entries = storage.list_files(drop.folder)
+    for e in _image_entries(entries) + [e for e in entries if e.rel == drop.briefs_file.name]:
+        h.update(f"{e.rel}\0{e.size}\0{e.version}\0{e.problem or ''}\n".encode())
     return h.hexdigest()[:32]

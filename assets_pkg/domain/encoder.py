@@ -23,8 +23,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .drops import load_rgb
-from .errors import EncoderError
+from .errors import EncoderError, StudioError
 from .model_id import clip_model_id
+from .storage import URL_RE, as_path, image_source
 from .settings import DEFAULTS
 
 with warnings.catch_warnings():
@@ -56,34 +57,46 @@ def pad_to_square(img: Image.Image, fill=(255, 255, 255)) -> Image.Image:
 
 class _ImageFiles(Dataset):
     def __init__(self, paths: Sequence[str | Path], preprocess, fit: str, resolution: int):
+        # Strings (local paths or object URLs) pickle and fork safely into DataLoader workers.
         self.paths = [str(p) for p in paths]
         self.preprocess = preprocess
         self.fit = fit
         self.resolution = resolution
+        # Objects in a bucket: waiting on the network, not the CPU, so more fetches in flight per process.
+        self.remote = bool(self.paths) and URL_RE.match(self.paths[0]) is not None
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_pid = 0
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitems__(self, indices: list[int]):
-        # Batched fetch: in the main process (no DataLoader workers) decode the batch with
-        # threads, since PIL releases the GIL while decoding and resizing.
+        # Batched fetch with threads: in the main process (no DataLoader workers), since PIL releases
+        # the GIL while decoding and resizing; and in every worker for objects in a bucket, whose
+        # fetches wait on the network.
         from torch.utils.data import get_worker_info
 
-        if get_worker_info() is not None or len(indices) < 2:
+        if len(indices) < 2 or (get_worker_info() is not None and not self.remote):
             return [self[i] for i in indices]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+        if self._pool is None or self._pool_pid != os.getpid():  # a forked worker gets its own threads
+            self._pool = ThreadPoolExecutor(max_workers=16 if self.remote else os.cpu_count() or 1)
+            self._pool_pid = os.getpid()
         return list(self._pool.map(self.__getitem__, indices))
 
     def close(self) -> None:
-        if self._pool is not None:
+        if self._pool is not None and self._pool_pid == os.getpid():
             self._pool.shutdown(wait=False)
-            self._pool = None
+        self._pool = None
 
     def __getitem__(self, i: int):
         try:
-            img = load_rgb(self.paths[i], min_side=self.resolution)
+            source = image_source(as_path(self.paths[i]))
+        except StudioError:
+            raise  # the store itself failed (access, endpoint): the run stops, no file is blamed for it
+        except OSError as e:
+            return i, None, f"unreadable: {e.strerror or e}"
+        try:
+            img = load_rgb(source, min_side=self.resolution)
             if self.fit == "pad":
                 img = pad_to_square(img)
             return i, self.preprocess(img), None
@@ -247,6 +260,13 @@ class ClipEncoder:
                 yield ImageBatch(indices, vectors, failures)
                 if on_progress:
                     on_progress(EmbedProgress(done, len(paths), time.perf_counter() - start))
+        except StudioError as e:
+            # Raised in a DataLoader worker, it comes back with the worker's traceback in its text;
+            # its last line is the error itself.
+            lines = str(e).strip().splitlines()
+            if len(lines) > 1:
+                raise type(e)(lines[-1].split(": ", 1)[-1]) from None
+            raise
         finally:
             dataset.close()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import textwrap
-from pathlib import Path
 from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont

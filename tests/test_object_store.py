@@ -1,0 +1,215 @@
+"""Drops and artifacts in a bucket: a real S3-compatible server (moto_server, signatures checked) on
+loopback; the whole graph, the sensor, exact sync, bad objects, and the errors a bucket brings."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance, build_sensor_context
+from PIL import Image
+
+from assets_pkg.domain.store import ProductImageStore, row_id
+from assets_pkg.resources import DropLibrary
+from conftest import BRIEFS, check_results, draw_drop, materialize_drop, metadata
+from servers import S3Server, Unavailable, unavailable
+from test_cli import _one_line_error
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    try:
+        server.start()
+    except Unavailable as e:
+        unavailable(str(e))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(studio, s3, monkeypatch) -> str:
+    """A fresh bucket; DROPS_DIR and ARTIFACTS_DIR point into it, with the server's credentials."""
+    name = f"studio-{uuid.uuid4().hex[:10]}"
+    s3.client().create_bucket(Bucket=name)
+    env = {**s3.env(), "DROPS_DIR": f"s3://{name}/drops", "ARTIFACTS_DIR": f"s3://{name}/artifacts"}
+    studio.env.update(env)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return name
+
+
+def upload(s3, bucket: str, folder: Path, prefix: str) -> None:
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            s3.client().put_object(Bucket=bucket, Key=f"{prefix}/{f.relative_to(folder).as_posix()}", Body=f.read_bytes())
+
+
+def objects(s3, bucket: str, prefix: str) -> dict[str, bytes]:
+    client = s3.client()
+    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for o in page.get("Contents", [])]
+    return {k: client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys}
+
+
+def image_gets(s3, bucket: str, drop: str) -> int:
+    """Downloads of the drop's image objects (briefs.yaml is read by every run, on purpose)."""
+    return sum(1 for method, path in s3.requests()
+               if method == "GET" and path.startswith(f"/{bucket}/drops/{drop}/") and "?" not in path
+               and not path.endswith("briefs.yaml"))
+
+
+def decodes(data: bytes) -> bool:
+    try:
+        Image.open(io.BytesIO(data)).load()
+        return True
+    except Exception:
+        return False
+
+
+def expected_ids(s3, bucket: str, drop: str) -> set[str]:
+    """Row ids of the drop's objects that are whole images, computed from the bucket itself."""
+    return {row_id(drop, hashlib.sha256(v).hexdigest()) for k, v in objects(s3, bucket, f"drops/{drop}/").items()
+            if k.endswith(".png") and decodes(v)}
+
+
+def milvus_ids(studio, drop: str) -> set[str]:
+    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+        return store.ids_of_drop(drop)
+
+
+def test_whole_graph_with_drops_and_artifacts_in_a_bucket(studio, s3, bucket, tmp_path):
+    local = tmp_path / "upload" / "spring"
+    draw_drop(local, spec=[("red", "circle", 3), ("blue", "square", 3)], briefs=BRIEFS)
+    (local / "empty.png").write_bytes(b"")
+    (local / "notes.png").write_bytes(b"not an image at all")
+    (local / "cut.png").write_bytes((local / "red_circle_0.png").read_bytes()[:200])
+    upload(s3, bucket, local, "drops/spring")
+    # Two DataLoader workers, each fetching objects: the reader's worker processes talk to the store too.
+    workers = {"CLIP_NUM_WORKERS": "2", "CLIP_BATCH_SIZE": "2"}
+    outputs = []
+
+    def run(**kw):
+        proc = studio.cli("run", "--json", extra_env=workers, **kw)
+        outputs.append(proc.stdout + proc.stderr)
+        (summary,) = json.loads(proc.stdout)
+        assert summary["ok"], summary["error"]
+        return summary
+
+    s = run()
+    assert (s["images"], s["encoded"], s["indexed"], s["deleted"]) == (9, 6, 6, 0)
+    assert {r["file"]: r["reason"].split(":")[0] for r in s["rejected"]} == {
+        "empty.png": "empty file", "notes.png": "not an image", "cut.png": "cannot decode"}
+    assert s["generated"] == [f"s3://{bucket}/artifacts/spring/campaign/{b}.png" for b in ("blue-shelf", "red-hero")]
+    assert check_names_passed(s)
+    stored = objects(s3, bucket, "artifacts/spring/")
+    for url in s["generated"]:
+        key = url.split(f"s3://{bucket}/", 1)[1]
+        assert Image.open(io.BytesIO(stored[key])).size[0] > 0
+        assert json.loads(stored[key.replace(".png", ".json")])["drop"] == "spring"
+    assert {f"artifacts/spring/{f}" for f in ("manifest.parquet", "embeddings.parquet", "references.json",
+                                              "sheets/drop.jpg", "sheets/campaign.jpg")} <= set(stored)
+    assert not any("embeddings.partial" in k for k in stored)
+    assert not (Path.cwd() / "s3:").exists()
+    assert milvus_ids(studio, "spring") == expected_ids(s3, bucket, "spring")
+
+    proc = studio.cli("search", "a red circle", "--drop", "spring", "--top-k", "3", "--json")
+    outputs.append(proc.stdout + proc.stderr)
+    hits = json.loads(proc.stdout)
+    assert [h["path"].rsplit("_", 1)[0] for h in hits] == [f"s3://{bucket}/drops/spring/red_circle"] * 3
+
+    before = image_gets(s3, bucket, "spring")
+    s = run()
+    assert (s["encoded"], s["reused"], s["indexed"]) == (0, 6, 6)
+    assert image_gets(s3, bucket, "spring") == before  # an unchanged drop downloads no image bytes
+
+    extra = tmp_path / "upload" / "more"
+    draw_drop(extra, spec=[("green", "triangle", 1), ("yellow", "star", 1)], seed=99)
+    client = s3.client()
+    client.put_object(Bucket=bucket, Key="drops/spring/green_triangle_0.png",
+                      Body=(extra / "green_triangle_0.png").read_bytes())  # added
+    client.put_object(Bucket=bucket, Key="drops/spring/red_circle_0.png",
+                      Body=(extra / "yellow_star_0.png").read_bytes())  # replaced
+    client.delete_object(Bucket=bucket, Key="drops/spring/blue_square_1.png")  # removed
+    s = run()
+    assert (s["encoded"], s["reused"], s["deleted"], s["indexed"]) == (2, 4, 2, 6)
+    assert milvus_ids(studio, "spring") == expected_ids(s3, bucket, "spring")
+
+    proc = studio.cli("drops", "remove", "spring", "--force")
+    outputs.append(proc.stdout + proc.stderr)
+    assert milvus_ids(studio, "spring") == set()
+    assert objects(s3, bucket, "artifacts/spring/") == {}
+    assert "drops/spring/briefs.yaml" in objects(s3, bucket, "drops/spring/")  # the drop itself is the user's
+
+    secret = s3.secret
+    assert not any(secret in out or s3.key_id in out for out in outputs)
+    assert not any(secret.encode() in body for body in objects(s3, bucket, "").values())
+    assert not any(secret.encode() in f.read_bytes() for f in (studio.root / "dagster_home").rglob("*") if f.is_file())
+
+
+def check_names_passed(summary) -> bool:
+    return bool(summary["checks"]) and all(summary["checks"].values())
+
+
+def _tick(instance, cursor):
+    from orchestration.sensors import drop_folder_sensor
+
+    result = drop_folder_sensor(build_sensor_context(instance=instance, cursor=cursor,
+                                                     resources={"library": DropLibrary()}))
+    for req in result.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+    return result
+
+
+def test_sensor_notices_changes_in_a_bucket_from_listings_alone(studio, s3, bucket, tmp_path):
+    """The sensor and a run as Dagster launches them, in process, with drops in a bucket."""
+    instance = DagsterInstance.get()
+    draw_drop(tmp_path / "spring", spec=[("red", "circle", 2), ("blue", "square", 1)])
+    upload(s3, bucket, tmp_path / "spring", "drops/spring")
+    s3.client().put_object(Bucket=bucket, Key="drops/not a drop/x.png", Body=b"x")
+
+    first = _tick(instance, None)
+    assert [(r.partition_key, r.tags["trigger"]) for r in first.run_requests] == [("spring", "new drop")]
+    result = materialize_drop("spring")
+    assert result.success and all(check_results(result).values())
+    assert metadata(result, "product_image_collection")["indexed"] == 3
+
+    gets = image_gets(s3, bucket, "spring")
+    assert _tick(instance, first.cursor).run_requests == []
+    draw_drop(tmp_path / "new", spec=[("green", "star", 1)], seed=3)
+    s3.client().put_object(Bucket=bucket, Key="drops/spring/red_circle_1.png",
+                           Body=(tmp_path / "new" / "green_star_0.png").read_bytes())
+    changed = _tick(instance, first.cursor)
+    assert [(r.partition_key, r.tags["trigger"]) for r in changed.run_requests] == [("spring", "content changed")]
+    assert image_gets(s3, bucket, "spring") == gets  # noticed from the listing: nothing downloaded
+
+
+def test_bucket_errors_are_one_line_and_never_show_keys(studio, s3, bucket, tmp_path):
+    draw_drop(tmp_path / "spring", spec=[("red", "circle", 1)])
+    upload(s3, bucket, tmp_path / "spring", "drops/spring")
+
+    proc = studio.cli("drops", "sync", check=False, extra_env={"DROPS_DIR": "s3://no-such-bucket/drops"})
+    _one_line_error(proc, "s3://no-such-bucket/drops", "bucket 'no-such-bucket' does not exist")
+    proc = studio.cli("run", check=False, extra_env={"ARTIFACTS_DIR": "s3://no-such-bucket/artifacts"})
+    _one_line_error(proc, "s3://no-such-bucket/artifacts", "bucket 'no-such-bucket' does not exist")
+    proc = studio.cli("drops", "sync", check=False, extra_env={"DROPS_DIR": f"s3://{bucket}/typo"})
+    _one_line_error(proc, f"DROPS_DIR=s3://{bucket}/typo: no objects under this prefix")
+
+    wrong = "wrong-secret-" + uuid.uuid4().hex
+    for args, url in ((["drops", "sync"], f"s3://{bucket}/drops"), (["run"], f"s3://{bucket}/artifacts")):
+        proc = studio.cli(*args, check=False, extra_env={"AWS_SECRET_ACCESS_KEY": wrong})
+        _one_line_error(proc, url, "access denied")
+        assert wrong not in proc.stderr + proc.stdout and s3.secret not in proc.stderr + proc.stdout
+        assert s3.key_id not in proc.stderr + proc.stdout
+
+    stopped = S3Server(tmp_path / "stopped").start()
+    stopped.stop()
+    proc = studio.cli("drops", "sync", check=False, extra_env={"AWS_ENDPOINT_URL": stopped.endpoint})
+    _one_line_error(proc, f"s3://{bucket}/drops", f"cannot reach {stopped.endpoint}")
+
+    proc = studio.cli("drops", "sync", check=False, extra_env={"DROPS_DIR": "ftp://host/drops"})
+    _one_line_error(proc, "DROPS_DIR=ftp://host/drops: unsupported URL scheme 'ftp'")
