@@ -10,8 +10,9 @@ from typing import Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from .drops import load_rgb
+from .storage import AnyPath
 
-Item = tuple["Image.Image | str | Path", str]
+Item = tuple["Image.Image | str | AnyPath", str]
 
 
 def font(size: int) -> ImageFont.ImageFont:
