@@ -22,6 +22,8 @@ from conftest import ROOT
 DEPLOY = ROOT / "deploy"
 PG_VARS = set(re.findall(r"env: (DAGSTER_PG_\w+)", (ROOT / "orchestration" / "dagster-postgres.yaml").read_text()))
 KNOWN_VARS = set(DEFAULTS) | PG_VARS | {"DAGSTER_EXECUTOR", "DAGSTER_HOME", "GOOGLE_GENAI_USE_VERTEXAI"}
+# Read by s3fs (botocore) itself for DROPS_DIR / ARTIFACTS_DIR in a bucket.
+AWS_VARS = {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
 
 
 def load(path):
@@ -64,7 +66,7 @@ def test_compose_and_helm_name_only_real_settings_and_keep_secrets_out():
     text = (DEPLOY / "docker-compose.yaml").read_text()
     compose = load("docker-compose.yaml")
     env_names = set(compose["services"]["code"]["environment"])
-    assert env_names <= KNOWN_VARS, env_names - KNOWN_VARS
+    assert env_names <= KNOWN_VARS | AWS_VARS, env_names - KNOWN_VARS - AWS_VARS
     # Secrets come from deploy/.env (git-ignored), never written into the file.
     assert re.search(r"MILVUS_TOKEN: \$\{MILVUS_TOKEN:\?", text)
     assert re.search(r"DAGSTER_PG_PASSWORD: \$\{DAGSTER_PG_PASSWORD:\?", text)
@@ -76,10 +78,36 @@ def test_compose_and_helm_name_only_real_settings_and_keep_secrets_out():
     values = load("helm/dagster-values.yaml")
     (deployment,) = values["dagster-user-deployments"]["deployments"]
     env = {e["name"]: e.get("value") for e in deployment["env"]}
-    assert set(env) <= KNOWN_VARS, set(env) - KNOWN_VARS
+    assert set(env) <= KNOWN_VARS | AWS_VARS, set(env) - KNOWN_VARS - AWS_VARS
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env)  # from the Secret or the pod's role
     assert not {"MILVUS_TOKEN", "GEMINI_API_KEY", "DAGSTER_PG_PASSWORD"} & set(env)  # from the Secret
     assert deployment["envSecrets"] == [{"name": "drop-studio-secrets"}]
     assert env["MILVUS_URI"].startswith("http://milvus-proxy.")
+
+
+def test_compose_and_helm_keep_drops_and_artifacts_in_a_bucket_not_a_shared_volume():
+    from assets_pkg.domain.storage import is_remote, location
+
+    compose = load("docker-compose.yaml")
+    services = compose["services"]
+    code_env = services["code"]["environment"]
+    text = (DEPLOY / "docker-compose.yaml").read_text()
+    values = load("helm/dagster-values.yaml")
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    helm_env = {e["name"]: e.get("value") for e in deployment["env"]}
+    for env in (code_env, helm_env):
+        for name in ("DROPS_DIR", "ARTIFACTS_DIR"):
+            url = re.sub(r"\$\{\w+:-(.*)\}", r"\1", env[name])  # compose's default
+            assert is_remote(location(name, url)), (name, url)
+    # No step pod or container mounts a volume for drops or artifacts (ReadWriteMany is not needed).
+    assert "volumes" not in services["code"]
+    assert "persistentVolumeClaim" not in (DEPLOY / "helm" / "dagster-values.yaml").read_text()
+    # Compose's MinIO serves the bucket the code location is pointed at, and creates it first.
+    bucket = re.sub(r"\$\{\w+:-(.*)\}", r"\1", code_env["DROPS_DIR"]).split("/")[2]
+    assert f"local/{bucket}" in " ".join(services["buckets"]["entrypoint"])
+    assert services["code"]["depends_on"]["buckets"] == {"condition": "service_completed_successfully"}
+    assert code_env["AWS_ENDPOINT_URL"].endswith("http://minio:9000}")
+    assert re.search(r"AWS_SECRET_ACCESS_KEY: \$\{MINIO_SECRET_KEY", text)  # a variable, not a literal key
 
 
 def test_helm_values_run_steps_as_pods_and_only_embedding_on_a_gpu_node():

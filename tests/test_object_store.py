@@ -240,3 +240,36 @@ def test_embedding_in_a_bucket_resumes_from_the_batches_a_killed_run_left(studio
     assert (report.resumed, report.encoded, report.vectors) == (2, 2, 4)
     assert not any("embeddings.partial/" in k for k in objects(s3, bucket, "artifacts/spring/"))
     assert len(art.read_embeddings()[0]) == 4
+
+
+def test_dagster_dev_ingests_drops_uploaded_to_a_bucket(studio, s3, bucket, tmp_path):
+    """As most users run it: `dagster dev` with DROPS_DIR and ARTIFACTS_DIR in the bucket, no CLI; the
+    sensor alone turns uploads into partitions and runs."""
+    import os
+
+    from servers import DagsterDev, wait_for_runs
+    from test_daemon import _succeeded
+
+    draw_drop(tmp_path / "spring", spec=[("red", "circle", 2), ("blue", "square", 2)], briefs=BRIEFS)
+    upload(s3, bucket, tmp_path / "spring", "drops/spring")
+    env = {**os.environ, **studio.env, "DROP_SENSOR_INTERVAL_S": "3", "AUTOMATION_INTERVAL_S": "3"}
+    with DagsterDev(env, tmp_path / "dagster-dev.log") as dev:
+        instance = DagsterInstance.get()
+        run = wait_for_runs(instance, _succeeded("ingest_drop", "spring"), 300, "spring's ingest run")
+        assert run.tags["trigger"] == "new drop"
+        assert milvus_ids(studio, "spring") == expected_ids(s3, bucket, "spring")
+        assert len(milvus_ids(studio, "spring")) == 4
+        refs = json.loads(objects(s3, bucket, "artifacts/spring/references.json")["artifacts/spring/references.json"])
+        assert [r["path"].rsplit("_", 1)[0] for r in refs["red-hero"]] == ["red_circle", "red_circle"]
+
+        draw_drop(tmp_path / "summer", spec=[("green", "triangle", 1)], seed=5)
+        upload(s3, bucket, tmp_path / "summer", "drops/summer")  # a second drop while the daemon runs
+        s3.client().delete_object(Bucket=bucket, Key="drops/spring/blue_square_0.png")  # and a removal
+        wait_for_runs(instance, _succeeded("ingest_drop", "summer"), 300, "summer's ingest run")
+        wait_for_runs(instance, _succeeded("ingest_drop", "spring", trigger="content changed"), 300,
+                      "spring's refresh run")
+        assert milvus_ids(studio, "spring") == expected_ids(s3, bucket, "spring")
+        assert (len(milvus_ids(studio, "spring")), len(milvus_ids(studio, "summer"))) == (3, 1)
+        assert all(r.is_success for r in instance.get_runs())
+    log = (tmp_path / "dagster-dev.log").read_text(errors="replace")
+    assert s3.secret not in log
