@@ -1,5 +1,6 @@
 """Real servers for the tests, started on loopback and killed for sure: Milvus 2.3 standalone (PyPI
-`milvus`), PostgreSQL (Debian `postgresql`) and an S3-compatible object store (PyPI `moto[server]`).
+`milvus`), PostgreSQL (Debian `postgresql`), an S3-compatible object store (PyPI `moto[server]`) and a
+Google Cloud Storage emulator (PyPI `gcp-storage-emulator`).
 
 A server that cannot start raises `Unavailable`; tests turn that into a skip with a printed reason,
 except under CI (CI=true), where it is a failure: CI must prove the server paths."""
@@ -193,6 +194,59 @@ class S3Server:
         """Object downloads (GETs of keys, not listings) under `bucket/prefix`."""
         return sum(1 for method, path in self.requests()
                    if method == "GET" and path.startswith("/" + under) and "?" not in path)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.proc = None
+
+
+class GcsServer:
+    """`gcp-storage-emulator` (PyPI), a Google Cloud Storage JSON API on loopback, in memory; gcsfs finds it
+    through the standard `STORAGE_EMULATOR_HOST`. It checks no credentials (nor does the emulator Google
+    ships), so access errors are tested against S3 only."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "gcs.log"
+
+    def start(self, buckets: list[str], timeout: float = 60) -> "GcsServer":
+        exe = Path(sys.executable).with_name("gcp-storage-emulator")
+        if not exe.exists():
+            raise Unavailable(f"{exe} not installed (pip install gcp-storage-emulator)")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        log = open(self.log, "a")
+        self.proc = subprocess.Popen([str(exe), "start", "--host", "127.0.0.1", "--port", str(self.port),
+                                      "--in-memory", "--default-bucket", ",".join(buckets)],
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        _wait(lambda: port_open(self.port), self.proc, timeout, "gcp-storage-emulator", self.log)
+        return self
+
+    def env(self) -> dict[str, str]:
+        # gcsfs asks the Storage Control API (not emulated) whether a bucket is hierarchical; off here.
+        return {"STORAGE_EMULATOR_HOST": self.endpoint, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+
+    def downloads(self, bucket: str, prefix: str) -> int:
+        """Object downloads (not listings) under `prefix`, from the emulator's access log."""
+        quoted = prefix.replace("/", "%2F")
+        return sum(1 for line in self.log.read_text(errors="replace").splitlines()
+                   if f"GET /download/storage/v1/b/{bucket}/o/{quoted}" in line)
 
     def stop(self) -> None:
         if self.proc is None:

@@ -273,3 +273,46 @@ def test_dagster_dev_ingests_drops_uploaded_to_a_bucket(studio, s3, bucket, tmp_
         assert all(r.is_success for r in instance.get_runs())
     log = (tmp_path / "dagster-dev.log").read_text(errors="replace")
     assert s3.secret not in log
+
+
+def test_whole_graph_with_drops_and_artifacts_in_google_cloud_storage(studio, tmp_path, monkeypatch):
+    from servers import GcsServer
+
+    gcs = GcsServer(tmp_path / "gcs")
+    try:
+        gcs.start(buckets=["studio-gcs"])
+    except Unavailable as e:
+        unavailable(str(e))
+    try:
+        env = {**gcs.env(), "DROPS_DIR": "gs://studio-gcs/drops", "ARTIFACTS_DIR": "gs://studio-gcs/artifacts"}
+        studio.env.update(env)
+        draw_drop(tmp_path / "spring", spec=[("red", "circle", 2), ("blue", "square", 2)], briefs=BRIEFS)
+        (tmp_path / "spring" / "notes.png").write_bytes(b"not an image")
+        from upath import UPath
+
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        for f in sorted((tmp_path / "spring").iterdir()):
+            (UPath("gs://studio-gcs/drops/spring") / f.name).write_bytes(f.read_bytes())
+
+        (s,) = studio.run_json()
+        assert s["ok"], s["error"]
+        assert (s["images"], s["encoded"], s["indexed"]) == (5, 4, 4)
+        assert [r["file"] for r in s["rejected"]] == ["notes.png"]
+        assert s["generated"] == [f"gs://studio-gcs/artifacts/spring/campaign/{b}.png" for b in ("blue-shelf", "red-hero")]
+        hits = json.loads(studio.cli("search", "a red circle", "--drop", "spring", "--top-k", "2", "--json").stdout)
+        assert [h["path"].rsplit("_", 1)[0] for h in hits] == ["gs://studio-gcs/drops/spring/red_circle"] * 2
+
+        def image_downloads() -> int:  # briefs.yaml is read by every run, on purpose
+            return gcs.downloads("studio-gcs", "drops/spring/") - gcs.downloads("studio-gcs", "drops/spring/briefs.yaml")
+
+        before = image_downloads()
+        assert before >= 2 * 5 - 1  # the first run read every object (the scan and the encoder)
+        (s,) = studio.run_json()
+        assert (s["encoded"], s["reused"], s["indexed"]) == (0, 4, 4)
+        assert image_downloads() == before  # an unchanged drop downloads no image
+
+        proc = studio.cli("drops", "sync", check=False, extra_env={"DROPS_DIR": "gs://no-such-bucket/drops"})
+        _one_line_error(proc, "gs://no-such-bucket/drops", "bucket 'no-such-bucket' does not exist")
+    finally:
+        gcs.stop()
