@@ -12,7 +12,8 @@ export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
 # tiny checkpoint (trained locally in about a minute), because ViT-B/32 cannot be downloaded offline.
 export CLIP_MODEL ?= $(if $(wildcard $(HOME)/.cache/clip/ViT-B-32.pt),ViT-B/32,$(CURDIR)/$(TINY_CLIP))
 
-# The tests start their own PostgreSQL cluster (Debian package) and Milvus server (pip package `milvus`).
+# The tests start their own PostgreSQL cluster (Debian package), Milvus server (pip package `milvus`), S3 and
+# GCS servers (pip packages `moto[server]`, `gcp-storage-emulator`), and drive Chromium (Debian packages).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: install demo ui test test-servers clean
@@ -43,6 +44,10 @@ test-servers:
 	  echo "installing PostgreSQL (Debian package postgresql) for the Dagster-on-PostgreSQL test"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@command -v chromedriver >/dev/null 2>&1 || { \
+	  echo "installing Chromium and its driver (Debian packages chromium, chromium-driver) for the search page test"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 test: install test-servers
 	$(BIN)/python -m pytest

@@ -17,6 +17,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
 from .domain.artifacts import DropArtifacts
+from .domain.campaign_index import campaign_collection
 from .domain.drops import ProductDrop
 from .domain.errors import GeneratorError
 from .domain.generator import BoardGenerator, GeminiGenerator
@@ -106,7 +107,14 @@ class MilvusResource(_FromSettings):
     retries: Optional[int] = None  # extra tries for transient failures (server restarting), exponential backoff
 
     def store(self) -> ProductImageStore:
-        return ProductImageStore(self.get("uri"), setting("MILVUS_TOKEN"), self.get("collection"),
+        return self._store(self.get("collection"))
+
+    def campaign_store(self) -> ProductImageStore:
+        """The collection of generated campaign images (`<collection>_campaigns`)."""
+        return self._store(campaign_collection(self.get("collection")))
+
+    def _store(self, collection: str) -> ProductImageStore:
+        return ProductImageStore(self.get("uri"), setting("MILVUS_TOKEN"), collection,
                                  timeout=self.get("timeout_s"), retries=self.get("retries"))
 
     @property

@@ -48,6 +48,8 @@ def cmd_drops_remove(args) -> int:
     instance = open_instance()
     with MilvusResource().store() as store:
         rows = store.remove_drop(drop.name)
+    with MilvusResource().campaign_store() as store:
+        rows += store.remove_drop(drop.name) if store.exists() else 0
     storage.remove_tree(DropArtifacts.at(setting("ARTIFACTS_DIR"), drop.name).root)
     had_partition = drop.name in instance.get_dynamic_partitions(product_drops.name)
     if had_partition:
@@ -202,6 +204,13 @@ def cmd_search(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    serve(args.host, args.port, announce=lambda url: print(f"Drop Studio search on {url}", file=sys.stderr))
+    return 0
+
+
 def cmd_checkpoint(args) -> int:
     from assets_pkg.domain.checkpoints import write_checkpoint
 
@@ -236,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--top-k", type=int, default=10)
     search.add_argument("--json", action="store_true")
     search.set_defaults(fn=cmd_search)
+
+    srv = sub.add_parser("serve", help="the search page and JSON API for the people who pick pictures")
+    srv.add_argument("--host", default="127.0.0.1", help="beyond loopback only with DROP_STUDIO_TOKEN set")
+    srv.add_argument("--port", type=int, default=8787)
+    srv.set_defaults(fn=cmd_serve)
 
     ck = sub.add_parser("make-checkpoint", help="write a local CLIP checkpoint (tiny trained, or ViT-B/32-shaped)")
     ck.add_argument("--out", required=True)

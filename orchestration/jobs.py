@@ -19,7 +19,7 @@ drop_graph_job = define_asset_job(
 
 ingest_drop_job = define_asset_job(
     "ingest_drop",
-    selection=AssetSelection.all() - AssetSelection.assets(campaign_images),
+    selection=AssetSelection.all() - AssetSelection.assets(campaign_images).downstream(),
     partitions_def=product_drops,
     description="A new or changed drop: images, embeddings, Milvus rows, briefs and references; no billed "
                 "generation (campaign images wait for the weekly run or a click).",
@@ -42,8 +42,9 @@ regenerate_campaigns_job = define_asset_job(
 
 collect_campaign_images_job = define_asset_job(
     "collect_campaign_images",
-    selection=AssetSelection.assets(campaign_images),
+    selection=AssetSelection.assets(campaign_images).downstream(),
     partitions_def=product_drops,
     description="GEMINI_MODE=batch: write the images of a finished Batch API job (launched by the "
-                "campaign_batches sensor; submits what is still needed, within GEMINI_MAX_COST_USD).",
+                "campaign_batches sensor; submits what is still needed, within GEMINI_MAX_COST_USD) "
+                "and index them for search.",
 )

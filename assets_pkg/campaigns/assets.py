@@ -19,6 +19,7 @@ from dagster import (
 from ..catalog.assets import product_image_collection
 from ..domain.artifacts import digest
 from ..domain.briefs import load_briefs
+from ..domain.campaign_index import campaign_collection, index_campaign_images
 from ..domain.campaigns import make_campaign_images
 from ..domain.references import find_references
 from ..domain.sheets import contact_sheet
@@ -163,4 +164,26 @@ def campaign_images(
     )
 
 
-campaign_assets = [campaign_briefs, reference_images, campaign_images]
+@asset(
+    partitions_def=product_drops,
+    deps=[campaign_images],
+    group_name="campaigns",
+    kinds={"milvus", "pytorch"},
+    # Follows campaign_images whenever a run made them without it (a click on campaign_images alone).
+    automation_condition=AutomationCondition.eager(),
+    description="The drop's campaign images in their own Milvus collection (<collection>_campaigns), so text "
+                "search finds generated images too; only new images are encoded.",
+)
+@fail_clearly
+def campaign_image_index(context: AssetExecutionContext, library: DropLibrary, clip: ClipModel,
+                         milvus: MilvusResource) -> MaterializeResult:
+    drop = context.partition_key
+    report = index_campaign_images(drop, library.artifacts(drop), clip.encoder, milvus.campaign_store)
+    return MaterializeResult(metadata={
+        "images": report.images, "encoded": report.encoded, "upserted": report.upserted,
+        "deleted": report.deleted, "indexed": report.indexed, "dagster/row_count": report.indexed,
+        "collection": campaign_collection(milvus.get("collection")),
+    })
+
+
+campaign_assets = [campaign_briefs, reference_images, campaign_images, campaign_image_index]

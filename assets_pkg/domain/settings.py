@@ -40,6 +40,8 @@ DEFAULTS: dict[str, str | int | None] = {
     "GEMINI_BATCH_POLL_S": 300,
     # How Dagster runs the steps of a launched run: in_process (default), multiprocess, forkserver, k8s.
     "DAGSTER_EXECUTOR": "in_process",
+    # `drop-studio serve`: the bearer token its API wants (a secret); required to bind beyond loopback.
+    "DROP_STUDIO_TOKEN": None,
     "DROP_SENSOR_INTERVAL_S": 30,
     "AUTOMATION_INTERVAL_S": 30,
     "REFRESH_CATALOG_CRON": "0 2 * * *",  # nightly at 02:00

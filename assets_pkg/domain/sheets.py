@@ -10,9 +10,8 @@ from typing import Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from .drops import load_rgb
-from .storage import AnyPath
 
-Item = tuple["Image.Image | str | AnyPath", str]
+Item = tuple[object, str]  # (a PIL image, a path or a URL; its caption)
 
 
 def font(size: int) -> ImageFont.ImageFont:

@@ -1,0 +1,308 @@
+"""Search for the people who pick pictures: text and "more like this" search over product images and
+generated campaign images, the facts of each drop, and thumbnails of the files the index names.
+
+A `Library` serves one process (`drop-studio serve`): the CLIP model is loaded once, and the Milvus
+connection is kept open between requests. A Milvus Lite file can be open in one process at a time, so
+for Lite the connection is let go after `idle_s` without requests: runs, which queue on the file's lock,
+get their turn, and a request made while a run holds the file fails fast with a clear message.
+
+Only files that the index names (rows of a drop, in Milvus) or the artifacts name (contact sheets) are
+ever read for a client: a path is looked up among a drop's rows, never joined onto a folder as given.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from . import storage
+from .artifacts import DropArtifacts, read_json
+from .drops import DROP_NAME_RE, discover_drops, load_rgb
+from .errors import StudioError
+from .milvus import is_lite_uri
+from .store import ProductImageStore
+
+if TYPE_CHECKING:
+    from .encoder import ClipEncoder
+
+KINDS = ("product", "campaign")
+MAX_K = 100
+MAX_QUERY_CHARS = 300
+THUMBNAIL_SIDE = 320
+SHEETS = ("drop", "references", "campaign")
+
+
+class BadRequest(StudioError):
+    """A client's argument is wrong; the message starts with the parameter's name."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(f"{param}: {message}")
+        self.param = param
+
+
+class Busy(StudioError):
+    """Milvus cannot answer now (a run holds the Lite file, or the server is down)."""
+
+
+@dataclass(frozen=True)
+class Found:
+    kind: str  # product or campaign
+    drop: str
+    path: str  # relative to the drop folder (product) or to the drop's artifacts (campaign)
+    score: float
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "drop": self.drop, "path": self.path, "score": round(self.score, 4)}
+
+
+def parse_k(raw: str | None, default: int = 24) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        k = int(raw)
+    except ValueError:
+        raise BadRequest("k", f"must be a whole number from 1 to {MAX_K}, got {raw!r}") from None
+    if not 1 <= k <= MAX_K:
+        raise BadRequest("k", f"must be from 1 to {MAX_K}, got {k}")
+    return k
+
+
+def parse_kind(raw: str | None) -> tuple[str, ...]:
+    if raw in (None, "", "all"):
+        return KINDS
+    if raw not in KINDS:
+        raise BadRequest("kind", f"must be all, product or campaign, got {raw!r}")
+    return (raw,)
+
+
+def parse_query(raw: str | None) -> str:
+    query = (raw or "").strip()
+    if not query:
+        raise BadRequest("q", "the query is empty")
+    if len(query) > MAX_QUERY_CHARS:
+        raise BadRequest("q", f"the query is {len(query)} characters long; at most {MAX_QUERY_CHARS}")
+    return query
+
+
+class _Connection:
+    """The product and campaign collections through one Milvus connection, opened on demand, used by one
+    request at a time, and (for a Lite file) closed after `idle_s` without use."""
+
+    def __init__(self, open_store: Callable[[], ProductImageStore], campaign_collection: str, idle_s: float):
+        self._open_store = open_store
+        self._campaign_collection = campaign_collection
+        self._idle_s = idle_s
+        self._lock = threading.RLock()
+        self._store: ProductImageStore | None = None
+        self._campaigns: ProductImageStore | None = None
+        self._last_use = 0.0
+        self._closer: threading.Timer | None = None
+
+    @contextmanager
+    def use(self) -> Iterator[tuple[ProductImageStore, ProductImageStore]]:
+        with self._lock:
+            if self._store is None:
+                store = self._open_store()
+                try:
+                    store.open()
+                except StudioError as e:
+                    raise Busy(str(e)) from None
+                self._store, self._campaigns = store, store.sibling(self._campaign_collection)
+            try:
+                yield self._store, self._campaigns
+            finally:
+                self._last_use = time.monotonic()
+                if is_lite_uri(self._store.uri) and self._closer is None:
+                    self._schedule_close()
+
+    def _schedule_close(self) -> None:
+        self._closer = threading.Timer(self._idle_s, self._close_if_idle)
+        self._closer.daemon = True
+        self._closer.start()
+
+    def _close_if_idle(self) -> None:
+        with self._lock:
+            self._closer = None
+            if self._store is None:
+                return
+            if time.monotonic() - self._last_use >= self._idle_s:
+                self.close_now()
+            else:
+                self._schedule_close()
+
+    def close_now(self) -> None:
+        if self._store is not None:
+            self._store.close()
+        self._store = self._campaigns = None
+
+
+class Library:
+    """What `drop-studio serve` answers from: DROPS_DIR, ARTIFACTS_DIR, Milvus and the CLIP model."""
+
+    def __init__(self, drops_dir: str, artifacts_dir: str, open_store: Callable[[], ProductImageStore],
+                 campaign_collection: str, load_encoder: Callable[[], "ClipEncoder"], idle_s: float = 10.0,
+                 cache_s: float = 10.0):
+        self.drops_root = storage.location("DROPS_DIR", drops_dir)
+        self.artifacts_dir = artifacts_dir
+        self._connection = _Connection(open_store, campaign_collection, idle_s)
+        self._load_encoder = load_encoder
+        self._encoder: "ClipEncoder | None" = None
+        self._encoder_lock = threading.Lock()
+        self._cache_s = cache_s
+        self._cached: dict[tuple, tuple[float, object]] = {}
+        self._thumbnails: OrderedDict[tuple, bytes] = OrderedDict()
+        self._thumb_lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._connection._lock:
+            self._connection.close_now()
+
+    # -- cached facts ------------------------------------------------------
+    def _remember(self, key: tuple, compute: Callable[[], object]):
+        now = time.monotonic()
+        hit = self._cached.get(key)
+        if hit and now - hit[0] < self._cache_s:
+            return hit[1]
+        value = compute()
+        self._cached[key] = (now, value)
+        return value
+
+    def drop_names(self) -> list[str]:
+        return self._remember(("drops",), lambda: [d.name for d in discover_drops(self.drops_root).drops])
+
+    def check_drop(self, drop: str | None, required: bool = False) -> str | None:
+        if not drop:
+            if required:
+                raise BadRequest("drop", "missing")
+            return None
+        if not DROP_NAME_RE.fullmatch(drop) or drop not in self.drop_names():
+            raise BadRequest("drop", f"no such drop {drop!r}")
+        return drop
+
+    def _rows(self, kind: str, drop: str) -> dict[str, str]:
+        """path (and every alias) -> row id, for the drop's rows of that kind in Milvus."""
+        def read() -> dict[str, str]:
+            with self._connection.use() as (products, campaigns):
+                store = products if kind == "product" else campaigns
+                found: dict[str, str] = {}
+                for row, (path, aliases) in store.rows_of_drop(drop).items():
+                    for p in (path, *aliases):
+                        found[p] = row
+                return found
+
+        return self._remember(("rows", kind, drop), read)
+
+    def encoder(self) -> "ClipEncoder":
+        with self._encoder_lock:
+            if self._encoder is None:
+                self._encoder = self._load_encoder()
+            return self._encoder
+
+    # -- search ------------------------------------------------------------
+    def search(self, query: str, drop: str | None, k: int, kinds: tuple[str, ...] = KINDS) -> list[Found]:
+        vector = self.encoder().embed_texts([query])
+        return self._nearest(vector, drop, k, kinds)
+
+    def similar(self, drop: str, path: str, k: int, kind: str = "product") -> list[Found]:
+        """Images of the same kind like the indexed image `path` of `drop` (by its stored vector), in every
+        drop, the image itself excluded."""
+        row = self._rows(kind, drop).get(path)
+        if row is None:
+            raise BadRequest("path", f"{path!r} is not in the index of drop {drop!r}")
+        with self._connection.use() as (products, campaigns):
+            vector = (products if kind == "product" else campaigns).vectors([row]).get(row)
+        if vector is None:
+            raise BadRequest("path", f"{path!r} is not in the index of drop {drop!r}")
+        found = self._nearest(vector, None, k + 1, (kind,))
+        return [f for f in found if not (f.drop == drop and self._rows(kind, drop).get(f.path) == row)][:k]
+
+    def _nearest(self, vector, drop: str | None, k: int, kinds: tuple[str, ...]) -> list[Found]:
+        found: list[Found] = []
+        with self._connection.use() as (products, campaigns):
+            for kind, store in (("product", products), ("campaign", campaigns)):
+                if kind in kinds and store.exists():
+                    found += [Found(kind, h.drop, h.path, h.score) for h in store.search(vector, drop=drop, top_k=k)[0]]
+        return sorted(found, key=lambda f: -f.score)[:k]
+
+    # -- drops -------------------------------------------------------------
+    def drops(self) -> list[dict]:
+        def compute() -> list[dict]:
+            out = []
+            with self._connection.use() as (products, campaigns):
+                counts = {d: products.count(d) for d in self.drop_names()}
+            for drop in self.drop_names():
+                art = DropArtifacts.at(self.artifacts_dir, drop)
+                manifest = art.read_manifest()
+                out.append({"drop": drop, "images": 0 if manifest is None else len(manifest.images),
+                            "indexed": counts[drop], "briefs": len(art.read_briefs()),
+                            "campaign_images": len(art.campaign_pngs())})
+            return out
+
+        return self._remember(("drop facts",), compute)
+
+    def drop_detail(self, drop: str) -> dict:
+        """The drop's counts, its briefs with their references, its campaign images with their sidecar facts,
+        and which contact sheets exist."""
+        art = DropArtifacts.at(self.artifacts_dir, drop)
+        refs = art.read_references()
+        briefs = [{"id": b.id, "prompt": b.prompt, "query": b.query,
+                   "references": [{"path": r["path"], "score": r["score"]} for r in refs.get(b.id, [])]}
+                  for b in art.read_briefs()]
+        campaign = []
+        for png in art.campaign_pngs():
+            facts = read_json(art.campaign_dir / f"{png.stem}.json", {})
+            campaign.append({
+                "path": f"campaign/{png.name}", "brief": facts.get("brief", {}).get("id", png.stem),
+                "prompt": facts.get("brief", {}).get("prompt", ""), "model": facts.get("model"),
+                "generator": facts.get("generator"), "finish_reason": facts.get("finish_reason"),
+                "estimated_cost_usd": facts.get("estimated_cost_usd"),
+            })
+        summary = next((d for d in self.drops() if d["drop"] == drop), {"drop": drop})
+        sheets = [name for name in SHEETS if storage.exists(art.sheet_path(name))]
+        return {**summary, "briefs": briefs, "campaign": campaign, "sheets": sheets}
+
+    # -- files -------------------------------------------------------------
+    def thumbnail(self, kind: str, drop: str, path: str) -> bytes:
+        """A JPEG thumbnail of an indexed image (THUMBNAIL_SIDE on its long side)."""
+        row = self._rows(kind, drop).get(path)
+        if row is None:
+            raise BadRequest("path", f"{path!r} is not in the index of drop {drop!r}")
+        key = (kind, row, path)
+        with self._thumb_lock:
+            if key in self._thumbnails:
+                self._thumbnails.move_to_end(key)
+                return self._thumbnails[key]
+        source = self._source(kind, drop, path)
+        img = load_rgb(source, min_side=THUMBNAIL_SIDE)
+        img.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=82)
+        data = buf.getvalue()
+        with self._thumb_lock:
+            self._thumbnails[key] = data
+            while len(self._thumbnails) > 2048:  # about 30 MB
+                self._thumbnails.popitem(last=False)
+        return data
+
+    def _source(self, kind: str, drop: str, path: str):
+        base = self.drops_root / drop if kind == "product" else DropArtifacts.at(self.artifacts_dir, drop).root
+        source = base / path
+        if not storage.is_remote(source):
+            # The index named this path, but the file may since have become a link out of the drop.
+            if not os.path.realpath(source).startswith(os.path.realpath(base) + os.sep):
+                raise BadRequest("path", f"{path!r} leaves the folder of drop {drop!r}")
+        return source
+
+    def sheet(self, drop: str, name: str) -> bytes:
+        if name not in SHEETS:
+            raise BadRequest("name", f"must be one of {', '.join(SHEETS)}, got {name!r}")
+        try:
+            return storage.read_bytes(DropArtifacts.at(self.artifacts_dir, drop).sheet_path(name))
+        except FileNotFoundError:
+            raise BadRequest("name", f"drop {drop!r} has no {name} contact sheet yet") from None

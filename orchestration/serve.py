@@ -1,0 +1,195 @@
+"""`drop-studio serve`: the search page and the JSON API it uses (Starlette, served by uvicorn).
+
+    GET  /                                     the page (orchestration/web/)
+    GET  /api/search?q=TEXT[&drop=D][&k=K][&kind=all|product|campaign]
+    GET  /api/similar?drop=D&path=P[&k=K][&kind=product|campaign]
+    GET  /api/drops                            [{drop, images, indexed, briefs, campaign_images}]
+    GET  /api/drops/{drop}                     the drop's briefs with references, campaign images, sheets
+    GET  /api/thumbnail?drop=D&path=P[&kind=]  JPEG of an indexed image, 320 px on its long side
+    GET  /api/sheet?drop=D&name=drop|references|campaign   a contact sheet the artifacts hold
+    POST /api/login {"token": ...}             with DROP_STUDIO_TOKEN: sets the session cookie
+
+Bad arguments are HTTP 400 with {"error": "<parameter>: <what is wrong>"}; Milvus unable to answer (a run
+holding the Lite file, a server down) is 503. With DROP_STUDIO_TOKEN set, every /api/ route wants it as
+`Authorization: Bearer <token>` or the cookie /api/login sets. No CORS headers are sent, so other sites'
+pages cannot read the API from a visitor's browser.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from pathlib import Path
+from urllib.parse import urlencode
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from assets_pkg.domain.errors import StudioError
+from assets_pkg.domain.search import BadRequest, Busy, Library, parse_k, parse_kind, parse_query
+
+WEB = Path(__file__).with_name("web")
+PAGES = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "text/javascript"),
+         "/style.css": ("style.css", "text/css")}
+COOKIE = "drop_studio_token"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def thumbnail_url(kind: str, drop: str, path: str) -> str:
+    return "/api/thumbnail?" + urlencode({"kind": kind, "drop": drop, "path": path})
+
+
+def _with_thumbnails(found) -> list[dict]:
+    return [{**f.to_dict(), "thumbnail": thumbnail_url(f.kind, f.drop, f.path)} for f in found]
+
+
+def create_app(library: Library, token: str | None = None) -> Starlette:
+    def search(request: Request) -> JSONResponse:
+        q = request.query_params
+        query = parse_query(q.get("q"))
+        found = library.search(query, library.check_drop(q.get("drop")), parse_k(q.get("k")), parse_kind(q.get("kind")))
+        return JSONResponse(_with_thumbnails(found))
+
+    def similar(request: Request) -> JSONResponse:
+        q = request.query_params
+        drop = library.check_drop(q.get("drop"), required=True)
+        kind = _one_kind(q.get("kind"))
+        if not q.get("path"):
+            raise BadRequest("path", "missing")
+        return JSONResponse(_with_thumbnails(library.similar(drop, q["path"], parse_k(q.get("k")), kind)))
+
+    def drops(request: Request) -> JSONResponse:
+        return JSONResponse(library.drops())
+
+    def drop_detail(request: Request) -> JSONResponse:
+        drop = library.check_drop(request.path_params["drop"], required=True)
+        detail = library.drop_detail(drop)
+        for brief in detail["briefs"]:
+            for ref in brief["references"]:
+                ref["thumbnail"] = thumbnail_url("product", drop, ref["path"])
+        for image in detail["campaign"]:
+            image["thumbnail"] = thumbnail_url("campaign", drop, image["path"])
+        detail["sheets"] = {name: "/api/sheet?" + urlencode({"drop": drop, "name": name}) for name in detail["sheets"]}
+        return JSONResponse(detail)
+
+    def thumbnail(request: Request) -> Response:
+        q = request.query_params
+        drop = library.check_drop(q.get("drop"), required=True)
+        if not q.get("path"):
+            raise BadRequest("path", "missing")
+        data = library.thumbnail(_one_kind(q.get("kind")), drop, q["path"])
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=600"})
+
+    def sheet(request: Request) -> Response:
+        q = request.query_params
+        drop = library.check_drop(q.get("drop"), required=True)
+        return Response(library.sheet(drop, q.get("name", "")), media_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=60"})
+
+    async def login(request: Request) -> JSONResponse:
+        try:
+            given = (await request.json()).get("token", "")
+        except (json.JSONDecodeError, AttributeError):
+            raise BadRequest("token", "send {\"token\": \"...\"} as JSON") from None
+        if not token or not isinstance(given, str) or not hmac.compare_digest(given.encode(), token.encode()):
+            return JSONResponse({"error": "token: wrong token"}, status_code=401)
+        response = JSONResponse({"ok": True})
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
+        return response
+
+    def page(request: Request) -> FileResponse:
+        name, media_type = PAGES[request.url.path]
+        return FileResponse(WEB / name, media_type=media_type)
+
+    def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    def unavailable(request: Request, exc: StudioError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=503)
+
+    def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    routes = [Route(path, page) for path in PAGES] + [
+        Route("/api/search", search), Route("/api/similar", similar), Route("/api/drops", drops),
+        Route("/api/drops/{drop}", drop_detail), Route("/api/thumbnail", thumbnail), Route("/api/sheet", sheet),
+        Route("/api/login", login, methods=["POST"]),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(_Guard, token=token)],
+        exception_handlers={BadRequest: bad_request, Busy: unavailable, StudioError: unavailable,
+                            HTTPException: http_error, Exception: unexpected},
+    )
+
+
+def _one_kind(raw: str | None) -> str:
+    kinds = parse_kind(raw or "product")
+    if len(kinds) != 1:
+        raise BadRequest("kind", "must be product or campaign")
+    return kinds[0]
+
+
+class _Guard(BaseHTTPMiddleware):
+    """The bearer token (when set) on /api/, and headers that keep the page from being framed or sniffed."""
+
+    def __init__(self, app, token: str | None):
+        super().__init__(app)
+        self.token = token
+
+    async def dispatch(self, request: Request, call_next):
+        if self.token and request.url.path.startswith("/api/") and request.url.path != "/api/login":
+            auth = request.headers.get("authorization", "")
+            given = auth[len("Bearer "):] if auth.startswith("Bearer ") else request.cookies.get(COOKIE, "")
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                return JSONResponse({"error": "token: missing or wrong (DROP_STUDIO_TOKEN)"}, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+        response = await call_next(request)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
+        return response
+
+
+def build_library() -> Library:
+    """The library every setting points at, as the rest of Drop Studio reads them."""
+    from assets_pkg.domain.campaign_index import campaign_collection
+    from assets_pkg.domain.settings import setting
+    from assets_pkg.domain.store import ProductImageStore
+    from assets_pkg.resources import ClipModel
+
+    def open_store() -> ProductImageStore:
+        # A run holding the Milvus Lite file answers a search with 503 in seconds, not after 10 minutes.
+        return ProductImageStore(setting("MILVUS_URI"), setting("MILVUS_TOKEN"), setting("MILVUS_COLLECTION"),
+                                 lock_timeout=5, timeout=setting("MILVUS_TIMEOUT_S"), retries=setting("MILVUS_RETRIES"))
+
+    return Library(setting("DROPS_DIR"), setting("ARTIFACTS_DIR"), open_store,
+                   campaign_collection(setting("MILVUS_COLLECTION")), ClipModel().encoder)
+
+
+def serve(host: str, port: int, announce=lambda url: None) -> None:
+    import uvicorn
+
+    from assets_pkg.domain.settings import setting
+
+    token = setting("DROP_STUDIO_TOKEN")
+    if host not in LOOPBACK and not token:
+        raise StudioError(f"--host {host} reaches beyond this machine: set DROP_STUDIO_TOKEN first (anyone who can "
+                          f"reach the port could search and view every image)")
+    library = build_library()
+    library.drop_names()  # a wrong DROPS_DIR fails here, in one line, before the server starts
+    library.encoder()  # the model loads once, before the first request
+    announce(f"http://{host}:{port}/")
+    try:
+        uvicorn.run(create_app(library, token), host=host, port=port, log_level="warning")
+    finally:
+        library.close()

@@ -1,0 +1,275 @@
+"""`drop-studio serve`: the JSON API through a real HTTP server (uvicorn in its own process), its refusals,
+and the page in a real browser (Debian's chromium driven by Selenium)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+from conftest import BRIEFS, ROOT, draw_drop
+from servers import free_port, port_open, unavailable
+
+
+class Serve:
+    """`drop-studio serve` on a free loopback port, killed for sure."""
+
+    def __init__(self, env: dict, log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "serve", "--port", str(self.port)],
+                                     cwd=ROOT, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.time() + 120
+        while not port_open(self.port):
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise AssertionError(f"serve did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.3)
+
+    def get(self, route: str, **params) -> requests.Response:
+        return requests.get(self.url + route, params=params, timeout=60)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_clip):
+    """Two drops run through the whole graph (campaign images by the offline board, indexed too), served."""
+    root = tmp_path_factory.mktemp("serve")
+    env = {**os.environ, "DROPS_DIR": str(root / "drops"), "ARTIFACTS_DIR": str(root / "artifacts"),
+           "MILVUS_URI": str(root / "milvus.db"), "CLIP_MODEL": str(tiny_clip),
+           "DAGSTER_HOME": str(root / "dagster_home")}
+    for k in ("MILVUS_TOKEN", "GEMINI_API_KEY", "GOOGLE_API_KEY", "DROP_STUDIO_TOKEN"):
+        env.pop(k, None)
+    draw_drop(root / "drops" / "spring", briefs=BRIEFS)
+    draw_drop(root / "drops" / "summer", spec=[("green", "star", 2), ("red", "circle", 1)], seed=11)
+    (root / "dagster_home").mkdir()
+    (root / "dagster_home" / "dagster.yaml").write_text((ROOT / "orchestration" / "dagster.yaml").read_text())
+    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "run"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    server = Serve(env, root / "serve.log")
+    yield server, root, env
+    server.stop()
+
+
+def names(hits) -> list[str]:
+    return [h["path"].rsplit("/", 1)[-1].rsplit("_", 1)[0] for h in hits]
+
+
+def test_drops_list_exact_counts(served):
+    server, _, _ = served
+    r = server.get("/api/drops")
+    assert r.status_code == 200
+    assert r.json() == [
+        {"drop": "spring", "images": 24, "indexed": 24, "briefs": 2, "campaign_images": 2},
+        {"drop": "summer", "images": 3, "indexed": 3, "briefs": 0, "campaign_images": 0},
+    ]
+
+
+def test_text_search_finds_the_right_images_of_the_right_drop_with_thumbnails(served):
+    server, _, _ = served
+    hits = server.get("/api/search", q="a red circle", drop="spring", k=2, kind="product").json()
+    assert names(hits) == ["red_circle"] * 2  # spring's two red circles, best first
+    assert {h["drop"] for h in hits} == {"spring"} and {h["kind"] for h in hits} == {"product"}
+    assert hits[0]["score"] >= hits[1]["score"]
+    everywhere = server.get("/api/search", q="a red circle", k=3, kind="product").json()
+    assert names(everywhere) == ["red_circle"] * 3 and {h["drop"] for h in everywhere} == {"spring", "summer"}
+    thumb = requests.get(server.url + hits[0]["thumbnail"], timeout=60)
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    img = Image.open(io.BytesIO(thumb.content))
+    assert max(img.size) <= 320 and len(thumb.content) < 60_000  # a grid thumbnail, not the original
+
+
+def test_campaign_images_are_searchable_and_say_their_kind(served):
+    server, _, _ = served
+    campaign = server.get("/api/search", q="a campaign board", kind="campaign", k=5).json()
+    assert sorted(h["path"] for h in campaign) == ["campaign/blue-shelf.png", "campaign/red-hero.png"]
+    assert {(h["kind"], h["drop"]) for h in campaign} == {("campaign", "spring")}
+    mixed = server.get("/api/search", q="a red circle", k=40).json()
+    assert {h["kind"] for h in mixed} == {"product", "campaign"}
+    assert len(mixed) == 24 + 3 + 2  # every row of both collections, since k is larger
+    thumb = requests.get(server.url + campaign[0]["thumbnail"], timeout=60)
+    assert thumb.status_code == 200 and Image.open(io.BytesIO(thumb.content)).format == "JPEG"
+
+
+def test_more_like_this_excludes_the_image_itself(served):
+    server, _, _ = served
+    hits = server.get("/api/similar", drop="spring", path="red_circle_0.png", k=5).json()
+    assert len(hits) == 5 and "red_circle_0.png" not in [h["path"] for h in hits if h["drop"] == "spring"]
+    assert names(hits)[0] == "red_circle"
+    like_board = server.get("/api/similar", drop="spring", path="campaign/red-hero.png", kind="campaign").json()
+    assert [h["path"] for h in like_board] == ["campaign/blue-shelf.png"]
+
+
+def test_drop_page_data_has_briefs_references_campaign_facts_and_sheets(served):
+    server, _, _ = served
+    d = server.get("/api/drops/spring").json()
+    assert [b["id"] for b in d["briefs"]] == ["red-hero", "blue-shelf"]
+    assert names(d["briefs"][0]["references"]) == ["red_circle", "red_circle"]
+    assert {c["path"]: (c["brief"], c["generator"]) for c in d["campaign"]} == {
+        "campaign/blue-shelf.png": ("blue-shelf", "offline-board"), "campaign/red-hero.png": ("red-hero", "offline-board")}
+    assert set(d["sheets"]) == {"drop", "references", "campaign"}
+    sheet = requests.get(server.url + d["sheets"]["drop"], timeout=60)
+    assert sheet.status_code == 200 and Image.open(io.BytesIO(sheet.content)).format == "JPEG"
+
+
+@pytest.mark.parametrize("route, params, error", [
+    ("/api/search", {"q": ""}, "q: the query is empty"),
+    ("/api/search", {"q": "   "}, "q: the query is empty"),
+    ("/api/search", {"q": "x" * 301}, "q: the query is 301 characters long; at most 300"),
+    ("/api/search", {"q": "red", "k": "0"}, "k: must be from 1 to 100, got 0"),
+    ("/api/search", {"q": "red", "k": "101"}, "k: must be from 1 to 100, got 101"),
+    ("/api/search", {"q": "red", "k": "ten"}, "k: must be a whole number from 1 to 100, got 'ten'"),
+    ("/api/search", {"q": "red", "drop": "winter"}, "drop: no such drop 'winter'"),
+    ("/api/search", {"q": "red", "drop": "../etc"}, "drop: no such drop '../etc'"),
+    ("/api/search", {"q": "red", "kind": "video"}, "kind: must be all, product or campaign, got 'video'"),
+    ("/api/similar", {"drop": "spring"}, "path: missing"),
+    ("/api/similar", {"drop": "spring", "path": "nope.png"}, "path: 'nope.png' is not in the index of drop 'spring'"),
+    ("/api/similar", {"path": "red_circle_0.png"}, "drop: missing"),
+    ("/api/thumbnail", {"drop": "spring", "path": "../summer/red_circle_0.png"},
+     "path: '../summer/red_circle_0.png' is not in the index of drop 'spring'"),
+    ("/api/thumbnail", {"drop": "spring", "path": "/etc/passwd"}, "path: '/etc/passwd' is not in the index of drop 'spring'"),
+    ("/api/thumbnail", {"drop": "spring", "path": "..%2F..%2Fmilvus.db"},
+     "path: '..%2F..%2Fmilvus.db' is not in the index of drop 'spring'"),
+    ("/api/thumbnail", {"drop": "spring", "path": "manifest.parquet", "kind": "campaign"},
+     "path: 'manifest.parquet' is not in the index of drop 'spring'"),
+    ("/api/sheet", {"drop": "spring", "name": "../../milvus.db"}, "name: must be one of drop, references, campaign, got '../../milvus.db'"),
+    ("/api/sheet", {"drop": "winter", "name": "drop"}, "drop: no such drop 'winter'"),
+    ("/api/drops/winter", {}, "drop: no such drop 'winter'"),
+])
+def test_bad_arguments_are_400_with_a_one_line_error_naming_the_parameter(served, route, params, error):
+    server, _, _ = served
+    r = server.get(route, **params)
+    assert r.status_code == 400, r.text
+    assert r.json() == {"error": error}
+
+
+def test_no_file_outside_the_index_is_served_and_no_cors(served):
+    server, root, _ = served
+    # A raw, undecoded path: the server must not undo the encoding into a traversal either.
+    r = requests.get(server.url + "/api/thumbnail?drop=spring&path=%2e%2e%2f%2e%2e%2fmilvus.db", timeout=30)
+    assert r.status_code == 400 and "not in the index" in r.json()["error"]
+    # A file of the index that has since become a link out of the drop.
+    target = root / "drops" / "summer" / "green_star_1.png"
+    original = target.read_bytes()
+    target.unlink()
+    target.symlink_to(root / "milvus.db")
+    try:
+        r = server.get("/api/thumbnail", drop="summer", path="green_star_1.png")
+        assert r.status_code == 400
+        assert r.json() == {"error": "path: 'green_star_1.png' leaves the folder of drop 'summer'"}
+    finally:
+        target.unlink()
+        target.write_bytes(original)
+    assert server.get("/nowhere").status_code == 404
+    r = requests.get(server.url + "/api/drops", headers={"Origin": "https://elsewhere.example"}, timeout=30)
+    assert r.status_code == 200 and not any(h.lower().startswith("access-control-") for h in r.headers)
+    assert requests.options(server.url + "/api/search", headers={
+        "Origin": "https://elsewhere.example", "Access-Control-Request-Method": "GET"}, timeout=30).status_code == 405
+
+
+def test_a_run_gets_the_milvus_lite_file_while_the_page_is_open(served):
+    """serve lets the Lite file go when idle, so the sensor's and the CLI's runs are not locked out."""
+    server, root, env = served
+    assert server.get("/api/search", q="a green star").status_code == 200
+    draw_drop(root / "drops" / "summer", spec=[("blue", "square", 1)], seed=3)
+    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "run", "--drop", "summer", "--json"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    time.sleep(11)  # the server's cached facts expire
+    assert [d["indexed"] for d in server.get("/api/drops").json() if d["drop"] == "summer"] == [4]
+
+
+def test_a_token_guards_the_api_and_binding_beyond_loopback_needs_one(served, tmp_path):
+    _, _, env = served
+    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "serve", "--host", "0.0.0.0"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "drop-studio: error: --host 0.0.0.0 reaches beyond this machine: set DROP_STUDIO_TOKEN first (anyone who "
+        "can reach the port could search and view every image)"]
+    token = "s3cret-" + os.urandom(8).hex()
+    guarded = Serve({**env, "DROP_STUDIO_TOKEN": token}, tmp_path / "guarded.log")
+    try:
+        assert guarded.get("/").status_code == 200  # the page itself holds no data
+        assert guarded.get("/api/drops").status_code == 401
+        assert requests.get(guarded.url + "/api/drops", headers={"Authorization": "Bearer wrong"}, timeout=30).status_code == 401
+        ok = requests.get(guarded.url + "/api/drops", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        assert ok.status_code == 200 and len(ok.json()) == 2
+        s = requests.Session()
+        assert s.post(guarded.url + "/api/login", json={"token": "wrong"}, timeout=30).status_code == 401
+        assert s.post(guarded.url + "/api/login", json={"token": token}, timeout=30).status_code == 200
+        assert s.get(guarded.url + "/api/search", params={"q": "a red circle"}, timeout=60).status_code == 200
+    finally:
+        guarded.stop()
+    assert token not in (tmp_path / "guarded.log").read_text()
+
+
+def _chrome():
+    if not shutil.which("chromedriver") or not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        unavailable("chromium and chromium-driver not installed (make test installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(arg)
+    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+def test_the_page_in_a_browser_search_then_more_like_this(served, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    server, _, _ = served
+    browser = _chrome()
+    try:
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 60)
+        wait.until(lambda b: len(Select(b.find_element(By.ID, "drop")).options) == 3)  # all drops + 2
+        Select(browser.find_element(By.ID, "drop")).select_by_value("spring")
+        Select(browser.find_element(By.ID, "kind")).select_by_value("product")
+        box = browser.find_element(By.ID, "q")
+        box.send_keys("a red circle")
+        box.submit()
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#results .result")))
+        cards = browser.find_elements(By.CSS_SELECTOR, "#results .result")
+        assert {c.get_attribute("data-drop") for c in cards} == {"spring"}
+        assert cards[0].get_attribute("data-path").startswith("red_circle_")
+        # The thumbnails really load (naturalWidth > 0 once decoded), lazily, at grid size.
+        first_img = cards[0].find_element(By.TAG_NAME, "img")
+        wait.until(lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", first_img))
+        assert first_img.get_attribute("loading") == "lazy"
+        assert browser.execute_script("return arguments[0].naturalWidth", first_img) <= 320
+        browser.save_screenshot(str(tmp_path / "search.png"))
+
+        clicked = cards[0].get_attribute("data-path")
+        cards[0].find_element(By.CSS_SELECTOR, ".more-like-this").click()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "results-title"), f"More like {clicked}"))
+        similar = browser.find_elements(By.CSS_SELECTOR, "#results .result")
+        assert similar and clicked not in [c.get_attribute("data-path") for c in similar
+                                           if c.get_attribute("data-drop") == "spring"]
+        browser.save_screenshot(str(tmp_path / "more-like-this.png"))
+
+        spring_card = next(c for c in similar if c.get_attribute("data-drop") == "spring")
+        spring_card.find_element(By.CSS_SELECTOR, ".drop-link").click()
+        wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#drop-view .campaign-image")))
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#drop-view .campaign-image")) == 2
+        browser.save_screenshot(str(tmp_path / "drop.png"))
+        assert Image.open(tmp_path / "drop.png").size[0] > 0
+    finally:
+        browser.quit()
