@@ -17,7 +17,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
 from .domain.artifacts import DropArtifacts
-from .domain.campaign_index import campaign_collection
+from .domain.campaign_index import campaign_collection, campaign_uri
 from .domain.drops import ProductDrop
 from .domain.errors import GeneratorError
 from .domain.generator import BoardGenerator, GeminiGenerator
@@ -110,11 +110,12 @@ class MilvusResource(_FromSettings):
         return self._store(self.get("collection"))
 
     def campaign_store(self) -> ProductImageStore:
-        """The collection of generated campaign images (`<collection>_campaigns`)."""
-        return self._store(campaign_collection(self.get("collection")))
+        """The collection of generated campaign images (`<collection>_campaigns`; for Milvus Lite in a file
+        of its own, see domain/campaign_index.py)."""
+        return self._store(campaign_collection(self.get("collection")), campaign_uri(self.get("uri")))
 
-    def _store(self, collection: str) -> ProductImageStore:
-        return ProductImageStore(self.get("uri"), setting("MILVUS_TOKEN"), collection,
+    def _store(self, collection: str, uri: str | None = None) -> ProductImageStore:
+        return ProductImageStore(uri or self.get("uri"), setting("MILVUS_TOKEN"), collection,
                                  timeout=self.get("timeout_s"), retries=self.get("retries"))
 
     @property

@@ -26,9 +26,9 @@ QUERIES = [
 ]
 
 
-def fill(uri: str, count: int, dim: int, drops: int) -> None:
+def fill(uri: str, count: int, dim: int, drops: int, collection: str = "bench") -> None:
     rng = np.random.default_rng(0)
-    with ProductImageStore(uri, collection="bench") as store:
+    with ProductImageStore(uri, collection=collection) as store:
         store.ensure_collection(dim)
         for lo in range(0, count, 10_000):
             n = min(10_000, count - lo)

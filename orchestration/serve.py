@@ -162,18 +162,19 @@ class _Guard(BaseHTTPMiddleware):
 
 def build_library() -> Library:
     """The library every setting points at, as the rest of Drop Studio reads them."""
-    from assets_pkg.domain.campaign_index import campaign_collection
+    from assets_pkg.domain.campaign_index import campaign_collection, campaign_uri
     from assets_pkg.domain.settings import setting
     from assets_pkg.domain.store import ProductImageStore
     from assets_pkg.resources import ClipModel
 
-    def open_store() -> ProductImageStore:
-        # A run holding the Milvus Lite file answers a search with 503 in seconds, not after 10 minutes.
-        return ProductImageStore(setting("MILVUS_URI"), setting("MILVUS_TOKEN"), setting("MILVUS_COLLECTION"),
-                                 lock_timeout=5, timeout=setting("MILVUS_TIMEOUT_S"), retries=setting("MILVUS_RETRIES"))
+    def opener(uri: str, collection: str):
+        # A run holding a Milvus Lite file answers a search with 503 in seconds, not after 10 minutes.
+        return lambda: ProductImageStore(uri, setting("MILVUS_TOKEN"), collection, lock_timeout=5,
+                                         timeout=setting("MILVUS_TIMEOUT_S"), retries=setting("MILVUS_RETRIES"))
 
-    return Library(setting("DROPS_DIR"), setting("ARTIFACTS_DIR"), open_store,
-                   campaign_collection(setting("MILVUS_COLLECTION")), ClipModel().encoder)
+    uri, collection = setting("MILVUS_URI"), setting("MILVUS_COLLECTION")
+    return Library(setting("DROPS_DIR"), setting("ARTIFACTS_DIR"), opener(uri, collection),
+                   opener(campaign_uri(uri), campaign_collection(collection)), ClipModel().encoder)
 
 
 def serve(host: str, port: int, announce=lambda url: None) -> None:

@@ -39,7 +39,8 @@ def test_dg_cli_checks_and_lists_the_same_definitions(studio):
     defs = json.loads(listed.stdout)
     assert {a["asset_key"]: a["group_name"] for a in defs["assets"]} == {
         "raw_product_images": "catalog", "clip_embeddings": "catalog", "product_image_collection": "catalog",
-        "campaign_briefs": "campaigns", "reference_images": "campaigns", "campaign_images": "campaigns"}
+        "campaign_briefs": "campaigns", "reference_images": "campaigns", "campaign_images": "campaigns",
+        "campaign_image_index": "campaigns"}
     assert sorted(j["name"] for j in defs["jobs"]) == [
         "collect_campaign_images", "drop_graph", "ingest_drop", "refresh_catalog", "regenerate_campaigns"]
     assert sorted(s["name"] for s in defs["sensors"]) == [
@@ -95,6 +96,7 @@ def test_webserver_serves_the_partitioned_lineage_graph(studio):
             "campaign_briefs": [],
             "reference_images": ["campaign_briefs", "product_image_collection"],
             "campaign_images": ["campaign_briefs", "reference_images"],
+            "campaign_image_index": ["campaign_images"],
         }
         for n in nodes.values():
             assert n["isPartitioned"]

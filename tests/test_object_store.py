@@ -253,7 +253,7 @@ def test_dagster_dev_ingests_drops_uploaded_to_a_bucket(studio, s3, bucket, tmp_
     draw_drop(tmp_path / "spring", spec=[("red", "circle", 2), ("blue", "square", 2)], briefs=BRIEFS)
     upload(s3, bucket, tmp_path / "spring", "drops/spring")
     env = {**os.environ, **studio.env, "DROP_SENSOR_INTERVAL_S": "3", "AUTOMATION_INTERVAL_S": "3"}
-    with DagsterDev(env, tmp_path / "dagster-dev.log") as dev:
+    with DagsterDev(env, tmp_path / "dagster-dev.log"):
         instance = DagsterInstance.get()
         run = wait_for_runs(instance, _succeeded("ingest_drop", "spring"), 300, "spring's ingest run")
         assert run.tags["trigger"] == "new drop"

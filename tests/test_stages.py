@@ -150,3 +150,42 @@ def test_the_domain_imports_no_dagster():
                           cwd=Path(__file__).parents[1])
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(modules) >= 15 and proc.stdout.strip() == "[]"
+
+
+def test_campaign_index_encodes_only_new_images_and_skips_milvus_when_nothing_changed(tmp_path, tiny_clip):
+    from PIL import Image
+
+    from assets_pkg.domain.campaign_index import campaign_uri, index_campaign_images
+    from assets_pkg.domain.checkpoints import draw_shape
+
+    art = DropArtifacts.at(tmp_path / "artifacts", "spring")
+    art.campaign_dir.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name, colour in (("red-hero", "red"), ("blue-shelf", "blue")):
+        draw_shape(colour, "circle", rng).save(art.campaign_dir / f"{name}.png")
+    uri = campaign_uri(str(tmp_path / "milvus.db"))
+    assert uri == str(tmp_path / "milvus-campaigns.db")
+    model_id = clip_model_id(str(tiny_clip))
+    encoder = ClipEncoder(str(tiny_clip), batch_size=4, num_workers=0)
+
+    def run(load=lambda: encoder):
+        return index_campaign_images("spring", art, model_id, load,
+                                     lambda: ProductImageStore(uri, collection="c_campaigns"), uri, "c_campaigns")
+
+    first = run()
+    assert (first.encoded, first.upserted, first.deleted, first.indexed, first.synced) == (2, 2, 0, 2, True)
+    again = run(load=_never)  # unchanged: neither the model nor Milvus is touched
+    assert (again.encoded, again.indexed, again.synced) == (0, 2, False)
+
+    draw_shape("green", "square", rng).save(art.campaign_dir / "red-hero.png")  # regenerated
+    Image.new("RGB", (8, 8)).save(art.campaign_dir / "notes.jpg")  # not a campaign PNG
+    third = run()
+    assert (third.encoded, third.upserted, third.deleted, third.indexed) == (1, 1, 1, 2)
+    with ProductImageStore(uri, collection="c_campaigns") as store:
+        assert sorted(p for p, _ in store.rows_of_drop("spring").values()) == \
+            ["campaign/blue-shelf.png", "campaign/red-hero.png"]
+
+    for png in art.campaign_dir.glob("*.png"):
+        png.unlink()
+    gone = run(load=_never)
+    assert (gone.deleted, gone.indexed) == (2, 0)

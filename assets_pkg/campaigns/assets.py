@@ -19,7 +19,7 @@ from dagster import (
 from ..catalog.assets import product_image_collection
 from ..domain.artifacts import digest
 from ..domain.briefs import load_briefs
-from ..domain.campaign_index import campaign_collection, index_campaign_images
+from ..domain.campaign_index import campaign_collection, campaign_uri, index_campaign_images
 from ..domain.campaigns import make_campaign_images
 from ..domain.references import find_references
 from ..domain.sheets import contact_sheet
@@ -178,11 +178,15 @@ def campaign_images(
 def campaign_image_index(context: AssetExecutionContext, library: DropLibrary, clip: ClipModel,
                          milvus: MilvusResource) -> MaterializeResult:
     drop = context.partition_key
-    report = index_campaign_images(drop, library.artifacts(drop), clip.encoder, milvus.campaign_store)
+    collection = campaign_collection(milvus.get("collection"))
+    report = index_campaign_images(drop, library.artifacts(drop), clip.model_id(), clip.encoder,
+                                   milvus.campaign_store, campaign_uri(milvus.get("uri")), collection)
+    if not report.synced:
+        context.log.info(f"{drop}: campaign images unchanged since a verified sync; Milvus not opened")
     return MaterializeResult(metadata={
         "images": report.images, "encoded": report.encoded, "upserted": report.upserted,
-        "deleted": report.deleted, "indexed": report.indexed, "dagster/row_count": report.indexed,
-        "collection": campaign_collection(milvus.get("collection")),
+        "deleted": report.deleted, "indexed": report.indexed, "synced": report.synced,
+        "dagster/row_count": report.indexed, "collection": collection,
     })
 
 

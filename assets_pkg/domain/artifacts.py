@@ -12,6 +12,7 @@ under an object-store prefix (ARTIFACTS_DIR, see storage.py).
         references.inputs.json  key of the briefs, model and rows the references were searched with
         campaign/<brief>.png  generated image, with <brief>.json sidecar (<brief>.v2.png ... for variants)
         campaign-batch.json   the Batch API job campaign images wait on (GEMINI_MODE=batch)
+        campaign-index.json   the campaign PNGs (size, version, sha256) last synced to the campaign collection
         sheets/*.jpg          contact sheets shown in the UI
 """
 

@@ -91,12 +91,12 @@ def parse_query(raw: str | None) -> str:
 
 
 class _Connection:
-    """The product and campaign collections through one Milvus connection, opened on demand, used by one
-    request at a time, and (for a Lite file) closed after `idle_s` without use."""
+    """The product and campaign collections, opened on demand, used by one request at a time, and (for
+    Milvus Lite files) closed after `idle_s` without use."""
 
-    def __init__(self, open_store: Callable[[], ProductImageStore], campaign_collection: str, idle_s: float):
-        self._open_store = open_store
-        self._campaign_collection = campaign_collection
+    def __init__(self, open_products: Callable[[], ProductImageStore],
+                 open_campaigns: Callable[[], ProductImageStore], idle_s: float):
+        self._open = (open_products, open_campaigns)
         self._idle_s = idle_s
         self._lock = threading.RLock()
         self._store: ProductImageStore | None = None
@@ -108,12 +108,15 @@ class _Connection:
     def use(self) -> Iterator[tuple[ProductImageStore, ProductImageStore]]:
         with self._lock:
             if self._store is None:
-                store = self._open_store()
+                stores = [open_store() for open_store in self._open]
                 try:
-                    store.open()
+                    for store in stores:
+                        store.open()
                 except StudioError as e:
+                    for store in stores:
+                        store.close()
                     raise Busy(str(e)) from None
-                self._store, self._campaigns = store, store.sibling(self._campaign_collection)
+                self._store, self._campaigns = stores
             try:
                 yield self._store, self._campaigns
             finally:
@@ -137,20 +140,21 @@ class _Connection:
                 self._schedule_close()
 
     def close_now(self) -> None:
-        if self._store is not None:
-            self._store.close()
+        for store in (self._store, self._campaigns):
+            if store is not None:
+                store.close()
         self._store = self._campaigns = None
 
 
 class Library:
     """What `drop-studio serve` answers from: DROPS_DIR, ARTIFACTS_DIR, Milvus and the CLIP model."""
 
-    def __init__(self, drops_dir: str, artifacts_dir: str, open_store: Callable[[], ProductImageStore],
-                 campaign_collection: str, load_encoder: Callable[[], "ClipEncoder"], idle_s: float = 10.0,
-                 cache_s: float = 10.0):
+    def __init__(self, drops_dir: str, artifacts_dir: str, open_products: Callable[[], ProductImageStore],
+                 open_campaigns: Callable[[], ProductImageStore], load_encoder: Callable[[], "ClipEncoder"],
+                 idle_s: float = 10.0, cache_s: float = 10.0):
         self.drops_root = storage.location("DROPS_DIR", drops_dir)
         self.artifacts_dir = artifacts_dir
-        self._connection = _Connection(open_store, campaign_collection, idle_s)
+        self._connection = _Connection(open_products, open_campaigns, idle_s)
         self._load_encoder = load_encoder
         self._encoder: "ClipEncoder | None" = None
         self._encoder_lock = threading.Lock()

@@ -311,18 +311,6 @@ class ProductImageStore:
         return SyncReport(upserted, deleted, len(wanted) - len(changed), frozenset(self.ids_of_drop(drop)),
                           self.count())
 
-    def sibling(self, collection: str) -> "ProductImageStore":
-        """Another collection through this store's open connection: a Milvus Lite file is opened (and
-        locked) once per process. Closing stays with this store."""
-        if not COLLECTION_RE.fullmatch(collection):
-            raise StoreError(f"{collection!r} is not a valid collection name")
-        other = ProductImageStore(self.uri, self._token, collection, self.lock_timeout, self.timeout, self.retries,
-                                  self.retry_delay)
-        other._client = self.client
-        if other.exists():
-            other._call("load_collection", other.client.load_collection, collection)
-        return other
-
     def vectors(self, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """id -> stored vector, for the ids that are rows."""
         if not ids or not self.exists():
