@@ -16,7 +16,7 @@ export CLIP_MODEL ?= $(if $(wildcard $(HOME)/.cache/clip/ViT-B-32.pt),ViT-B/32,$
 # GCS servers (pip packages `moto[server]`, `gcp-storage-emulator`), and drive Chromium (Debian packages).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install demo ui test test-servers clean
+.PHONY: install demo ui serve test test-servers clean
 
 install: $(VENV)/.installed
 
@@ -35,9 +35,13 @@ demo: install $(if $(filter $(CURDIR)/$(TINY_CLIP),$(CLIP_MODEL)),$(TINY_CLIP))
 	$(BIN)/drop-studio search "a red apple" --drop fruit-stand --top-k 3
 	@echo
 	@echo "Open the Dagster UI on these runs:  make ui   (then http://127.0.0.1:3000)"
+	@echo "Search the pictures in a browser:   make serve   (then http://127.0.0.1:8787)"
 
 ui: install
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+serve: install
+	$(BIN)/drop-studio serve --host 127.0.0.1 --port 8787
 
 test-servers:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
@@ -53,4 +57,4 @@ test: install test-servers
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf data/artifacts data/milvus.db data/milvus.db.lock data/dagster_home
+	rm -rf data/artifacts data/milvus.db data/milvus.db.lock data/milvus-campaigns.db data/milvus-campaigns.db.lock data/dagster_home
