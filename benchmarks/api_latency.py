@@ -15,20 +15,15 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import requests
 
 from report import print_result
-from search_latency import QUERIES, fill
+from search_latency import QUERIES, fill, percentile
 
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from servers import free_port, port_open  # noqa: E402
-
-
-def percentile(values, q) -> float:
-    return round(float(np.percentile(np.asarray(values) * 1000, q)), 2)
 
 
 def main(argv=None):

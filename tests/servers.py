@@ -125,7 +125,43 @@ class MilvusServer:
             time.sleep(0.3)
 
 
-class S3Server:
+class _Process:
+    """A server we start on a free loopback port with its output in `log`, and kill (its whole process group)
+    for sure."""
+
+    def __init__(self, root: Path, log_name: str):
+        self.root = Path(root)
+        self.log = self.root / log_name
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _launch(self, exe_name: str, package: str, args: list[str], timeout: float, env: dict | None = None) -> None:
+        exe = Path(sys.executable).with_name(exe_name)
+        if not exe.exists():
+            raise Unavailable(f"{exe} not installed (pip install '{package}')")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen([str(exe), *args, str(self.port)], stdout=log, stderr=subprocess.STDOUT,
+                                         env=env, start_new_session=True)
+        _wait(lambda: port_open(self.port), self.proc, timeout, exe_name, self.log)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.proc = None
+
+
+class S3Server(_Process):
     """moto's standalone S3-compatible server with signature checks on (`INITIAL_NO_AUTH_ACTION_COUNT`):
     its first requests create an IAM user and key, every later request must be signed with that key, so a
     wrong secret is refused as by AWS. The request log counts what clients asked for (`gets`)."""
@@ -133,32 +169,13 @@ class S3Server:
     REGION = "us-east-1"
 
     def __init__(self, root: Path):
-        self.root = Path(root)
-        self.port: int | None = None
-        self.proc: subprocess.Popen | None = None
+        super().__init__(root, "moto.log")
         self.key_id = self.secret = ""
 
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "moto.log"
-
     def start(self, timeout: float = 60) -> "S3Server":
-        exe = Path(sys.executable).with_name("moto_server")
-        if not exe.exists():
-            raise Unavailable(f"{exe} not installed (pip install 'moto[server]')")
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        log = open(self.log, "a")
         # The three unsigned requests are the IAM calls below; from then on, signatures are checked.
-        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-        self.proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(self.port)], stdout=log,
-                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        log.close()
-        _wait(lambda: port_open(self.port), self.proc, timeout, "moto_server", self.log)
+        self._launch("moto_server", "moto[server]", ["-H", "127.0.0.1", "-p"], timeout,
+                     env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"})
         import boto3
 
         iam = boto3.client("iam", endpoint_url=self.endpoint, region_name=self.REGION,
@@ -195,47 +212,19 @@ class S3Server:
         return sum(1 for method, path in self.requests()
                    if method == "GET" and path.startswith("/" + under) and "?" not in path)
 
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-        self.proc = None
 
-
-class GcsServer:
+class GcsServer(_Process):
     """`gcp-storage-emulator` (PyPI), a Google Cloud Storage JSON API on loopback, in memory; gcsfs finds it
     through the standard `STORAGE_EMULATOR_HOST`. It checks no credentials (nor does the emulator Google
     ships), so access errors are tested against S3 only."""
 
     def __init__(self, root: Path):
-        self.root = Path(root)
-        self.port: int | None = None
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "gcs.log"
+        super().__init__(root, "gcs.log")
 
     def start(self, buckets: list[str], timeout: float = 60) -> "GcsServer":
-        exe = Path(sys.executable).with_name("gcp-storage-emulator")
-        if not exe.exists():
-            raise Unavailable(f"{exe} not installed (pip install gcp-storage-emulator)")
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        log = open(self.log, "a")
-        self.proc = subprocess.Popen([str(exe), "start", "--host", "127.0.0.1", "--port", str(self.port),
-                                      "--in-memory", "--default-bucket", ",".join(buckets)],
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        _wait(lambda: port_open(self.port), self.proc, timeout, "gcp-storage-emulator", self.log)
+        self._launch("gcp-storage-emulator", "gcp-storage-emulator",
+                     ["start", "--in-memory", "--default-bucket", ",".join(buckets), "--host", "127.0.0.1", "--port"],
+                     timeout)
         return self
 
     def env(self) -> dict[str, str]:
@@ -247,16 +236,6 @@ class GcsServer:
         quoted = prefix.replace("/", "%2F")
         return sum(1 for line in self.log.read_text(errors="replace").splitlines()
                    if f"GET /download/storage/v1/b/{bucket}/o/{quoted}" in line)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-        self.proc = None
 
 
 def _pg_bindir() -> Path | None:
@@ -330,6 +309,14 @@ def unavailable(reason: str):
         pytest.fail(f"server needed in CI: {reason}")
     print(f"SKIP: {reason}")
     pytest.skip(reason)
+
+
+def started(server, **start_args):
+    """`server`, started; if it cannot start, a skip (or a failure under CI) with the reason."""
+    try:
+        return server.start(**start_args)
+    except Unavailable as e:
+        unavailable(str(e))
 
 
 class TcpRelay:

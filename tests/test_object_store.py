@@ -16,17 +16,13 @@ from PIL import Image
 from assets_pkg.domain.store import ProductImageStore, row_id
 from assets_pkg.resources import DropLibrary
 from conftest import BRIEFS, check_results, draw_drop, materialize_drop, metadata
-from servers import S3Server, Unavailable, unavailable
+from servers import S3Server, started
 from test_cli import _one_line_error
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    server = S3Server(tmp_path_factory.mktemp("s3"))
-    try:
-        server.start()
-    except Unavailable as e:
-        unavailable(str(e))
+    server = started(S3Server(tmp_path_factory.mktemp("s3")))
     yield server
     server.stop()
 
@@ -278,11 +274,7 @@ def test_dagster_dev_ingests_drops_uploaded_to_a_bucket(studio, s3, bucket, tmp_
 def test_whole_graph_with_drops_and_artifacts_in_google_cloud_storage(studio, tmp_path, monkeypatch):
     from servers import GcsServer
 
-    gcs = GcsServer(tmp_path / "gcs")
-    try:
-        gcs.start(buckets=["studio-gcs"])
-    except Unavailable as e:
-        unavailable(str(e))
+    gcs = started(GcsServer(tmp_path / "gcs"), buckets=["studio-gcs"])
     try:
         env = {**gcs.env(), "DROPS_DIR": "gs://studio-gcs/drops", "ARTIFACTS_DIR": "gs://studio-gcs/artifacts"}
         studio.env.update(env)
