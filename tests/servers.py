@@ -41,6 +41,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a server's whole process group (it was started in a session of its own) and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def _wait(until, proc: subprocess.Popen | None, seconds: float, what: str, log: Path) -> None:
     deadline = time.time() + seconds
     while not until():
@@ -112,11 +121,7 @@ class MilvusServer:
         """SIGKILL the whole process group (SIGTERM does not always stop it) and wait for the port."""
         if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
+        kill_group(self.proc)
         self.proc.stdin.close()
         self._log.close()
         self.proc = None
@@ -151,13 +156,8 @@ class _Process:
         _wait(lambda: port_open(self.port), self.proc, timeout, exe_name, self.log)
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
+        if self.proc is not None:
+            kill_group(self.proc)
         self.proc = None
 
 

@@ -139,18 +139,14 @@ class DropArtifacts:
     def read_partial_batches(self, model_id: str) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         prefix = model_id.replace("/", "_") + "--"
-        batches = [e for e in self._list(self.partial_dir) if e.rel.startswith(prefix) and e.rel.endswith(".parquet")]
+        batches = [e for e in storage.list_files(self.partial_dir)
+                   if e.rel.startswith(prefix) and e.rel.endswith(".parquet")]
         for entry in batches:
             found.update(zip(*_read_vectors(entry.path)))
         return found
 
     def clear_partial_batches(self) -> None:
         storage.remove_tree(self.partial_dir)
-
-    @staticmethod
-    def _list(folder: AnyPath) -> list[storage.Entry]:
-        """The files of one of the drop's folders; none when it does not exist yet."""
-        return storage.list_files(folder) if storage.is_folder(folder) else []
 
     # -- collection sync marker --------------------------------------------
     def read_sync(self) -> dict:
@@ -187,8 +183,12 @@ class DropArtifacts:
     def campaign_dir(self) -> AnyPath:
         return self.root / "campaign"
 
+    def campaign_png_entries(self) -> list[storage.Entry]:
+        """The generated PNGs as one listing shows them (size and version, nothing read)."""
+        return [e for e in storage.list_files(self.campaign_dir) if e.rel.endswith(".png") and "/" not in e.rel]
+
     def campaign_pngs(self) -> list[AnyPath]:
-        return [e.path for e in self._list(self.campaign_dir) if e.rel.endswith(".png") and "/" not in e.rel]
+        return [e.path for e in self.campaign_png_entries()]
 
     @property
     def campaign_batch_path(self) -> AnyPath:

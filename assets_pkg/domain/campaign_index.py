@@ -61,10 +61,7 @@ def campaign_rows(art: DropArtifacts, known: dict[str, dict]) -> tuple[list[dict
     """(one row per distinct PNG, the facts of every PNG by path). A PNG whose size and version are those
     in `known` is not read again."""
     files: dict[str, dict] = {}
-    entries = storage.list_files(art.campaign_dir) if storage.is_folder(art.campaign_dir) else []
-    for e in entries:
-        if "/" in e.rel or not e.rel.endswith(".png"):
-            continue
+    for e in art.campaign_png_entries():
         path = f"campaign/{e.rel}"
         old = known.get(path)
         if old and (old["size"], old["version"]) == (e.size, e.version):

@@ -164,7 +164,7 @@ class CampaignOutputs:
         """Outputs of briefs (or variants) no longer in briefs.yaml."""
         wanted = {image_stem(b.id, v) for b in briefs for v in range(1, b.variants + 1)}
         removed = []
-        for entry in storage.list_files(self.folder) if storage.is_folder(self.folder) else []:
+        for entry in storage.list_files(self.folder):
             stem, dot, suffix = entry.rel.rpartition(".")
             if "/" not in entry.rel and dot and suffix in ("png", "json") and stem not in wanted:
                 storage.remove(entry.path)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from . import storage
 from .artifacts import DropArtifacts, read_json
+from .campaigns import CampaignOutputs
 from .drops import DROP_NAME_RE, discover_drops, load_rgb
 from .errors import StudioError
 from .milvus import is_lite_uri
@@ -259,8 +260,9 @@ class Library:
                    "references": [{"path": r["path"], "score": r["score"]} for r in refs.get(b.id, [])]}
                   for b in art.read_briefs()]
         campaign = []
+        outputs = CampaignOutputs(art.campaign_dir)
         for png in art.campaign_pngs():
-            facts = read_json(art.campaign_dir / f"{png.stem}.json", {})
+            facts = read_json(outputs.sidecar(png.stem), {})
             campaign.append({
                 "path": f"campaign/{png.name}", "brief": facts.get("brief", {}).get("id", png.stem),
                 "prompt": facts.get("brief", {}).get("prompt", ""), "model": facts.get("model"),

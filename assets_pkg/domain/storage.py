@@ -145,15 +145,12 @@ def errors(path) -> Iterator[None]:
         yield
     except StudioError:
         raise
-    except FileNotFoundError as e:
-        message = explain(e, path)
-        if message:
-            raise StudioError(message) from None
-        raise
     except Exception as e:
         message = explain(e, path)
         if message:
             raise StudioError(message) from None
+        if isinstance(e, FileNotFoundError):  # a missing object: the caller decides what that means
+            raise
         raise StudioError(_redact(f"{path}: {type(e).__name__}: {_first_line(e)}")) from None
 
 
@@ -282,7 +279,8 @@ def _object_version(info: dict) -> str:
 
 def list_files(folder: AnyPath) -> list[Entry]:
     """Every visible file under `folder` (hidden names and folders are skipped), sorted by path: one
-    recursive listing in an object store, a directory walk locally."""
+    recursive listing in an object store, a directory walk locally. A folder or prefix that does not exist
+    has no files (a missing bucket is still an error)."""
     if is_remote(folder):
         with errors(folder):
             found = folder.fs.find(folder.path, detail=True)
