@@ -19,7 +19,7 @@ from pydantic import PrivateAttr
 from .domain.artifacts import DropArtifacts
 from .domain.campaign_index import campaign_collection, campaign_uri
 from .domain.drops import ProductDrop
-from .domain.errors import GeneratorError
+from .domain.errors import GeneratorError, StudioError
 from .domain.generator import BoardGenerator, GeminiGenerator
 from .domain.image_models import MODES, ImageModel, image_model
 from .domain.model_id import clip_model_id
@@ -106,6 +106,17 @@ class MilvusResource(_FromSettings):
     timeout_s: Optional[int] = None  # per call
     retries: Optional[int] = None  # extra tries for transient failures (server restarting), exponential backoff
 
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        # Said once per run, at its start: a server older than 2.5 has no BM25, so search is CLIP alone.
+        if not is_lite_uri(self.get("uri")) and context.log is not None:
+            try:
+                with self.store() as store:
+                    note = store.search_note()
+            except StudioError:
+                return  # unreachable now: the step that needs Milvus says so in one line
+            if note:
+                context.log.warning(note)
+
     def store(self) -> ProductImageStore:
         return self._store(self.get("collection"))
 
@@ -182,6 +193,15 @@ class ImageGeneratorResource(_FromSettings):
         if cap < 0:
             raise GeneratorError(f"GEMINI_MAX_COST_USD={raw!r} is negative")
         return cap
+
+
+def search_note(uri: str) -> str | None:
+    """The one line the CLI says before its runs when search is CLIP alone (a Milvus server older than 2.5).
+    Milvus Lite always has BM25, so nothing is opened for it."""
+    if is_lite_uri(uri):
+        return None
+    with MilvusResource().store() as store:
+        return store.search_note()
 
 
 def build_resources(progress_bar: bool = False) -> dict:

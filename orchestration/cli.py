@@ -93,8 +93,8 @@ def summarize(drop: str, result, artifacts_dir: str) -> dict:
     from assets_pkg.domain.artifacts import DropArtifacts
 
     art = DropArtifacts.at(artifacts_dir, drop)
-    raw, emb, col, camp = (_meta(result, a) for a in
-                           ("raw_product_images", "clip_embeddings", "product_image_collection", "campaign_images"))
+    raw, cat, emb, col, camp = (_meta(result, a) for a in ("raw_product_images", "product_catalog", "clip_embeddings",
+                                                          "product_image_collection", "campaign_images"))
     blocked = camp.get("blocked") or []
     return {
         "drop": drop,
@@ -104,6 +104,8 @@ def summarize(drop: str, result, artifacts_dir: str) -> dict:
         "encoded": emb.get("encoded"),
         "reused": emb.get("reused"),
         "rejected": art.rejected_files(),
+        "products": cat.get("products"),
+        "catalog_rejected": art.read_catalog().rejected if cat else [],
         "indexed": col.get("indexed"),
         "deleted": col.get("deleted"),
         "briefs": len(art.read_briefs()),
@@ -120,13 +122,16 @@ def cmd_run(args) -> int:
     from assets_pkg.assets import drop_assets, drop_checks
     from assets_pkg.domain.artifacts import check_artifacts_dir
     from assets_pkg.domain.settings import setting
-    from assets_pkg.resources import build_resources
+    from assets_pkg.resources import build_resources, search_note
 
     resources = build_resources(progress_bar=sys.stderr.isatty() and not args.json)
     instance = open_instance()
     drops_dir = setting("DROPS_DIR")
     artifacts_dir = setting("ARTIFACTS_DIR")
     check_artifacts_dir(artifacts_dir)  # before any run starts
+    note = search_note(setting("MILVUS_URI"))
+    if note:
+        print(f"drop-studio: {note}", file=sys.stderr)
     names, _, invalid = sync_drops(instance, drops_dir)
     for bad in invalid:
         print(f"skipped folder {bad!r}: not a valid drop name", file=sys.stderr)
@@ -174,6 +179,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_search(args) -> int:
+    from assets_pkg.domain.catalog import FILTER_FIELDS, InvalidFilter, filter_value
     from assets_pkg.domain.drops import validate_drop_name
     from assets_pkg.domain.settings import setting
     from assets_pkg.domain.storage import location
@@ -186,19 +192,31 @@ def cmd_search(args) -> int:
         raise CliError(f"--top-k must be from 1 to {MAX_TOP_K}, got {args.top_k}")
     if args.drop:
         validate_drop_name(args.drop)
+    where = {f: getattr(args, f) for f in FILTER_FIELDS if getattr(args, f)}
+    for f, v in where.items():
+        try:
+            filter_value(f, v)
+        except InvalidFilter as e:
+            raise CliError(f"--{e}") from None
     store = MilvusResource().store()
     encoder = ClipModel().encoder()
     with store:
         if args.drop and store.count(args.drop) == 0:
             raise CliError(f"drop {args.drop!r} has no images in collection {store.collection!r} (run it first)")
-        hits = store.search(encoder.embed_texts([args.query]), drop=args.drop, top_k=args.top_k)[0]
+        note = store.search_note()
+        if note:
+            print(f"drop-studio: {note}", file=sys.stderr)
+        hits = store.search(encoder.embed_texts([args.query]), drop=args.drop, top_k=args.top_k,
+                            texts=[args.query], where=where)[0]
     root = location("DROPS_DIR", setting("DROPS_DIR"))
-    rows = [{"path": str(root / h.drop / h.path), "drop": h.drop, "score": round(h.score, 4)} for h in hits]
+    rows = [{"path": str(root / h.drop / h.path), "drop": h.drop, "score": round(h.score, 4), "sku": h.sku,
+             "name": h.name, "match": h.match} for h in hits]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
-            print(f"{r['score']:.4f}  {r['path']}")
+            product = f"  {r['sku']} {r['name']}".rstrip() if r["sku"] or r["name"] else ""
+            print(f"{r['score']:.4f}  {r['path']}{product}")
         if not rows:
             print("no results", file=sys.stderr)
     return 0
@@ -207,7 +225,7 @@ def cmd_search(args) -> int:
 def cmd_serve(args) -> int:
     from .serve import serve
 
-    serve(args.host, args.port, announce=lambda url: print(f"Drop Studio search on {url}", file=sys.stderr))
+    serve(args.host, args.port, say=lambda line: print(line, file=sys.stderr))
     return 0
 
 
@@ -243,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("query")
     search.add_argument("--drop")
     search.add_argument("--top-k", type=int, default=10)
+    search.add_argument("--sku", help="only this product's images")
+    search.add_argument("--category", help="only this category (any case)")
+    search.add_argument("--color", help="only this colour (any case)")
     search.add_argument("--json", action="store_true")
     search.set_defaults(fn=cmd_search)
 

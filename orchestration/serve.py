@@ -1,8 +1,10 @@
 """`drop-studio serve`: the search page and the JSON API it uses (Starlette, served by uvicorn).
 
     GET  /                                     the page (orchestration/web/)
-    GET  /api/search?q=TEXT[&drop=D][&k=K][&kind=all|product|campaign]
+    GET  /api/search?q=TEXT[&drop=D][&k=K][&kind=all|product|campaign][&sku=S][&category=C][&color=C]
     GET  /api/similar?drop=D&path=P[&k=K][&kind=product|campaign]
+    POST /api/similar[?drop=D&k=K&kind=..&category=..]  body: an image's bytes; nearest products and campaigns
+    GET  /api/facets                           {category, color, sku: [{value, images}]} from the catalogs
     GET  /api/drops                            [{drop, images, indexed, briefs, campaign_images}]
     GET  /api/drops/{drop}                     the drop's briefs with references, campaign images, sheets
     GET  /api/thumbnail?drop=D&path=P[&kind=]  JPEG of an indexed image, 320 px on its long side
@@ -12,7 +14,7 @@
 Bad arguments are HTTP 400 with {"error": "<parameter>: <what is wrong>"}; Milvus unable to answer (a run
 holding the Lite file, a server down) is 503. With DROP_STUDIO_TOKEN set, every /api/ route wants it as
 `Authorization: Bearer <token>` or the cookie /api/login sets. No CORS headers are sent, so other sites'
-pages cannot read the API from a visitor's browser.
+pages cannot read the API from a visitor's browser, and a POST whose Origin is another site is refused.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import hmac
 import json
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -31,7 +33,10 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from assets_pkg.domain.errors import StudioError
-from assets_pkg.domain.search import BadRequest, Busy, Library, parse_k, parse_kind, parse_query
+from assets_pkg.domain.search import MAX_UPLOAD_BYTES
+from assets_pkg.domain.settings import DEFAULTS
+from assets_pkg.domain.search import (BadRequest, Busy, Library, parse_filters, parse_k, parse_kind, parse_query,
+                                     parse_upload)
 
 WEB = Path(__file__).with_name("web")
 PAGES = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "text/javascript"),
@@ -48,15 +53,28 @@ def _with_thumbnails(found) -> list[dict]:
     return [{**f.to_dict(), "thumbnail": thumbnail_url(f.kind, f.drop, f.path)} for f in found]
 
 
-def create_app(library: Library, token: str | None = None) -> Starlette:
+def create_app(library: Library, token: str | None = None,
+               max_pixels: int = DEFAULTS["MAX_IMAGE_PIXELS"]) -> Starlette:
     def search(request: Request) -> JSONResponse:
         q = request.query_params
         query = parse_query(q.get("q"))
-        found = library.search(query, library.check_drop(q.get("drop")), parse_k(q.get("k")), parse_kind(q.get("kind")))
+        found = library.search(query, library.check_drop(q.get("drop")), parse_k(q.get("k")), parse_kind(q.get("kind")),
+                               parse_filters(q))
         return JSONResponse(_with_thumbnails(found))
 
-    def similar(request: Request) -> JSONResponse:
+    async def similar(request: Request) -> JSONResponse:
         q = request.query_params
+        if request.method == "POST":
+            # The limit is checked while reading, so an oversized upload is never held whole.
+            data = b""
+            async for chunk in request.stream():
+                data += chunk
+                if len(data) > MAX_UPLOAD_BYTES:
+                    break
+            parse_upload(data, max_pixels)
+            found = library.search_by_picture(data, library.check_drop(q.get("drop")), parse_k(q.get("k")),
+                                              parse_kind(q.get("kind")), parse_filters(q))
+            return JSONResponse(_with_thumbnails(found))
         drop = library.check_drop(q.get("drop"), required=True)
         kind = _one_kind(q.get("kind"))
         if not q.get("path"):
@@ -65,6 +83,9 @@ def create_app(library: Library, token: str | None = None) -> Starlette:
 
     def drops(request: Request) -> JSONResponse:
         return JSONResponse(library.drops())
+
+    def facets(request: Request) -> JSONResponse:
+        return JSONResponse(library.facets())
 
     def drop_detail(request: Request) -> JSONResponse:
         drop = library.check_drop(request.path_params["drop"], required=True)
@@ -119,7 +140,8 @@ def create_app(library: Library, token: str | None = None) -> Starlette:
         return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
 
     routes = [Route(path, page) for path in PAGES] + [
-        Route("/api/search", search), Route("/api/similar", similar), Route("/api/drops", drops),
+        Route("/api/search", search), Route("/api/similar", similar, methods=["GET", "POST"]),
+        Route("/api/drops", drops), Route("/api/facets", facets),
         Route("/api/drops/{drop}", drop_detail), Route("/api/thumbnail", thumbnail), Route("/api/sheet", sheet),
         Route("/api/login", login, methods=["POST"]),
     ]
@@ -138,6 +160,17 @@ def _one_kind(raw: str | None) -> str:
     return kinds[0]
 
 
+def _same_origin(request: Request) -> bool:
+    """A browser names the page a request comes from (Origin; else Referer): another site's page may not
+    post to this server. Scripts that send neither (curl, requests) are let through, to the token check."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if not origin:
+        return True
+    here = urlsplit(str(request.url))
+    there = urlsplit(origin)
+    return (there.scheme, there.netloc) == (here.scheme, here.netloc)
+
+
 class _Guard(BaseHTTPMiddleware):
     """The bearer token (when set) on /api/, and headers that keep the page from being framed or sniffed."""
 
@@ -146,6 +179,8 @@ class _Guard(BaseHTTPMiddleware):
         self.token = token
 
     async def dispatch(self, request: Request, call_next):
+        if request.method not in ("GET", "HEAD") and not _same_origin(request):
+            return JSONResponse({"error": "origin: cross-site requests are refused"}, status_code=403)
         if self.token and request.url.path.startswith("/api/") and request.url.path != "/api/login":
             auth = request.headers.get("authorization", "")
             given = auth[len("Bearer "):] if auth.startswith("Bearer ") else request.cookies.get(COOKIE, "")
@@ -177,7 +212,7 @@ def build_library() -> Library:
                    opener(campaign_uri(uri), campaign_collection(collection)), ClipModel().encoder)
 
 
-def serve(host: str, port: int, announce=lambda url: None) -> None:
+def serve(host: str, port: int, say=lambda line: None) -> None:
     import uvicorn
 
     from assets_pkg.domain.settings import setting
@@ -189,8 +224,11 @@ def serve(host: str, port: int, announce=lambda url: None) -> None:
     library = build_library()
     library.drop_names()  # a wrong DROPS_DIR fails here, in one line, before the server starts
     library.encoder()  # the model loads once, before the first request
-    announce(f"http://{host}:{port}/")
+    note = library.search_note()
+    if note:
+        say(f"drop-studio: {note}")
+    say(f"Drop Studio search on http://{host}:{port}/")
     try:
-        uvicorn.run(create_app(library, token), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(library, token, setting("MAX_IMAGE_PIXELS")), host=host, port=port, log_level="warning")
     finally:
         library.close()

@@ -16,9 +16,9 @@ from dagster import (
     asset,
 )
 
-from ..catalog.assets import product_image_collection
+from ..catalog.assets import product_catalog, product_image_collection
 from ..domain.artifacts import digest
-from ..domain.briefs import load_briefs
+from ..domain.briefs import check_products, load_briefs
 from ..domain.campaign_index import campaign_collection, campaign_uri, index_campaign_images
 from ..domain.campaigns import make_campaign_images
 from ..domain.references import find_references
@@ -28,16 +28,28 @@ from ..partitions import product_drops
 from ..resources import ClipModel, DropLibrary, ImageGeneratorResource, MilvusResource
 from .checks import EVERY_BRIEF_HAS_REFERENCES, every_brief_has_references
 
-BRIEF_COLUMNS = {"id": "string", "query": "string", "top_k": "int", "aspect_ratio": "string",
-                 "image_size": "string", "variants": "int", "prompt": "string"}
-REFERENCE_COLUMNS = {"brief": "string", "query": "string", "rank": "int", "path": "string", "score": "float"}
+BRIEF_COLUMNS = {"id": "string", "query": "string", "products": "string", "where": "string", "top_k": "int",
+                 "aspect_ratio": "string", "image_size": "string", "variants": "int", "prompt": "string"}
+REFERENCE_COLUMNS = {"brief": "string", "query": "string", "rank": "int", "path": "string", "via": "string",
+                     "sku": "string", "name": "string", "score": "float"}
+
+
+def _brief_row(b) -> dict:
+    return {**b.to_dict(), "products": ", ".join(b.products),
+            "where": ", ".join(f"{k}={v}" for k, v in b.where.items())}
+
+
+def _ref_label(r: dict) -> str:
+    return r.get("sku") if r.get("via") == "sku" else f"{r['score']:.2f}"
 
 
 @asset(
     partitions_def=product_drops,
+    deps=[product_catalog],
     group_name="campaigns",
     kinds={"yaml"},
-    description="Validated campaign briefs from <drop>/briefs.yaml (id, prompt, query, top_k, aspect_ratio).",
+    description="Validated campaign briefs from <drop>/briefs.yaml (id, prompt, query, products, where, top_k, "
+                "aspect_ratio); every SKU a brief names is in the drop's catalog.",
 )
 @fail_clearly
 def campaign_briefs(
@@ -47,7 +59,9 @@ def campaign_briefs(
     # Sizes and aspect ratios are checked against the configured model, so a brief it cannot serve
     # fails here, naming the file and the brief, before anything is searched or billed.
     briefs = load_briefs(drop.briefs_file, model=generator.model_info(), default_size=generator.get("image_size"))
-    library.artifacts(drop.name).write_briefs(briefs)
+    art = library.artifacts(drop.name)
+    check_products(briefs, art.read_catalog(), drop.briefs_file)  # an unknown SKU fails here, before any search
+    art.write_briefs(briefs)
     if not storage.exists(drop.briefs_file):
         context.log.info(f"{drop.briefs_file} not found: no campaign briefs for {drop.name}")
     return MaterializeResult(
@@ -55,7 +69,7 @@ def campaign_briefs(
         metadata={
             "briefs": len(briefs),
             "file": MetadataValue.path(str(drop.briefs_file)),
-            "table": table([b.to_dict() for b in briefs], BRIEF_COLUMNS),
+            "table": table([_brief_row(b) for b in briefs], BRIEF_COLUMNS),
         }
     )
 
@@ -86,16 +100,20 @@ def reference_images(
     drop = library.drop(context.partition_key)
     art = library.artifacts(drop.name)
     report = find_references(drop.name, art, clip.encoder, milvus.store)
-    if not report.searched:
+    if report.adopted:
+        context.log.info(f"{drop.name}: references searched by the previous release for the same briefs and rows; "
+                         f"kept (a changed brief, catalog or image searches again)")
+    elif not report.searched:
         context.log.info(f"{drop.name}: briefs and Milvus rows unchanged since the last search; references kept")
-    rows = [{"brief": b.id, "query": b.query, "rank": k + 1, "path": r["path"], "score": r["score"]}
+    rows = [{"brief": b.id, "query": b.query or "", "rank": k + 1, "path": r["path"], "via": r.get("via", "search"),
+             "sku": r.get("sku") or "", "name": r.get("name") or "", "score": r["score"]}
             for b in report.briefs for k, r in enumerate(report.refs.get(b.id, []))]
     for b in report.briefs:
-        context.log.info(f"{b.id} ({b.query!r}): " + ", ".join(
-            f"{r['path']} {r['score']:.3f}" for r in report.refs.get(b.id, [])))
+        context.log.info(f"{b.id} ({b.query or ', '.join(b.products)!r}): " + ", ".join(
+            f"{r['path']} {_ref_label(r)}" for r in report.refs.get(b.id, [])))
     sheet = contact_sheet_metadata(
         art.sheet_path("references"), "references", reuse=not report.searched,
-        draw=lambda: contact_sheet([(drop.folder / r["path"], f"{r['brief']} #{r['rank']} {r['score']:.2f}")
+        draw=lambda: contact_sheet([(drop.folder / r["path"], f"{r['brief']} #{r['rank']} {_ref_label(r)}")
                                     for r in rows[:SHEET_LIMIT]],
                                    cols=min(max([b.top_k for b in report.briefs] or [1]), 8),
                                    title=f"{drop.name}: references per brief"),
@@ -150,6 +168,7 @@ def campaign_images(
             "briefs": report.briefs,
             "generated": len(report.generated),
             "cached": report.cached,
+            "adopted": report.adopted,
             "blocked": MetadataValue.json(report.blocked),
             "requests": report.requests,
             "pending": report.pending,

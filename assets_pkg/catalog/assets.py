@@ -1,7 +1,8 @@
-"""raw_product_images -> clip_embeddings -> product_image_collection, one partition per drop.
+"""raw_product_images -> clip_embeddings -> product_image_collection, one partition per drop, with
+product_catalog (the drop's products.csv) feeding the collection its product fields.
 
-Each body reads its inputs, calls its stage in `domain/` (scan, embeddings, collection) and turns the
-stage's report into metadata.
+Each body reads its inputs, calls its stage in `domain/` (scan, catalog, embeddings, collection) and turns
+the stage's report into metadata.
 """
 
 import sys
@@ -10,6 +11,8 @@ from collections import Counter
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 from tqdm import tqdm
 
+from ..domain.artifacts import digest
+from ..domain.catalog import CATALOG_FILE, update_catalog
 from ..domain.collection import sync_collection
 from ..domain.embeddings import embed_drop
 from ..domain.scan import update_manifest
@@ -26,6 +29,9 @@ from .checks import (
 )
 
 REJECTED = {"file": "string", "reason": "string"}
+CATALOG_REJECTED = {"line": "int", "file": "string", "reason": "string"}
+PRODUCT_COLUMNS = {"file": "string", "sku": "string", "name": "string", "category": "string", "color": "string",
+                   "tags": "string"}
 
 
 @asset(
@@ -63,6 +69,42 @@ def raw_product_images(context: AssetExecutionContext, library: DropLibrary) -> 
             "changed": scan.changed,
             **sheet,
         }
+    )
+
+
+@asset(
+    partitions_def=product_drops,
+    deps=[raw_product_images],
+    group_name="catalog",
+    kinds={"csv"},
+    description=f"The drop's {CATALOG_FILE}, validated row by row: which product (SKU, name, category, colour, "
+                f"tags, other columns as attributes) each image shows; bad rows rejected with their line.",
+)
+@fail_clearly
+def product_catalog(context: AssetExecutionContext, library: DropLibrary) -> MaterializeResult:
+    drop = library.drop(context.partition_key)
+    report = update_catalog(drop.folder, library.artifacts(drop.name))
+    catalog = report.catalog
+    for r in catalog.rejected:
+        context.log.warning(f"{drop.name}/{CATALOG_FILE}:{r['line']}: {r['reason']}")
+    if not catalog.present:
+        context.log.info(f"{drop.name} has no {CATALOG_FILE}: its products are known by their file names")
+    rows = [{**p.fields(), "file": f, "tags": "; ".join(p.tags)} for f, p in catalog.products.items()]
+    return MaterializeResult(
+        # the collection follows a changed catalog, not every refresh
+        data_version=DataVersion(digest(catalog.to_json())),
+        metadata={
+            "catalog": catalog.present,
+            "products": len(catalog.skus),
+            "rows": len(catalog.products),
+            "rejected": len(catalog.rejected),
+            "rejected_rows": table(catalog.rejected, CATALOG_REJECTED),
+            "images_without_product": report.unlisted,
+            "categories": MetadataValue.json(dict(Counter(p.category for p in catalog.products.values() if p.category))),
+            "table": table(rows[:1000], PRODUCT_COLUMNS),
+            "changed": report.changed,
+            "dagster/row_count": len(catalog.products),
+        },
     )
 
 
@@ -119,11 +161,12 @@ def clip_embeddings(context: AssetExecutionContext, library: DropLibrary, clip: 
 
 @asset(
     partitions_def=product_drops,
-    deps=[clip_embeddings],
+    deps=[clip_embeddings, product_catalog],
     group_name="catalog",
     kinds={"milvus"},
     check_specs=[COLLECTION_MATCHES_MANIFEST],
-    description="The drop's rows in the Milvus collection: exactly its embedded images, keyed by drop and content hash.",
+    description="The drop's rows in the Milvus collection: exactly its embedded images, keyed by drop and content "
+                "hash, with their product fields and a BM25 full-text field.",
 )
 @fail_clearly
 def product_image_collection(
@@ -146,10 +189,11 @@ def product_image_collection(
             "upserted": report.upserted,
             "deleted": report.deleted,
             "unchanged": report.unchanged,
+            "with_product": report.products,
             "collection_rows": report.collection_rows,
             "dagster/row_count": report.indexed,
         }
     )
 
 
-catalog_assets = [raw_product_images, clip_embeddings, product_image_collection]
+catalog_assets = [raw_product_images, product_catalog, clip_embeddings, product_image_collection]

@@ -4,11 +4,12 @@ under an object-store prefix (ARTIFACTS_DIR, see storage.py).
     <artifacts_dir>/<drop>/
         manifest.parquet      valid images (path, sha256, width, height, format, bytes, version)
         rejected.json         [{file, reason}], with bytes and version for a verdict on the content
+        catalog.json          validated products.csv rows (file -> sku, name, ...) and rejected rows with lines
         embeddings.parquet    sha256 -> vector (float32, unit norm)
         embeddings.json       model id and dim the vectors came from; files the encoder could not read
         collection.json       model id, collection and rows digest last synced to Milvus
         briefs.json           validated briefs
-        references.json       {brief id: [{path, score, sha256}]}
+        references.json       {brief id: [{path, score, sha256, via, sku, name}]}
         references.inputs.json  key of the briefs, model and rows the references were searched with
         campaign/<brief>.png  generated image, with <brief>.json sidecar (<brief>.v2.png ... for variants)
         campaign-batch.json   the Batch API job campaign images wait on (GEMINI_MODE=batch)
@@ -31,6 +32,7 @@ import pyarrow.parquet as pq
 
 from . import storage
 from .briefs import Brief
+from .catalog import Catalog
 from .drops import MANIFEST_COLUMNS, Manifest
 from .storage import AnyPath, write_atomic
 
@@ -96,6 +98,19 @@ class DropArtifacts:
         # A manifest from before `version` existed: its files are read once more, their vectors reused.
         images = images.reindex(columns=MANIFEST_COLUMNS).fillna({"version": ""})
         return Manifest(images=images, rejected=read_json(self.root / "rejected.json", []))
+
+    # -- catalog -----------------------------------------------------------
+    def write_catalog(self, catalog: Catalog) -> bool:
+        """Write catalog.json when its content changed; returns whether it did."""
+        doc = catalog.to_json()
+        if read_json(self.root / "catalog.json") == doc:
+            return False
+        write_json(self.root / "catalog.json", doc)
+        return True
+
+    def read_catalog(self) -> Catalog:
+        """The drop's validated catalog; empty for a drop without products.csv (or never scanned)."""
+        return Catalog.from_json(read_json(self.root / "catalog.json"))
 
     # -- embeddings --------------------------------------------------------
     def write_embeddings(self, sha256: list[str], vectors: np.ndarray, model_id: str,

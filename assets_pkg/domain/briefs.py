@@ -10,6 +10,9 @@
         aspect_ratio: "16:9"        # optional
         image_size: 2K              # optional: 512, 1K, 2K, 4K (default GEMINI_IMAGE_SIZE)
         variants: 2                 # optional, 1-4 candidate images, default 1
+        products: [SKU-4471]        # optional: these products' images are the first references (then
+                                    #   `query` is optional); SKUs from the drop's products.csv
+        where: {category: hats}     # optional: the search's filters (sku, category, color)
 
 Sizes and aspect ratios are checked against what the configured image model offers (image_models.py).
 """
@@ -20,9 +23,10 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from . import storage
+from .catalog import FILTER_FIELDS, SKU_RE, Catalog, InvalidFilter, filter_value
 from .errors import BriefsError
 from .image_models import IMAGE_SIZES, ImageModel
 from .settings import DEFAULTS
@@ -43,11 +47,35 @@ class Brief(BaseModel):
 
     id: Annotated[str, StringConstraints(pattern=BRIEF_ID)]
     prompt: Text
-    query: Text  # text used to retrieve reference images
+    query: Optional[Text] = None  # text used to retrieve reference images; optional when products are named
     top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] = 3
     aspect_ratio: Optional[Literal[ASPECT_RATIOS]] = None
     image_size: Literal[IMAGE_SIZES] = DEFAULTS["GEMINI_IMAGE_SIZE"]
     variants: Annotated[int, Field(ge=1, le=MAX_VARIANTS)] = 1
+    products: list[Annotated[str, StringConstraints(pattern=SKU_RE.pattern)]] = []  # SKUs, references first
+    where: dict[Literal[FILTER_FIELDS], str] = {}  # the search's filters
+
+    @field_validator("where")
+    @classmethod
+    def _filters(cls, v):
+        try:
+            return {k: filter_value(k, value) for k, value in v.items()}
+        except InvalidFilter as e:
+            raise ValueError(str(e)) from None
+
+    @field_validator("products")
+    @classmethod
+    def _each_once(cls, v):
+        twice = sorted({s for s in v if v.count(s) > 1})
+        if twice:
+            raise ValueError(f"products names {', '.join(twice)} twice")
+        return v
+
+    @model_validator(mode="after")
+    def _query_or_products(self):
+        if self.query is None and not self.products:
+            raise ValueError("query_or_products")
+        return self
 
     @field_validator("image_size", mode="before")
     @classmethod
@@ -62,8 +90,16 @@ def _problem(error: dict, raw: dict, where_size: str) -> str:
     """pydantic's first complaint, said the way the rest of Drop Studio says it."""
     key = str(error["loc"][0]) if error["loc"] else ""
     value = raw.get(key)
+    if not key and "query_or_products" in error["msg"]:
+        return "'query' is missing or empty (a brief needs a query, products, or both)"
     if key in ("id", "prompt", "query") and (not isinstance(value, str) or not value.strip()):
         return f"'{key}' is missing or empty"
+    if key == "products":
+        return (f"products must be a list of SKUs (1-64 letters, digits, '.', '_', '/' or '-'), got {value!r}"
+                if "twice" not in error["msg"] else error["msg"].removeprefix("Value error, "))
+    if key == "where":
+        return (f"where: {error['msg'].removeprefix('Value error, ')}" if error["type"] == "value_error" else
+                f"where must map {', '.join(FILTER_FIELDS)} to a value, got {value!r}")
     if key == "id":
         return "id must be 1-64 letters, digits, '-' or '_'"
     if key == "top_k":
@@ -80,7 +116,7 @@ def _problem(error: dict, raw: dict, where_size: str) -> str:
 def _parse_brief(raw, index: int, where: Path, model: ImageModel | None, default_size: str) -> Brief:
     label = f"{where}: brief #{index + 1}"
     if not isinstance(raw, dict):
-        raise BriefsError(f"{label}: expected a mapping with id, prompt, query")
+        raise BriefsError(f"{label}: expected a mapping with id, prompt, query (or products)")
     if isinstance(raw.get("id"), str):
         label = f"{where}: brief {raw['id']!r}"
     unknown = sorted(set(map(str, raw)) - set(Brief.model_fields))
@@ -130,3 +166,14 @@ def load_briefs(path: str | Path | AnyPath, model: ImageModel | None = None,
             raise BriefsError(f"{path}: brief {b.id!r} appears twice")
         seen.add(b.id)
     return briefs
+
+
+def check_products(briefs: list[Brief], catalog: Catalog, where: str | Path | AnyPath) -> None:
+    """Every SKU a brief names is a product of the drop's catalog: checked before anything is searched or billed."""
+    known = catalog.skus
+    for b in briefs:
+        for sku in b.products:
+            if sku not in known:
+                hint = (f"products.csv lists {len(known)} SKUs" if catalog.present else
+                        "the drop has no products.csv")
+                raise BriefsError(f"{where}: brief {b.id!r}: unknown SKU {sku!r} ({hint})")

@@ -25,7 +25,7 @@ from . import storage
 from .artifacts import DropArtifacts, digest, read_json, write_json
 from .errors import StudioError
 from .milvus import is_lite_uri, lite_fingerprint
-from .store import ProductImageStore, row_id
+from .store import SCHEMA_VERSION, ProductImageStore, row_facts, row_id
 
 if TYPE_CHECKING:
     from .encoder import ClipEncoder
@@ -92,14 +92,14 @@ def index_campaign_images(drop: str, art: DropArtifacts, model_id: str, load_enc
                           "rows": sorted((row_id(drop, r["sha256"]), r["path"], *r["aliases"]) for r in rows)})
     fingerprint = lite_fingerprint(uri)
     never_indexed = not rows and not record.get("indexed")
-    verified = fingerprint and record.get("rows_digest") == rows_digest and record.get("verified_fingerprint") == fingerprint
+    verified = fingerprint and record.get("rows_digest") == rows_digest and \
+        record.get("verified_fingerprint") == fingerprint and record.get("schema") == SCHEMA_VERSION
     if never_indexed or verified:
         return CampaignIndexReport(len(rows), 0, 0, 0, record.get("indexed", 0), synced=False)
     rewrite_all = record.get("model_id") not in (None, model_id)
     with open_store() as store:
         current = store.rows_of_drop(drop) if rows or store.exists() else {}
-        todo = [r for r in rows
-                if rewrite_all or current.get(row_id(drop, r["sha256"])) != (r["path"], tuple(r["aliases"]))]
+        todo = [r for r in rows if rewrite_all or current.get(row_id(drop, r["sha256"])) != row_facts(r)]
         encoder = load_encoder() if todo else None
         batch = encoder.embed_images([art.root / r["path"] for r in todo]) if todo else None
         if batch is not None and batch.failures:
@@ -113,6 +113,7 @@ def index_campaign_images(drop: str, art: DropArtifacts, model_id: str, load_enc
     indexed = len(done.ids) if done else 0
     write_json(_record_path(art), {
         "collection": collection, "model_id": model_id, "rows_digest": rows_digest, "indexed": indexed,
+        "schema": SCHEMA_VERSION,
         "files": files, "verified_fingerprint": store.fingerprint_at_close if done and
         done.ids == {row_id(drop, r["sha256"]) for r in rows} else None,
     })

@@ -3,9 +3,11 @@ files each image leaves (`<brief>.png`, or `<brief>.v<n>.png` for variant n > 1,
 Interactive and batch generation live together because they share these caching, refusal and spending
 rules, which must be read together.
 
-An image is keyed by everything it depends on (the brief with its size and variants, the generator and
-model, the reference images by content, the variant number): the same key means the same billed request,
-so an unchanged brief is never billed twice, and neither is a refusal the model gave to the same inputs.
+An image is keyed by exactly what is sent to the model (`image_request`: model, prompt, image settings, the
+reference images that go with it, by content and in order): the same key means the same billed request, so
+an unchanged request is never billed twice, and neither is a refusal the model gave to it. Each sidecar
+records that request, and an image made under an older key is adopted when its request is the same, so a
+change of key bills nothing.
 """
 
 from __future__ import annotations
@@ -35,11 +37,26 @@ def image_stem(brief_id: str, variant: int) -> str:
     return brief_id if variant == 1 else f"{brief_id}.v{variant}"
 
 
-def generation_key(brief: Brief, generator: str, model: str | None, reference_hashes: list[str], variant: int) -> str:
-    """What a generated image depends on; the same key means the same (billed) request. The number of
-    variants is not part of it: asking for fewer or more keeps the candidates already made."""
-    request = {k: v for k, v in brief.to_dict().items() if k != "variants"}
-    payload = {"brief": request, "generator": generator, "model": model, "references": reference_hashes,
+def image_request(brief: Brief, model: str, reference_hashes: list[str], max_references: int | None) -> dict:
+    """What is sent for one image of `brief`: the model (or the offline board), the prompt, the image
+    settings and the content hashes of the references that go with it, in order (a model takes at most
+    `max_references`)."""
+    return {"model": model, "prompt": brief.prompt, "aspect_ratio": brief.aspect_ratio,
+            "image_size": brief.image_size, "references": reference_hashes[:max_references]}
+
+
+def request_key(request: dict) -> str:
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+
+
+def legacy_generation_key(brief: Brief, generator: str, model: str | None, reference_hashes: list[str],
+                          variant: int) -> str | None:
+    """The key the previous release gave an image (it hashed the whole brief); None for a brief that uses
+    what that release did not have. An image whose sidecar holds it was made from this same request."""
+    if brief.products or brief.where or brief.query is None:
+        return None
+    old_brief = {k: getattr(brief, k) for k in ("id", "prompt", "query", "top_k", "aspect_ratio", "image_size")}
+    payload = {"brief": old_brief, "generator": generator, "model": model, "references": reference_hashes,
                "variant": variant}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -60,16 +77,37 @@ def png_decodes(path: AnyPath) -> str | None:
 
 @dataclass
 class ImageRequest:
-    """One image a brief needs: its variant, references and cache key."""
+    """One image a brief needs: its variant, references, the request sent for it and its key."""
 
     brief: Brief
     variant: int
-    references: list[dict]  # [{path, score, sha256}]
-    key: str
+    references: list[dict]  # [{path, score, sha256, via, sku, name}]
+    request: dict  # image_request(...)
+    legacy_key: str | None = None
+
+    @property
+    def key(self) -> str:
+        return request_key(self.request)
 
     @property
     def stem(self) -> str:
         return image_stem(self.brief.id, self.variant)
+
+    @property
+    def job_key(self) -> str:
+        """The request's key within a batch job, where the variants of one brief are the same request."""
+        return f"{self.stem}:{self.key}"
+
+    def made(self, sidecar: dict) -> str | None:
+        """How a sidecar's image matches this request: "key", "request" (recorded, under another key) or
+        "legacy" (the previous release's key of the same inputs); None when it was made from another one."""
+        if sidecar.get("cache_key") == self.key:
+            return "key"
+        if sidecar.get("request") == self.request:
+            return "request"
+        if self.legacy_key is not None and sidecar.get("cache_key") == self.legacy_key:
+            return "legacy"
+        return None
 
 
 @dataclass
@@ -83,6 +121,7 @@ class CampaignReport:
     estimated_cost_usd: float = 0.0
     per_brief_cost_usd: dict = field(default_factory=dict)
     briefs: int = 0
+    adopted: int = 0  # kept images whose sidecar moved to the current key (same request, nothing billed)
     batch_job: str | None = None  # the Batch API job the drop waits on (GEMINI_MODE=batch)
     removed_stale: list[str] = field(default_factory=list)
 
@@ -104,8 +143,10 @@ class CampaignOutputs:
         return self.folder / f"{stem}.json"
 
     def plan(self, briefs: Sequence[Brief], refs: dict[str, list[dict]], generator: str, model: str | None,
-             force: bool, report: CampaignReport, log: Callable[[str], None] = lambda m: None) -> list[ImageRequest]:
-        """The images to ask for; kept images and kept refusals go into `report`."""
+             force: bool, report: CampaignReport, log: Callable[[str], None] = lambda m: None,
+             max_references: int | None = None) -> list[ImageRequest]:
+        """The images to ask for; kept images and kept refusals go into `report`. A kept image made under
+        another key from the same request has its sidecar moved to the current key (nothing is billed)."""
         todo = []
         for brief in briefs:
             brief_refs = refs.get(brief.id, [])
@@ -114,13 +155,20 @@ class CampaignOutputs:
                                      f"(no content hashes); materialize reference_images first")
             hashes = [r["sha256"] for r in brief_refs]
             for variant in range(1, brief.variants + 1):
-                req = ImageRequest(brief, variant, brief_refs, generation_key(brief, generator, model, hashes, variant))
+                req = ImageRequest(brief, variant, brief_refs, image_request(brief, model or generator, hashes,
+                                                                             max_references),
+                                   legacy_generation_key(brief, generator, model, hashes, variant))
                 previous = read_json(self.sidecar(req.stem), {})
-                if not force and previous.get("cache_key") == req.key:
+                how = None if force else req.made(previous)
+                if how is not None:
                     if png_decodes(self.png(req.stem)) is None:
+                        if how != "key":
+                            write_json(self.sidecar(req.stem), {**previous, "cache_key": req.key,
+                                                                "request": req.request})
+                            report.adopted += 1
                         report.generated.append(str(self.png(req.stem)))
                         report.cached += 1
-                        log(f"{req.stem}: inputs unchanged, keeping {self.png(req.stem).name} (force regenerates)")
+                        log(f"{req.stem}: request unchanged, keeping {self.png(req.stem).name} (force regenerates)")
                         continue
                     refused = previous.get("blocked_reason")
                     if refused and not refused.startswith(TRANSIENT_FAILURES):
@@ -148,7 +196,9 @@ class CampaignOutputs:
             report.generated.append(str(png))
         write_json(self.sidecar(req.stem), {
             "brief": req.brief.to_dict(), "variant": req.variant, "drop": drop,
-            "references": [{"path": r["path"], "score": r["score"]} for r in req.references],
+            "references": [{k: r.get(k) for k in ("path", "score", "sha256", "via", "sku", "name")}
+                           for r in req.references],
+            "request": req.request,
             "generator": result.generator, "model": result.model, "mode": mode,
             "image_size": req.brief.image_size, "finish_reason": result.finish_reason,
             "blocked_reason": result.blocked_reason, "text": result.text, "usage": result.usage,
@@ -223,12 +273,12 @@ class BatchRecord:
 
 
 def batch_display_name(drop: str, requests: Sequence[ImageRequest]) -> str:
-    digest = hashlib.sha256(json.dumps(sorted(r.key for r in requests)).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps(sorted(r.job_key for r in requests)).encode()).hexdigest()[:16]
     return f"drop-studio/{drop}/{digest}"
 
 
 def reference_paths(drop_folder: AnyPath, req: ImageRequest) -> list[Reference]:
-    return [Reference(drop_folder / r["path"], r["score"]) for r in req.references]
+    return [Reference(drop_folder / r["path"], r["score"], r.get("sku") or "") for r in req.references]
 
 
 def generate_interactive(gen, outputs: CampaignOutputs, drop: str, drop_folder: AnyPath, todo: Sequence[ImageRequest],
@@ -267,12 +317,14 @@ def run_batch(gen, outputs: CampaignOutputs, record_path: AnyPath, drop: str, dr
     if record is not None:
         state, results = gen.batch_results(record.job)
         in_job = {r["key"] for r in record.requests}
+        # A job submitted by the previous release knows its requests by their old keys.
+        wanted = {**{r.legacy_key: r for r in todo if r.legacy_key}, **{r.job_key: r for r in todo}}
+        submitted = {r.job_key for k, r in wanted.items() if k in in_job}
         if results is None:
-            report.pending = sum(1 for r in todo if r.key in in_job)
+            report.pending = len(submitted)
             log(f"batch job {record.job} is {state}: {report.pending} image(s) pending; the campaign_batches "
                 f"sensor collects them when it finishes")
             return record.job
-        wanted = {r.key: r for r in todo}
         for item in record.requests:
             req = wanted.get(item["key"])
             if req is None:
@@ -285,15 +337,15 @@ def run_batch(gen, outputs: CampaignOutputs, record_path: AnyPath, drop: str, dr
             outputs.record(req, result, drop, "batch", cost, None, report, log, spent_now=False)
         storage.remove(record_path)
         log(f"collected batch job {record.job} ({state})")
-        todo = [r for r in todo if r.key not in in_job]
+        todo = [r for r in todo if r.job_key not in submitted]
     if not todo:
         return None
     check_budget(todo, price, cap, gen.model, "batch")  # over the cap: nothing is submitted
     for req in todo:  # the spend this run commits to, billed when the job runs
         report.spend(req, price(req.brief.image_size))
-    requests = gen.batch_requests([(r.key, r.brief, reference_paths(drop_folder, r)) for r in todo])
+    requests = gen.batch_requests([(r.job_key, r.brief, reference_paths(drop_folder, r)) for r in todo])
     record = BatchRecord(batch_display_name(drop, todo),
-                         [{"stem": r.stem, "key": r.key, "brief": r.brief.id, "variant": r.variant} for r in todo])
+                         [{"stem": r.stem, "key": r.job_key, "brief": r.brief.id, "variant": r.variant} for r in todo])
     record.save(record_path)
     record.job = gen.submit_batch(requests, record.display_name)
     record.save(record_path)
@@ -312,7 +364,8 @@ def make_campaign_images(drop: ProductDrop, art: DropArtifacts, gen, mode: str,
     briefs = art.read_briefs()
     outputs = CampaignOutputs(art.campaign_dir)
     report = CampaignReport(briefs=len(briefs))
-    todo = outputs.plan(briefs, art.read_references(), gen.name, gen.model, force, report, log)
+    todo = outputs.plan(briefs, art.read_references(), gen.name, gen.model, force, report, log,
+                        max_references=getattr(gen, "max_reference_images", None))
     if mode == "batch":
         report.batch_job = run_batch(gen, outputs, art.campaign_batch_path, drop.name, drop.folder, todo, price,
                                      cap, report, log)

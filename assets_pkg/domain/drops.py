@@ -20,6 +20,7 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from . import storage
+from .catalog import CATALOG_FILE
 from .errors import InvalidDropName, StudioError
 from .settings import DEFAULTS
 from .storage import AnyPath, Entry
@@ -55,6 +56,10 @@ class ProductDrop:
     @property
     def briefs_file(self) -> AnyPath:
         return self.folder / "briefs.yaml"
+
+    @property
+    def catalog_file(self) -> AnyPath:
+        return self.folder / CATALOG_FILE
 
 
 @dataclass
@@ -149,7 +154,7 @@ def _inspect(entry: Entry, max_pixels: int) -> dict:
         data = storage.read_bytes(entry.path)
     except OSError as e:
         return {"file": rel, "reason": f"unreadable: {e.strerror or e}"}
-    verdict = _decode_problem(data, max_pixels)
+    verdict = decode_problem(data, max_pixels)
     if isinstance(verdict, str):
         return {"file": rel, "reason": verdict, "bytes": entry.size, "version": entry.version}
     w, h, fmt = verdict
@@ -164,7 +169,7 @@ def _inspect(entry: Entry, max_pixels: int) -> dict:
     }
 
 
-def _decode_problem(data: bytes, max_pixels: int) -> str | tuple[int, int, str]:
+def decode_problem(data: bytes, max_pixels: int) -> str | tuple[int, int, str]:
     """(width, height, format) when the bytes are a whole image within the limit, else what is wrong."""
     try:
         with warnings.catch_warnings():
@@ -228,10 +233,11 @@ def scan_drop(
 
 def drop_fingerprint(drop: ProductDrop) -> str:
     """A cheap fingerprint of a drop's content from one listing: names, sizes and versions (modification
-    time, or an object's ETag) of its image files and of briefs.yaml. Any add, replace or remove changes it,
+    time, or an object's ETag) of its image files, briefs.yaml and products.csv. Any add, replace or remove changes it,
     and nothing is downloaded: reading every file on every sensor tick would not scale to large libraries."""
     h = hashlib.sha256()
     entries = storage.list_files(drop.folder)
-    for e in _image_entries(entries) + [e for e in entries if e.rel == drop.briefs_file.name]:
+    described = (drop.briefs_file.name, drop.catalog_file.name)
+    for e in _image_entries(entries) + [e for e in entries if e.rel in described]:
         h.update(f"{e.rel}\0{e.size}\0{e.version}\0{e.problem or ''}\n".encode())
     return h.hexdigest()[:32]

@@ -9,6 +9,7 @@ whatever the size of the drop.
 
 from __future__ import annotations
 
+import io
 import os
 import time
 import warnings
@@ -96,12 +97,17 @@ class _ImageFiles(Dataset):
         except OSError as e:
             return i, None, f"unreadable: {e.strerror or e}"
         try:
-            img = load_rgb(source, min_side=self.resolution)
-            if self.fit == "pad":
-                img = pad_to_square(img)
-            return i, self.preprocess(img), None
+            return i, prepare(source, self.preprocess, self.fit, self.resolution), None
         except Exception as e:  # any decode problem rejects this file only
             return i, None, f"cannot decode: {e}"
+
+
+def prepare(source, preprocess, fit: str, resolution: int) -> torch.Tensor:
+    """One image as the model takes it: opened as a person sees it, letterboxed (fit=pad), preprocessed."""
+    img = load_rgb(source, min_side=resolution)
+    if fit == "pad":
+        img = pad_to_square(img)
+    return preprocess(img)
 
 
 def _collate(items):
@@ -230,6 +236,12 @@ class ClipEncoder:
         feats = self.model.encode_text(tokens).float()
         feats = feats / feats.norm(dim=-1, keepdim=True)
         return feats.cpu().numpy().astype(np.float32, copy=False)
+
+    def embed_image_bytes(self, data: bytes) -> np.ndarray:
+        """The (1, dim) embedding of one image held in memory (a picture to search by), preprocessed exactly
+        as a drop's images are."""
+        pixels = prepare(io.BytesIO(data), self.preprocess, self.fit, self.model.visual.input_resolution)
+        return self._encode_pixels(pixels[None])
 
     # -- reader + mapper ---------------------------------------------------
     def iter_image_batches(

@@ -34,7 +34,12 @@ SIZE_PIXELS = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}
 @dataclass(frozen=True)
 class Reference:
     path: Path
-    score: float
+    score: float | None  # None for a product the brief names (not searched)
+    sku: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.path.name}  ({self.sku or f'{self.score:.2f}'})"
 
 
 @dataclass
@@ -97,7 +102,7 @@ class BoardGenerator:
             img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS)
             x = margin + k * (cell_w + margin) + (cell_w - img.width) // 2
             board.paste(img, (x, top))
-            d.text((x, top + img.height + 6), f"{ref.path.name}  ({ref.score:.2f})", fill=(90, 90, 90),
+            d.text((x, top + img.height + 6), ref.label, fill=(90, 90, 90),
                    font=font(max(12, W // 70)))
         if not references:
             d.text((margin, top), "no reference images found", fill=(160, 40, 40), font=prompt_font)

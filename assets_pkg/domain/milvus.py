@@ -33,7 +33,7 @@ def pymilvus():
 # Operations safe to repeat after a transient failure (not creating a collection, nor reading the
 # next page of a query iterator, which may already have moved on).
 IDEMPOTENT = frozenset({"has_collection", "describe_collection", "load_collection", "upsert", "delete", "flush",
-                        "query", "query_iterator", "count", "search"})
+                        "query", "query_iterator", "count", "search", "get", "get_server_version"})
 
 
 def _causes(exc: BaseException):

@@ -1,6 +1,8 @@
-"""The references stage: for each brief, the drop's images that best match its query (text-to-image search).
+"""The references stage: for each brief, the images of the products it names (in that order), then the drop's
+images that best match its query (Milvus's hybrid search of CLIP and BM25, with the brief's filters).
 
-The search depends on the briefs, the weights and the drop's rows, and on nothing else: while those are the
+The references depend on the briefs' search inputs (query, top_k, products, filters), the weights and the
+drop's rows (whose digest covers the catalog's product fields), and on nothing else: while those are the
 same (`inputs_key`), the references are kept without loading the model or opening Milvus.
 """
 
@@ -16,12 +18,17 @@ from .store import ProductImageStore
 if TYPE_CHECKING:
     from .encoder import ClipEncoder
 
+# The fields of a brief before products and filters existed: references searched by that release are
+# adopted while the briefs and rows are the same (see `legacy_inputs_key`).
+LEGACY_BRIEF_FIELDS = ("id", "prompt", "query", "top_k", "aspect_ratio", "image_size", "variants")
+
 
 @dataclass(frozen=True)
 class ReferencesReport:
     briefs: list[Brief]
-    refs: dict[str, list[dict]]  # brief id -> [{path, score, sha256}], best first
+    refs: dict[str, list[dict]]  # brief id -> [{path, score, sha256, via, sku, name}]: named products, then best first
     searched: bool
+    adopted: bool = False  # kept from a previous release's search of the same inputs
 
     @property
     def count(self) -> int:
@@ -32,25 +39,66 @@ class ReferencesReport:
         return [b.id for b in self.briefs if not self.refs.get(b.id)]
 
 
+def _rows(sync: dict) -> dict:
+    # collection.json also holds counts and the Lite file's fingerprint, which change whenever any drop is written
+    return {k: sync.get(k) for k in ("model_id", "collection", "milvus", "rows_digest")}
+
+
 def inputs_key(briefs: list[Brief], sync: dict) -> str:
-    """Only what the search depends on: collection.json also holds counts and the Lite file's fingerprint,
-    which change whenever any drop is written."""
-    return digest({"briefs": [b.to_dict() for b in briefs],
-                   "rows": {k: sync.get(k) for k in ("model_id", "collection", "milvus", "rows_digest")}})
+    """Exactly what the references depend on: each brief's search inputs and the drop's rows."""
+    return digest({"search": [{"id": b.id, "query": b.query, "top_k": b.top_k, "products": b.products,
+                               "where": b.where} for b in briefs], "rows": _rows(sync)})
+
+
+def legacy_inputs_key(briefs: list[Brief], sync: dict) -> str | None:
+    """The key the previous release gave the same inputs (it hashed the whole brief); None when a brief uses
+    what that release did not have."""
+    if any(b.products or b.where or b.query is None for b in briefs):
+        return None
+    return digest({"briefs": [{k: getattr(b, k) for k in LEGACY_BRIEF_FIELDS} for b in briefs], "rows": _rows(sync)})
+
+
+def named_references(brief: Brief, art: DropArtifacts) -> list[dict]:
+    """The images of the products a brief names, in its order and each product's catalog order; only images
+    that have a vector (the encoder could read them), each content once."""
+    if not brief.products:
+        return []
+    catalog = art.read_catalog()
+    images = art.read_manifest().images
+    sha_of = dict(zip(images["path"], images["sha256"]))
+    embedded = set(art.read_embeddings()[0])
+    refs, seen = [], set()
+    for sku in brief.products:
+        for file in catalog.skus.get(sku, []):
+            sha = sha_of.get(file)
+            if sha in embedded and sha not in seen:
+                seen.add(sha)
+                refs.append({"path": file, "score": None, "sha256": sha, "via": "sku", "sku": sku,
+                             "name": catalog.products[file].name})
+    return refs
 
 
 def find_references(drop: str, art: DropArtifacts, load_encoder: Callable[[], "ClipEncoder"],
                     open_store: Callable[[], ProductImageStore]) -> ReferencesReport:
     briefs = art.read_briefs()
-    key = inputs_key(briefs, art.read_sync())
-    if art.references_inputs_key() == key:
+    sync = art.read_sync()
+    key = inputs_key(briefs, sync)
+    stored = art.references_inputs_key()
+    if stored == key:
         return ReferencesReport(briefs, art.read_references(), searched=False)
-    refs: dict[str, list[dict]] = {}
-    if briefs:
-        queries = load_encoder().embed_texts([b.query for b in briefs])
+    if stored and stored == legacy_inputs_key(briefs, sync):
+        refs = art.read_references()
+        art.write_references(refs, key)
+        return ReferencesReport(briefs, refs, searched=False, adopted=True)
+    refs = {b.id: named_references(b, art) for b in briefs}
+    queried = [b for b in briefs if b.query]
+    if queried:
+        vectors = load_encoder().embed_texts([b.query for b in queried])
         with open_store() as store:
-            results = store.search(queries, drop=drop, top_k=max(b.top_k for b in briefs))
-        for b, hits in zip(briefs, results):
-            refs[b.id] = [{"path": h.path, "score": round(h.score, 4), "sha256": h.sha256} for h in hits[: b.top_k]]
+            for b, vector in zip(queried, vectors):
+                pinned = {r["sha256"] for r in refs[b.id]}
+                hits = store.search(vector, drop=drop, top_k=b.top_k + len(pinned), texts=[b.query], where=b.where)[0]
+                refs[b.id] += [{"path": h.path, "score": round(h.score, 4), "sha256": h.sha256, "via": "search",
+                                "sku": h.sku, "name": h.name} for h in hits if h.sha256 not in pinned][: b.top_k]
     art.write_references(refs, key)
     return ReferencesReport(briefs, refs, searched=True)

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from . import storage
 from .artifacts import DropArtifacts, read_json
 from .campaigns import CampaignOutputs
-from .drops import DROP_NAME_RE, discover_drops, load_rgb
+from .catalog import FILTER_FIELDS, InvalidFilter, filter_value
+from .drops import DROP_NAME_RE, decode_problem, discover_drops, load_rgb
 from .errors import StudioError
 from .milvus import is_lite_uri
 from .store import ProductImageStore
@@ -36,6 +37,7 @@ KINDS = ("product", "campaign")
 MAX_K = 100
 MAX_QUERY_CHARS = 300
 THUMBNAIL_SIDE = 320
+MAX_UPLOAD_BYTES = 20_000_000  # a picture to search by
 SHEETS = ("drop", "references", "campaign")
 
 
@@ -57,9 +59,41 @@ class Found:
     drop: str
     path: str  # relative to the drop folder (product) or to the drop's artifacts (campaign)
     score: float
+    sku: str = ""
+    name: str = ""
+    match: str = "clip"  # clip, hybrid (CLIP + BM25) or sku (the query is the product's SKU)
+
+    @classmethod
+    def of(cls, kind: str, h) -> "Found":
+        return cls(kind, h.drop, h.path, h.score, h.sku, h.name, h.match)
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "drop": self.drop, "path": self.path, "score": round(self.score, 4)}
+        return {"kind": self.kind, "drop": self.drop, "path": self.path, "score": round(self.score, 4),
+                "sku": self.sku, "name": self.name, "match": self.match}
+
+
+def parse_filters(params) -> dict[str, str]:
+    """The catalog filters among a request's parameters (sku, category, color), checked."""
+    where = {}
+    for name in FILTER_FIELDS:
+        raw = (params.get(name) or "").strip()
+        if raw:
+            try:
+                where[name] = filter_value(name, raw)
+            except InvalidFilter as e:
+                raise BadRequest(name, str(e).split(": ", 1)[1]) from None
+    return where
+
+
+def parse_upload(data: bytes, max_pixels: int) -> None:
+    """An uploaded picture to search by: within the size and pixel limits of drops, and an image."""
+    if not data:
+        raise BadRequest("image", "the request body is empty; send the image's bytes")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise BadRequest("image", f"{len(data)} bytes is over the limit of {MAX_UPLOAD_BYTES} bytes")
+    problem = decode_problem(data, max_pixels)
+    if isinstance(problem, str):
+        raise BadRequest("image", problem)
 
 
 def parse_k(raw: str | None, default: int = 24) -> int:
@@ -89,6 +123,12 @@ def parse_query(raw: str | None) -> str:
     if len(query) > MAX_QUERY_CHARS:
         raise BadRequest("q", f"the query is {len(query)} characters long; at most {MAX_QUERY_CHARS}")
     return query
+
+
+def _reference(r: dict) -> dict:
+    """A reference as the page shows it: the product picture, how it was chosen, and its product."""
+    return {"path": r["path"], "score": r.get("score"), "via": r.get("via", "search"), "sku": r.get("sku") or "",
+            "name": r.get("name") or ""}
 
 
 class _Connection:
@@ -164,6 +204,11 @@ class Library:
         self._thumbnails: OrderedDict[tuple, bytes] = OrderedDict()
         self._thumb_lock = threading.Lock()
 
+    def search_note(self) -> str | None:
+        """One line when text search here is CLIP alone (a Milvus server older than 2.5)."""
+        with self._connection.use() as (products, _):
+            return products.search_note()
+
     def close(self) -> None:
         with self._connection._lock:
             self._connection.close_now()
@@ -196,8 +241,8 @@ class Library:
             with self._connection.use() as (products, campaigns):
                 store = products if kind == "product" else campaigns
                 found: dict[str, str] = {}
-                for row, (path, aliases) in store.rows_of_drop(drop).items():
-                    for p in (path, *aliases):
+                for row, facts in store.rows_of_drop(drop).items():
+                    for p in (facts.path, *facts.aliases):
                         found[p] = row
                 return found
 
@@ -210,9 +255,18 @@ class Library:
             return self._encoder
 
     # -- search ------------------------------------------------------------
-    def search(self, query: str, drop: str | None, k: int, kinds: tuple[str, ...] = KINDS) -> list[Found]:
+    def search(self, query: str, drop: str | None, k: int, kinds: tuple[str, ...] = KINDS,
+               where: dict | None = None) -> list[Found]:
+        """Text search (CLIP fused with BM25 over names and the catalog), filtered by drop and `where`."""
         vector = self.encoder().embed_texts([query])
-        return self._nearest(vector, drop, k, kinds)
+        return self._nearest(vector, drop, k, kinds, text=query, where=where)
+
+    def search_by_picture(self, data: bytes, drop: str | None, k: int, kinds: tuple[str, ...] = KINDS,
+                          where: dict | None = None) -> list[Found]:
+        """The products and campaign images nearest an uploaded picture (checked by `parse_upload`), which
+        is encoded in memory and never stored."""
+        vector = self.encoder().embed_image_bytes(data)
+        return self._nearest(vector, drop, k, kinds, where=where)
 
     def similar(self, drop: str, path: str, k: int, kind: str = "product") -> list[Found]:
         """Images of the same kind like the indexed image `path` of `drop` (by its stored vector), in every
@@ -227,13 +281,33 @@ class Library:
         found = self._nearest(vector, None, k + 1, (kind,))
         return [f for f in found if not (f.drop == drop and self._rows(kind, drop).get(f.path) == row)][:k]
 
-    def _nearest(self, vector, drop: str | None, k: int, kinds: tuple[str, ...]) -> list[Found]:
+    def _nearest(self, vector, drop: str | None, k: int, kinds: tuple[str, ...], text: str | None = None,
+                 where: dict | None = None) -> list[Found]:
+        """Both collections' best, merged: exact SKU matches first, then by score (both collections are
+        searched the same way, so their scores compare)."""
         found: list[Found] = []
         with self._connection.use() as (products, campaigns):
             for kind, store in (("product", products), ("campaign", campaigns)):
                 if kind in kinds and store.exists():
-                    found += [Found(kind, h.drop, h.path, h.score) for h in store.search(vector, drop=drop, top_k=k)[0]]
-        return sorted(found, key=lambda f: -f.score)[:k]
+                    hits = store.search(vector, drop=drop, top_k=k, texts=None if text is None else [text],
+                                        where=where)[0]
+                    found += [Found.of(kind, h) for h in hits]
+        return sorted(found, key=lambda f: (f.match != "sku", -f.score))[:k]
+
+    def facets(self) -> dict:
+        """The values the page's filter controls offer: every drop's catalog categories, colours and SKUs."""
+        def compute() -> dict:
+            values: dict[str, dict[str, int]] = {"category": {}, "color": {}, "sku": {}}
+            for drop in self.drop_names():
+                for p in DropArtifacts.at(self.artifacts_dir, drop).read_catalog().products.values():
+                    for name in values:
+                        v = getattr(p, name)
+                        if v:
+                            values[name][v] = values[name].get(v, 0) + 1
+            return {name: [{"value": v, "images": n} for v, n in sorted(counts.items())]
+                    for name, counts in values.items()}
+
+        return self._remember(("facets",), compute)
 
     # -- drops -------------------------------------------------------------
     def drops(self) -> list[dict]:
@@ -256,8 +330,8 @@ class Library:
         and which contact sheets exist."""
         art = DropArtifacts.at(self.artifacts_dir, drop)
         refs = art.read_references()
-        briefs = [{"id": b.id, "prompt": b.prompt, "query": b.query,
-                   "references": [{"path": r["path"], "score": r["score"]} for r in refs.get(b.id, [])]}
+        briefs = [{"id": b.id, "prompt": b.prompt, "query": b.query, "products": b.products, "where": b.where,
+                   "references": [_reference(r) for r in refs.get(b.id, [])]}
                   for b in art.read_briefs()]
         campaign = []
         outputs = CampaignOutputs(art.campaign_dir)
@@ -268,6 +342,7 @@ class Library:
                 "prompt": facts.get("brief", {}).get("prompt", ""), "model": facts.get("model"),
                 "generator": facts.get("generator"), "finish_reason": facts.get("finish_reason"),
                 "estimated_cost_usd": facts.get("estimated_cost_usd"),
+                "references": [_reference(r) for r in facts.get("references", [])],
             })
         summary = next((d for d in self.drops() if d["drop"] == drop), {"drop": drop})
         sheets = [name for name in SHEETS if storage.exists(art.sheet_path(name))]

@@ -5,6 +5,16 @@ so re-running a drop upserts the same rows instead of adding duplicates, and
 the same picture in two drops is two rows (searches filtered by drop stay
 right). Works with a Milvus Lite file (`data/milvus.db`) or a server
 (`http://host:19530` with a token).
+
+Each row carries the product fields of the drop's catalog (sku, name, category, color, tags, attributes)
+as scalar fields, and a `text` built from its file names and the catalog; on Milvus 2.5 and newer (and
+Milvus Lite) a BM25 `Function` turns `text` into the sparse vector `text_sparse`, and a text search is
+Milvus's own `hybrid_search` of CLIP (text to image) and BM25, fused by `RRFRanker`. Older servers have no
+BM25: their collections have no `text_sparse`, and search is CLIP plus the exact filters.
+
+A collection written by Drop Studio before the product fields existed (`FIELDS_V1`) is upgraded in place
+the first time it is opened for writing: its rows, vectors included, are copied into the new schema, so
+no image is encoded again.
 """
 
 from __future__ import annotations
@@ -15,11 +25,12 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from filelock import FileLock, Timeout
 
+from .catalog import FILTER_FIELDS, SKU_RE, filter_value, search_text
 from .drops import validate_drop_name
 from .errors import StoreError
 from .milvus import IDEMPOTENT, is_auth_error, is_lite_uri, is_transient, lite_fingerprint, pymilvus
@@ -28,13 +39,53 @@ from .settings import DEFAULTS
 if TYPE_CHECKING:  # imported on first use (milvus.pymilvus), not here
     from pymilvus import MilvusClient
 
-__all__ = ["ProductImageStore", "Hit", "SyncReport", "row_id", "drop_filter", "checked_ids", "is_lite_uri",
-           "lite_fingerprint", "MAX_TOP_K"]
+__all__ = ["ProductImageStore", "Hit", "SyncReport", "RowFacts", "row_id", "row_facts", "drop_filter",
+           "filter_expr", "checked_ids", "is_lite_uri", "lite_fingerprint", "MAX_TOP_K"]
 
 COLLECTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-FIELDS = ("id", "drop", "sha256", "path", "aliases", "width", "height", "vector")
+FIELDS_V1 = ("id", "drop", "sha256", "path", "aliases", "width", "height", "vector")
+PRODUCT_FIELDS = ("sku", "name", "category", "color", "tags", "attributes")
+FIELDS = ("id", "drop", "sha256", "path", "aliases", "width", "height", *PRODUCT_FIELDS, "text", "vector")
+SPARSE = "text_sparse"  # BM25 of `text`, made by Milvus itself (absent on servers older than 2.5)
+HIT_FIELDS = ["drop", "path", "aliases", "sku", "name", "category", "color"]
 WRITE_BATCH = 500
 MAX_TOP_K = 1000
+# Each side of a hybrid search brings this many candidates (at least) for RRF to fuse: a row that only one
+# side ranks highly must still meet the other side's ranking to be fused, not be cut off before it.
+MIN_CANDIDATES = 50
+RRF_K = 60  # RRF's damping constant, Milvus's default
+BM25_SINCE = (2, 5)
+# Recorded with each verified sync: a drop synced under an older schema opens the collection once more, so
+# the first run after an upgrade brings the collection to this schema even when nothing else changed.
+SCHEMA_VERSION = 2
+NO_BM25 = ("Milvus at {uri} is {version}, which has no BM25 full-text search (Milvus 2.5 or newer has it): "
+           "search uses CLIP and the exact filters (sku, category, color) only")
+
+
+class RowFacts(NamedTuple):
+    """What a row says besides its vector: a row whose facts are unchanged is not written again."""
+
+    path: str
+    aliases: tuple[str, ...]
+    product: tuple  # sku, name, category, color, tags (JSON), attributes (JSON)
+
+
+def _product_values(product: dict | None) -> tuple:
+    p = product or {}
+    return (p.get("sku", ""), p.get("name", ""), p.get("category", ""), p.get("color", ""),
+            json.dumps(list(p.get("tags", [])), ensure_ascii=False),
+            json.dumps(dict(p.get("attributes", {})), ensure_ascii=False, sort_keys=True))
+
+
+def row_facts(row: dict) -> RowFacts:
+    """The facts of a row to write (keys path, aliases and optionally product)."""
+    return RowFacts(row["path"], tuple(row.get("aliases") or ()), _product_values(row.get("product")))
+
+
+def _stored_facts(r: dict) -> RowFacts:
+    return RowFacts(r["path"], tuple(json.loads(r.get("aliases") or "[]")),
+                    tuple(r.get(f, "" if f not in ("tags", "attributes") else ("[]" if f == "tags" else "{}"))
+                          for f in PRODUCT_FIELDS))
 
 
 def row_id(drop: str, sha256: str) -> str:
@@ -44,6 +95,14 @@ def row_id(drop: str, sha256: str) -> str:
 def drop_filter(drop: str) -> str:
     """`drop == "<name>"` from a validated name; json.dumps quotes it as a string literal."""
     return f"drop == {json.dumps(validate_drop_name(drop))}"
+
+
+def filter_expr(drop: str | None = None, where: dict | None = None) -> str:
+    """A Milvus filter from validated values only: `drop == "a" and category == "footwear"`."""
+    parts = [drop_filter(drop)] if drop else []
+    for name, value in (where or {}).items():
+        parts.append(f"{name} == {json.dumps(filter_value(name, value), ensure_ascii=False)}")
+    return " and ".join(parts)
 
 
 def checked_ids(drop: str, ids: Sequence[str]) -> list[str]:
@@ -71,8 +130,21 @@ class Hit:
     id: str
     drop: str
     path: str  # relative to the drop folder
-    score: float  # cosine similarity
+    score: float  # cosine similarity (CLIP alone), or the RRF score of a hybrid search
     aliases: tuple[str, ...] = ()
+    sku: str = ""
+    name: str = ""
+    category: str = ""
+    color: str = ""
+    match: str = "clip"  # clip, hybrid (CLIP + BM25), or sku (the query is this row's SKU)
+
+    @classmethod
+    def from_milvus(cls, h: dict, match: str) -> "Hit":
+        e = h["entity"]
+        return cls(id=h["id"], drop=e["drop"], path=e["path"], score=float(h["distance"]),
+                   aliases=tuple(json.loads(e.get("aliases") or "[]")), sku=e.get("sku") or "",
+                   name=e.get("name") or "", category=e.get("category") or "", color=e.get("color") or "",
+                   match=match)
 
     @property
     def sha256(self) -> str:
@@ -107,6 +179,8 @@ class ProductImageStore:
         self.retries = retries
         self.retry_delay = retry_delay
         self._client: "MilvusClient | None" = None
+        self._full_text: bool | None = None
+        self._schema: dict[str, dict] | None = None
         self.fingerprint_at_close: str | None = None
         self._lock: FileLock | None = None
 
@@ -171,6 +245,7 @@ class ProductImageStore:
                     self.fingerprint_at_close = lite_fingerprint(self.uri)
             finally:
                 self._client = None
+                self._schema = self._full_text = None
                 self._release()
 
     def __enter__(self) -> "ProductImageStore":
@@ -206,33 +281,82 @@ class ProductImageStore:
                 raise StoreError(f"Milvus {what} failed on {self.collection} at {self.uri}{tries}: {reason}") from None
 
     # -- schema ------------------------------------------------------------
-    def exists(self) -> bool:
-        return bool(self._call("has_collection", self.client.has_collection, self.collection))
+    def exists(self, collection: str | None = None) -> bool:
+        return bool(self._call("has_collection", self.client.has_collection, collection or self.collection))
+
+    def _fields(self, collection: str | None = None) -> dict[str, dict]:
+        """The collection's fields by name; the store's own collection's are asked once (each search needs them)."""
+        collection = collection or self.collection
+        if collection == self.collection and self._schema is not None:
+            return self._schema
+        desc = self._call("describe_collection", self.client.describe_collection, collection)
+        fields = {f["name"]: f for f in desc["fields"]}
+        if collection == self.collection:
+            self._schema = fields
+        return fields
 
     def dim(self) -> int | None:
         if not self.exists():
             return None
-        desc = self._call("describe_collection", self.client.describe_collection, self.collection)
-        for f in desc["fields"]:
-            if f["name"] == "vector":
-                return int(f["params"]["dim"])
+        vector = self._fields().get("vector")
+        return int(vector["params"]["dim"]) if vector else None
+
+    @property
+    def full_text(self) -> bool:
+        """Whether the collection has BM25 full-text search (made on Milvus Lite or a 2.5+ server)."""
+        if self._full_text is None:
+            self._full_text = self.exists() and SPARSE in self._fields()
+        return self._full_text
+
+    def server_version(self) -> str:
+        """The server's version (`v2.3.9`); Milvus Lite answers no such call, and is always 2.5."""
+        if is_lite_uri(self.uri):
+            return "Milvus Lite"
+        return str(self._call("get_server_version", self.client.get_server_version))
+
+    def server_has_bm25(self) -> bool:
+        if is_lite_uri(self.uri):
+            return True
+        m = re.match(r"v?(\d+)\.(\d+)", self.server_version())
+        return bool(m) and (int(m[1]), int(m[2])) >= BM25_SINCE
+
+    def search_note(self) -> str | None:
+        """One line when text search is CLIP alone here (a server older than 2.5, or a collection it made)."""
+        if not self.server_has_bm25():
+            return NO_BM25.format(uri=self.uri.split("@")[-1], version=self.server_version())
+        if self.exists() and not self.full_text:
+            return (f"collection {self.collection!r} at {self.uri.split('@')[-1]} was made without BM25 (by a "
+                    f"Milvus older than 2.5): search uses CLIP and the exact filters only; set MILVUS_COLLECTION to "
+                    f"a new name to build one with full-text search")
         return None
 
     def ensure_collection(self, dim: int) -> None:
-        """Create the collection if missing; refuse one whose schema does not match."""
+        """Create the collection if missing, upgrade one of the previous schema; refuse one that does not match."""
+        upgrade = f"{self.collection}_upgrade"
+        if not self.exists() and self.exists(upgrade):  # an upgrade stopped after dropping the old rows
+            self._create(self.collection, dim)
+            self._copy(upgrade, self.collection)
+            self._call("drop_collection", self.client.drop_collection, upgrade)
         if self.exists():
-            desc = self._call("describe_collection", self.client.describe_collection, self.collection)
-            names = {f["name"] for f in desc["fields"]}
+            names = set(self._fields())
             have = self.dim()
-            if names != set(FIELDS) or have != dim:
+            if names == set(FIELDS_V1) and have == dim:
+                self._upgrade_v1(dim, upgrade)
+                return
+            if names - {SPARSE} != set(FIELDS) or have != dim:
                 raise StoreError(
                     f"collection {self.collection!r} at {self.uri} has fields {sorted(names)} and dim {have}, "
                     f"but this model needs dim {dim}; set MILVUS_COLLECTION to a new name"
                 )
             self._call("load_collection", self.client.load_collection, self.collection)
             return
-        DataType = pymilvus().DataType
-        schema = pymilvus().MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        self._create(self.collection, dim)
+
+    def _create(self, collection: str, dim: int) -> None:
+        milvus = pymilvus()
+        DataType = milvus.DataType
+        bm25 = self.server_has_bm25()
+        schema = milvus.MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=160)
         schema.add_field("drop", DataType.VARCHAR, max_length=64)
         schema.add_field("sha256", DataType.VARCHAR, max_length=64)
@@ -240,23 +364,74 @@ class ProductImageStore:
         schema.add_field("aliases", DataType.VARCHAR, max_length=8192)  # JSON list of other names of the same bytes
         schema.add_field("width", DataType.INT32)
         schema.add_field("height", DataType.INT32)
+        schema.add_field("sku", DataType.VARCHAR, max_length=64)
+        schema.add_field("name", DataType.VARCHAR, max_length=1024)
+        schema.add_field("category", DataType.VARCHAR, max_length=256)
+        schema.add_field("color", DataType.VARCHAR, max_length=256)
+        schema.add_field("tags", DataType.VARCHAR, max_length=8192)  # JSON list
+        schema.add_field("attributes", DataType.VARCHAR, max_length=16384)  # JSON object: the catalog's other columns
+        schema.add_field("text", DataType.VARCHAR, max_length=16384, **({"enable_analyzer": True} if bm25 else {}))
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         index = self.client.prepare_index_params()
         index.add_index("vector", index_type="AUTOINDEX", metric_type="COSINE")
+        if bm25:
+            schema.add_field(SPARSE, DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_function(milvus.Function(name="text_bm25", function_type=milvus.FunctionType.BM25,
+                                                input_field_names=["text"], output_field_names=[SPARSE]))
+            index.add_index(SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         # Strong consistency: a search right after an upsert in the same run must see the new rows.
-        self._call(
-            "create_collection",
-            self.client.create_collection,
-            self.collection,
-            schema=schema,
-            index_params=index,
-            consistency_level="Strong",
-        )
-        self._call("load_collection", self.client.load_collection, self.collection)
+        self._call("create_collection", self.client.create_collection, collection, schema=schema,
+                   index_params=index, consistency_level="Strong")
+        self._call("load_collection", self.client.load_collection, collection)
+        self._full_text = self._schema = None
+
+    def _upgrade_v1(self, dim: int, upgrade: str) -> None:
+        """Copy a collection of the previous schema into the new one under the same name, vectors and all:
+        first into `<collection>_upgrade`, then back once the old one is dropped, so a stop at any point
+        loses nothing (the next opening finishes the job)."""
+        log = logging.getLogger(__name__)
+        log.warning("upgrading Milvus collection %s at %s to the schema with product fields (no image is "
+                    "encoded again)", self.collection, self.uri.split("@")[-1])
+        if self.exists(upgrade):
+            self._call("drop_collection", self.client.drop_collection, upgrade)
+        self._create(upgrade, dim)
+        self._copy(self.collection, upgrade)
+        self._call("drop_collection", self.client.drop_collection, self.collection)
+        self._full_text = self._schema = None
+        self._create(self.collection, dim)
+        self._copy(upgrade, self.collection)
+        self._call("drop_collection", self.client.drop_collection, upgrade)
+
+    def _copy(self, source: str, target: str) -> None:
+        self._call("load_collection", self.client.load_collection, source)
+        have = set(self._fields(source))
+        fields = [f for f in FIELDS if f in have]
+        for page in self._pages(source, "", fields):
+            rows = []
+            for r in page:
+                aliases = json.loads(r.get("aliases") or "[]")
+                row = {f: r.get(f) for f in FIELDS if f in have}
+                row.update({f: r.get(f, "" if f not in ("tags", "attributes") else ("[]" if f == "tags" else "{}"))
+                            for f in PRODUCT_FIELDS})
+                row["text"] = r.get("text") or search_text(r["path"], aliases, None)
+                rows.append(row)
+            self._call("upsert", self.client.upsert, target, rows)
+        self._call("flush", self.client.flush, target)
 
     # -- writes ------------------------------------------------------------
+    def _row(self, drop: str, r: dict) -> dict:
+        facts = row_facts(r)
+        return {
+            "id": row_id(drop, r["sha256"]), "drop": drop, "sha256": r["sha256"], "path": r["path"],
+            "aliases": json.dumps(list(facts.aliases), ensure_ascii=False), "width": int(r["width"]),
+            "height": int(r["height"]), **dict(zip(PRODUCT_FIELDS, facts.product)),
+            "text": search_text(r["path"], facts.aliases, r.get("product")),
+            "vector": np.asarray(r["vector"], dtype=np.float32).tolist(),
+        }
+
     def upsert_drop(self, drop: str, rows: Iterable[dict]) -> int:
-        """Upsert rows with keys sha256, path, aliases, width, height, vector; returns rows written.
+        """Upsert rows with keys sha256, path, aliases, width, height, vector and optionally product (the
+        catalog's fields for the image); returns rows written.
 
         Always upserts (never inserts): Milvus does not deduplicate primary keys on insert, so a
         repeated or retried batch, or two runs writing at once, could otherwise leave a row twice."""
@@ -273,18 +448,7 @@ class ProductImageStore:
             return int(res.get("upsert_count", len(chunk)))
 
         for r in rows:
-            batch.append(
-                {
-                    "id": row_id(drop, r["sha256"]),
-                    "drop": drop,
-                    "sha256": r["sha256"],
-                    "path": r["path"],
-                    "aliases": json.dumps(list(r.get("aliases") or []), ensure_ascii=False),
-                    "width": int(r["width"]),
-                    "height": int(r["height"]),
-                    "vector": np.asarray(r["vector"], dtype=np.float32).tolist(),
-                }
-            )
+            batch.append(self._row(drop, r))
             if len(batch) >= WRITE_BATCH:
                 written += send()
         return written + send()
@@ -296,14 +460,13 @@ class ProductImageStore:
         return len(ids)
 
     def sync_drop(self, drop: str, rows: Sequence[dict], dim: int, rewrite_all: bool = False) -> SyncReport:
-        """Make the drop's rows exactly `rows` (keys sha256, path, aliases, width, height, vector): upsert
-        the new and the changed (path or aliases; every row with `rewrite_all`, after a model change),
-        delete the rest, and flush only if something was written."""
+        """Make the drop's rows exactly `rows` (keys sha256, path, aliases, width, height, vector, product):
+        upsert the new and the changed (names or product fields; every row with `rewrite_all`, after a model
+        change), delete the rest, and flush only if something was written."""
         self.ensure_collection(dim)
         current = self.rows_of_drop(drop)
         wanted = {row_id(drop, r["sha256"]): r for r in rows}
-        changed = [r for i, r in wanted.items()
-                   if rewrite_all or current.get(i) != (r["path"], tuple(r["aliases"]))]
+        changed = [r for i, r in wanted.items() if rewrite_all or current.get(i) != row_facts(r)]
         upserted = self.upsert_drop(drop, changed)
         deleted = self.delete_ids(drop, sorted(set(current) - set(wanted)))
         if upserted or deleted:
@@ -329,28 +492,26 @@ class ProductImageStore:
         return deleted
 
     # -- reads -------------------------------------------------------------
-    def rows_of_drop(self, drop: str) -> dict[str, tuple[str, tuple[str, ...]]]:
-        """id -> (path, aliases) of every row of a drop, read page by page."""
-        if not self.exists():
-            return {}
-        it = self._call(
-            "query_iterator",
-            self.client.query_iterator,
-            self.collection,
-            batch_size=1000,
-            filter=drop_filter(drop),
-            output_fields=["id", "path", "aliases"],
-        )
-        rows: dict[str, tuple[str, tuple[str, ...]]] = {}
+    def _pages(self, collection: str, filter: str, fields: list[str]):
+        it = self._call("query_iterator", self.client.query_iterator, collection, batch_size=1000,
+                        filter=filter, output_fields=fields)
         try:
             while True:
                 page = self._call("query page", it.next)
                 if not page:
                     break
-                rows.update((r["id"], (r["path"], tuple(json.loads(r["aliases"] or "[]")))) for r in page)
+                yield page
         finally:
             it.close()
-        return rows
+
+    def rows_of_drop(self, drop: str) -> dict[str, RowFacts]:
+        """id -> facts (path, aliases, product fields) of every row of a drop, read page by page."""
+        if not self.exists():
+            return {}
+        have = set(self._fields())
+        fields = ["id", "path", "aliases", *(f for f in PRODUCT_FIELDS if f in have)]
+        return {r["id"]: _stored_facts(r) for page in self._pages(self.collection, drop_filter(drop), fields)
+                for r in page}
 
     def ids_of_drop(self, drop: str) -> set[str]:
         return set(self.rows_of_drop(drop))
@@ -367,33 +528,65 @@ class ProductImageStore:
         )
         return int(res[0]["count(*)"])
 
-    def search(self, vectors: np.ndarray, drop: str | None = None, top_k: int = 10) -> list[list[Hit]]:
+    def values(self, field: str, drop: str | None = None) -> dict[str, int]:
+        """value -> rows, of one product field (non-empty values), for filter controls."""
+        counts: dict[str, int] = {}
+        if not self.exists() or field not in self._fields():
+            return counts
+        for page in self._pages(self.collection, filter_expr(drop), [field]):
+            for r in page:
+                if r[field]:
+                    counts[r[field]] = counts.get(r[field], 0) + 1
+        return dict(sorted(counts.items()))
+
+    def search(self, vectors: np.ndarray, drop: str | None = None, top_k: int = 10,
+               texts: Sequence[str] | None = None, where: dict | None = None) -> list[list[Hit]]:
+        """The `top_k` best rows for each query vector (CLIP), filtered by drop and `where` (sku, category,
+        color). With `texts` (the queries the vectors came from), each search is also a full-text one: rows
+        whose SKU is the query come first, then Milvus fuses CLIP and BM25 (where the collection has it)."""
         if not 1 <= top_k <= MAX_TOP_K:
             raise StoreError(f"top_k must be from 1 to {MAX_TOP_K}, got {top_k}")
         vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
-        res = self._call(
-            "search",
-            self.client.search,
-            self.collection,
-            data=vectors.tolist(),
-            anns_field="vector",
-            limit=top_k,
-            filter=drop_filter(drop) if drop else "",
-            output_fields=["drop", "path", "aliases"],
-            search_params={"metric_type": "COSINE"},
-        )
+        expr = filter_expr(drop, where)
+        if not self.exists():
+            return [[] for _ in vectors]
+        fields = HIT_FIELDS if "sku" in self._fields() else HIT_FIELDS[:3]
+        if texts is None:
+            return [[Hit.from_milvus(h, "clip") for h in hits] for hits in self._dense(vectors, expr, top_k, fields)]
         out = []
-        for hits in res:
-            out.append(
-                [
-                    Hit(
-                        id=h["id"],
-                        drop=h["entity"]["drop"],
-                        path=h["entity"]["path"],
-                        score=float(h["distance"]),
-                        aliases=tuple(json.loads(h["entity"].get("aliases") or "[]")),
-                    )
-                    for h in hits
-                ]
-            )
+        for vector, text in zip(vectors, texts):
+            pinned = self._exact_sku(vector, text, expr, top_k, fields)
+            if self.full_text and text.strip():
+                rest = self._hybrid(vector, text, expr, top_k + len(pinned), fields)
+            else:
+                rest = [Hit.from_milvus(h, "clip") for h in self._dense(vector[None], expr, top_k + len(pinned),
+                                                                        fields)[0]]
+            seen = {h.id for h in pinned}
+            out.append((pinned + [h for h in rest if h.id not in seen])[:top_k])
         return out
+
+    def _dense(self, vectors: np.ndarray, expr: str, limit: int, fields: list[str]) -> list:
+        return self._call("search", self.client.search, self.collection, data=vectors.tolist(), anns_field="vector",
+                          limit=limit, filter=expr, output_fields=fields, search_params={"metric_type": "COSINE"})
+
+    def _exact_sku(self, vector: np.ndarray, text: str, expr: str, top_k: int, fields: list[str]) -> list[Hit]:
+        """Rows whose SKU is the query itself (any case), best CLIP match first."""
+        token = text.strip()
+        if "sku" not in fields or not SKU_RE.fullmatch(token):
+            return []
+        skus = json.dumps(sorted({token, token.upper(), token.lower()}))
+        sku_expr = f"sku in {skus}" + (f" and {expr}" if expr else "")
+        return [Hit.from_milvus(h, "sku") for h in self._dense(vector[None], sku_expr, top_k, fields)[0]]
+
+    def _hybrid(self, vector: np.ndarray, text: str, expr: str, limit: int, fields: list[str]) -> list[Hit]:
+        milvus = pymilvus()
+        candidates = min(max(4 * limit, MIN_CANDIDATES), 16384)
+        requests = [
+            milvus.AnnSearchRequest(data=[vector.tolist()], anns_field="vector", param={"metric_type": "COSINE"},
+                                    limit=candidates, expr=expr or None),
+            milvus.AnnSearchRequest(data=[text], anns_field=SPARSE, param={"metric_type": "BM25"},
+                                    limit=candidates, expr=expr or None),
+        ]
+        res = self._call("search", self.client.hybrid_search, self.collection, requests,
+                         milvus.RRFRanker(RRF_K), limit=limit, output_fields=fields)
+        return [Hit.from_milvus(h, "hybrid") for h in res[0]]

@@ -34,14 +34,21 @@ function thumb(src, alt) {
   return el("img", { src, alt, loading: "lazy", decoding: "async", width: "320", height: "320" });
 }
 
+function product(item) {
+  // SKU and name of the product a picture shows, when the drop's catalog knows it
+  return el("span", { class: "product" }, [item.sku, item.name].filter(Boolean).join(" · "));
+}
+
 function card(hit) {
   const name = hit.path.split("/").pop();
   const more = el("button", { class: "more-like-this", type: "button",
                               onclick: () => similar(hit) }, "More like this");
-  return el("article", { class: "card result", "data-drop": hit.drop, "data-path": hit.path, "data-kind": hit.kind },
+  return el("article", { class: "card result", "data-drop": hit.drop, "data-path": hit.path, "data-kind": hit.kind,
+                         "data-sku": hit.sku || "" },
     thumb(hit.thumbnail, name),
     el("div", { class: "facts" },
       el("span", { class: "name", title: hit.path }, name),
+      product(hit),
       el("span", { class: "meta" },
         el("a", { href: `#/drop/${encodeURIComponent(hit.drop)}`, class: "drop-link" }, hit.drop),
         el("span", { class: `kind ${hit.kind}` }, hit.kind),
@@ -57,10 +64,16 @@ function showResults(title, hits) {
   say(hits.length ? "" : "No images found.");
 }
 
+function filters(params) {
+  for (const name of ["drop", "category", "color", "sku"]) {
+    if ($(name).value.trim()) params.set(name, $(name).value.trim());
+  }
+  return params;
+}
+
 async function search(event) {
   if (event) event.preventDefault();
-  const params = new URLSearchParams({ q: $("q").value, kind: $("kind").value, k: "24" });
-  if ($("drop").value) params.set("drop", $("drop").value);
+  const params = filters(new URLSearchParams({ q: $("q").value, kind: $("kind").value, k: "24" }));
   say("Searching…");
   try {
     const hits = await api(`/api/search?${params}`);
@@ -76,6 +89,34 @@ async function similar(hit) {
   try {
     const params = new URLSearchParams({ drop: hit.drop, path: hit.path, kind: hit.kind, k: "24" });
     showResults(`More like ${hit.path.split("/").pop()} (${hit.drop})`, await api(`/api/similar?${params}`));
+  } catch (err) {
+    say(err.message, true);
+  }
+}
+
+async function searchByPicture(file) {
+  if (!file) return;
+  say("Looking for products like your picture…");
+  try {
+    const params = filters(new URLSearchParams({ kind: $("kind").value, k: "24" }));
+    // The picture's bytes are the body; the server keeps nothing of it.
+    const hits = await api(`/api/similar?${params}`, { method: "POST", body: file,
+                                                       headers: { "Content-Type": file.type || "application/octet-stream" } });
+    if (location.hash !== "" && location.hash !== "#/") history.pushState(null, "", "#/");
+    showResults(`Like your picture ${file.name}`, hits);
+  } catch (err) {
+    say(err.message, true);
+  }
+}
+
+async function loadFacets() {
+  try {
+    const facets = await api("/api/facets");
+    const fill = (id, label, values) => $(id).replaceChildren(el("option", { value: "" }, label),
+      ...values.map((f) => el("option", { value: f.value }, `${f.value} (${f.images})`)));
+    fill("category", "Any category", facets.category);
+    fill("color", "Any colour", facets.color);
+    $("skus").replaceChildren(...facets.sku.map((f) => el("option", { value: f.value })));
   } catch (err) {
     say(err.message, true);
   }
@@ -109,15 +150,20 @@ async function showDrop(drop) {
     parts.push(el("h3", {}, `Briefs (${d.briefs.length})`));
     for (const b of d.briefs) {
       parts.push(el("div", { class: "brief" },
-        el("strong", {}, b.id), el("p", {}, b.prompt), el("p", {}, `Query: ${b.query}`),
-        el("div", { class: "refs" }, ...b.references.map((r) => el("figure", {},
-          thumb(r.thumbnail, r.path), el("figcaption", {}, `${r.path.split("/").pop()} ${r.score.toFixed(3)}`))))));
+        el("strong", {}, b.id), el("p", {}, b.prompt),
+        el("p", {}, [b.query ? `Query: ${b.query}` : "", b.products.length ? `Products: ${b.products.join(", ")}` : ""]
+          .filter(Boolean).join(" · ")),
+        el("div", { class: "refs" }, ...b.references.map((r) => el("figure", { "data-sku": r.sku },
+          thumb(r.thumbnail, r.path),
+          el("figcaption", {}, `${r.path.split("/").pop()} ${r.via === "sku" ? "(named)" : r.score.toFixed(3)}`),
+          product(r))))));
     }
     parts.push(el("h3", {}, `Campaign images (${d.campaign.length})`));
     parts.push(el("div", { class: "grid" }, ...d.campaign.map((c) => el("article", { class: "card campaign-image" },
       thumb(c.thumbnail, c.path),
       el("table", { class: "facts" }, ...[["brief", c.brief], ["prompt", c.prompt], ["by", c.model || c.generator],
-        ["finish", c.finish_reason], ["cost", c.estimated_cost_usd == null ? "–" : `$${c.estimated_cost_usd}`]]
+        ["finish", c.finish_reason], ["cost", c.estimated_cost_usd == null ? "–" : `$${c.estimated_cost_usd}`],
+        ["products", c.references.map((r) => r.sku).filter(Boolean).join(", ")]]
         .map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, String(v ?? "")))))))));
     view.replaceChildren(...parts);
     $("search-view").hidden = true;
@@ -142,6 +188,7 @@ async function login(event) {
     $("login").hidden = true;
     say("");
     loadDrops();
+    loadFacets();
     route();
   } catch (err) {
     say(err.message, true);
@@ -149,8 +196,17 @@ async function login(event) {
 }
 
 $("search-form").addEventListener("submit", search);
+$("picture").addEventListener("change", (e) => searchByPicture(e.target.files[0]));
+$("picture-drop").addEventListener("dragover", (e) => { e.preventDefault(); $("picture-drop").classList.add("over"); });
+$("picture-drop").addEventListener("dragleave", () => $("picture-drop").classList.remove("over"));
+$("picture-drop").addEventListener("drop", (e) => {
+  e.preventDefault();
+  $("picture-drop").classList.remove("over");
+  searchByPicture(e.dataTransfer.files[0]);
+});
 $("login").addEventListener("submit", login);
 window.addEventListener("hashchange", route);
 if (!location.hash) history.replaceState(null, "", "#/");
 loadDrops();
+loadFacets();
 route();
