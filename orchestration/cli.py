@@ -107,6 +107,7 @@ def summarize(drop: str, result, artifacts_dir: str) -> dict:
         "products": cat.get("products"),
         "catalog_rejected": art.read_catalog().rejected if cat else [],
         "indexed": col.get("indexed"),
+        "upserted": col.get("upserted"),
         "deleted": col.get("deleted"),
         "briefs": len(art.read_briefs()),
         "generated": sorted(str(p) for p in art.campaign_pngs()) if camp else [],

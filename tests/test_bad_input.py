@@ -113,7 +113,7 @@ def test_every_file_is_indexed_or_rejected_with_a_reason(studio, corpus):
 
     with ProductImageStore(studio.env["MILVUS_URI"]) as store:
         rows = store.rows_of_drop("messy")
-    names = sorted(n for path, aliases in rows.values() for n in (path, *aliases))
+    names = sorted(n for f in rows.values() for n in (f.path, *f.aliases))
     assert names == corpus["good"]
 
 

@@ -34,7 +34,7 @@ def test_full_graph_materializes_with_exact_results(studio):
     assert (col["indexed"], col["upserted"], col["deleted"]) == (24, 24, 0)
     with ProductImageStore(studio.env["MILVUS_URI"]) as store:
         rows = store.rows_of_drop("spring")
-    assert sorted(path for path, _ in rows.values()) == sorted(names)
+    assert sorted(f.path for f in rows.values()) == sorted(names)
 
     refs = json.loads((studio.artifacts / "spring" / "references.json").read_text())
     assert [Path(r["path"]).stem.rsplit("_", 1)[0] for r in refs["red-hero"]] == ["red_circle", "red_circle"]

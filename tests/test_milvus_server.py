@@ -155,7 +155,7 @@ def test_a_server_killed_mid_upsert_fails_the_run_and_the_next_run_converges(stu
     assert manifest  # the rest of the graph ran on the recovered collection
     with ProductImageStore(milvus_server.uri, TOKEN, "crash_test") as store:
         rows = store.rows_of_drop("spring")
-        assert sorted(path for path, _ in rows.values()) == sorted(names)
+        assert sorted(f.path for f in rows.values()) == sorted(names)
         assert store.count("spring") == len(names) == 24  # nothing missing, nothing twice
     # The first sync never finished, so nothing proves which model wrote the surviving rows: the rerun
     # rewrites them all (upserts: still exactly one row per image).

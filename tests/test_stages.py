@@ -182,7 +182,7 @@ def test_campaign_index_encodes_only_new_images_and_skips_milvus_when_nothing_ch
     third = run()
     assert (third.encoded, third.upserted, third.deleted, third.indexed) == (1, 1, 1, 2)
     with ProductImageStore(uri, collection="c_campaigns") as store:
-        assert sorted(p for p, _ in store.rows_of_drop("spring").values()) == \
+        assert sorted(f.path for f in store.rows_of_drop("spring").values()) == \
             ["campaign/blue-shelf.png", "campaign/red-hero.png"]
 
     for png in art.campaign_dir.glob("*.png"):

@@ -1,0 +1,250 @@
+"""Products, not just pixels: a drop's products.csv, its rows in Milvus, keyword + CLIP search with filters,
+briefs that name products, and the upgrade of a world made by the previous release."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from assets_pkg.domain.catalog import CatalogError, file_words, parse_catalog
+from assets_pkg.domain.store import ProductImageStore
+from conftest import BRIEFS, ROOT, draw_drop
+from fake_gemini import FakeGemini
+
+SPEC = [("red", "circle", 2), ("blue", "square", 2), ("green", "triangle", 2)]
+FILES = [f"{c}_{s}_{k}.png" for c, s, n in SPEC for k in range(n)]
+
+# Lines 5-8 are bad, each for its own reason; the other rows go on.
+PRODUCTS = """file,sku,name,category,color,tags,season
+red_circle_0.png,SKU-4471,Sun disc,Hats,Red,summer;beach,SS25
+red_circle_1.png,SKU-4471,Sun disc (back),Hats,Red,summer,SS25
+blue_square_0.png,SKU-2002,Pool tile,Footwear,Blue,,SS25
+nowhere.png,SKU-9,Ghost,Hats,,,
+blue_square_0.png,SKU-2003,Listed twice,Footwear,,,
+green_triangle_0.png,,No SKU,Tents,,,
+green_triangle_1.png,SKU-3003,Alpine tent,Tents,Green,,AW25,one too many
+blue_square_1.png,SKU-2002,Pool tile (back),Footwear,Blue,,
+"""
+
+REJECTED = [
+    {"line": 5, "file": "nowhere.png", "reason": "file 'nowhere.png' is not an image of this drop"},
+    {"line": 6, "file": "blue_square_0.png", "reason": "file 'blue_square_0.png' is listed twice (first on line 4)"},
+    {"line": 7, "file": "green_triangle_0.png", "reason": "the sku is empty"},
+    {"line": 8, "file": "green_triangle_1.png", "reason": "8 values, but the header has 7 columns"},
+]
+
+
+def test_catalog_rows_are_validated_one_by_one_with_their_line():
+    text = ('file,sku,name,category,color\n'
+            'a.png,SKU-1,"A name that\nspans two lines",Hats,Red\n'  # lines 2-3
+            'b.png,SKU 2,Bad sku,Hats,Red\n'  # line 4
+            'c.png,SKU-3,Quote,"Ha""ts",Red\n'  # line 5
+            '\n'  # a blank line is skipped
+            'd.png,SKU-4,' + "x" * 201 + ',Hats,Red\n'  # line 7
+            'broken.png,SKU-5,Broken,Hats,Red\n'  # line 8: the scan rejected it
+            'e.png,SKU-6,Fine,  Foot   Wear ,BLUE\n')  # line 9
+    catalog = parse_catalog(text, ["a.png", "b.png", "c.png", "d.png", "e.png"], {"broken.png": "not an image"})
+    assert [(r["line"], r["file"]) for r in catalog.rejected] == [(4, "b.png"), (5, "c.png"), (7, "d.png"),
+                                                                  (8, "broken.png")]
+    reasons = [r["reason"] for r in catalog.rejected]
+    assert reasons[0].startswith("sku 'SKU 2' must be 1-64 letters")
+    assert reasons[1].startswith("category 'Ha\"ts': each value must be")
+    assert reasons[2] == "name is 201 characters long; at most 200"
+    assert reasons[3] == "file 'broken.png' was rejected by the scan (not an image)"
+    assert list(catalog.products) == ["a.png", "e.png"]
+    assert catalog.products["a.png"].name == "A name that\nspans two lines"
+    assert (catalog.products["e.png"].category, catalog.products["e.png"].color) == ("foot wear", "blue")
+
+
+@pytest.mark.parametrize("data, error", [
+    (b"sku,name\nSKU-1,x\n", "products.csv:1: no 'file' column in the header (found: sku, name)"),
+    (b"", "products.csv: empty file (expected a header line with a 'file' column)"),
+    (b"file,sku,sku\na.png,1,2\n", "products.csv:1: column(s) sku appear twice"),
+])
+def test_a_catalog_that_cannot_be_read_is_one_line_naming_the_file(data, error):
+    with pytest.raises(CatalogError) as e:
+        parse_catalog(data.decode(), ["a.png"], {})
+    assert str(e.value) == error
+
+
+def test_file_names_become_words_for_full_text_search():
+    assert file_words("Summer/an_apple-01.PNG") == "summer an apple 01"
+    assert file_words("straw hat (front).jpg") == "straw hat front"
+    assert file_words("SKU4471_topView.webp") == "sku 4471 top view"
+
+
+def _rows(studio, drop: str) -> dict[str, tuple]:
+    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+        found = store.client.query(store.collection, filter=f'drop == "{drop}"',
+                                   output_fields=["path", "sku", "name", "category", "color", "tags", "attributes"])
+    return {r["path"]: (r["sku"], r["name"], r["category"], r["color"], json.loads(r["tags"]),
+                        json.loads(r["attributes"])) for r in found}
+
+
+def _search(studio, *args) -> list[dict]:
+    return json.loads(studio.cli("search", *args, "--json").stdout)
+
+
+def test_a_drop_with_a_catalog_gives_exact_product_fields_rejections_search_and_filters(studio):
+    draw_drop(studio.drops / "spring", spec=SPEC)
+    (studio.drops / "spring" / "products.csv").write_text(PRODUCTS)
+    [s] = studio.run_json()
+    assert s["ok"] and s["catalog_rejected"] == REJECTED and s["products"] == 2
+    assert (s["encoded"], s["indexed"]) == (6, 6)
+    assert _rows(studio, "spring") == {
+        "red_circle_0.png": ("SKU-4471", "Sun disc", "hats", "red", ["summer", "beach"], {"season": "SS25"}),
+        "red_circle_1.png": ("SKU-4471", "Sun disc (back)", "hats", "red", ["summer"], {"season": "SS25"}),
+        "blue_square_0.png": ("SKU-2002", "Pool tile", "footwear", "blue", [], {"season": "SS25"}),
+        "blue_square_1.png": ("SKU-2002", "Pool tile (back)", "footwear", "blue", [], {}),
+        "green_triangle_0.png": ("", "", "", "", [], {}),  # its row was rejected: known by its name alone
+        "green_triangle_1.png": ("", "", "", "", [], {}),
+    }
+
+    # An exact SKU query returns that product's images first, whatever CLIP thinks of the words.
+    hits = _search(studio, "SKU-2002", "--top-k", "4")
+    assert sorted((Path(h["path"]).name, h["sku"], h["match"]) for h in hits[:2]) == [
+        ("blue_square_0.png", "SKU-2002", "sku"), ("blue_square_1.png", "SKU-2002", "sku")]
+    assert hits[0]["name"].startswith("Pool tile") and len(hits) == 4
+    assert _search(studio, "sku-2002", "--top-k", "2")[0]["sku"] == "SKU-2002"  # any case
+    # A product's name finds it (BM25 over the catalog's text), and a filter keeps only its category.
+    assert {h["sku"] for h in _search(studio, "pool tile", "--top-k", "2")} == {"SKU-2002"}
+    in_footwear = _search(studio, "a red circle", "--category", "Footwear", "--top-k", "10")
+    assert sorted(Path(h["path"]).name for h in in_footwear) == ["blue_square_0.png", "blue_square_1.png"]
+    assert {h["sku"] for h in _search(studio, "summer", "--color", "red", "--top-k", "10")} == {"SKU-4471"}
+    assert _search(studio, "a red circle", "--sku", "SKU-2002", "--category", "hats") == []
+    bad = studio.cli("search", "x", "--category", 'Ha"ts', check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "drop-studio: error: --category: 'Ha\"ts' is not a category a catalog can hold (1-64 letters, digits, "
+        "spaces or & ' / + . -)"]
+
+    # Editing only the catalog re-encodes nothing and rewrites exactly the rows whose product data changed.
+    edited = PRODUCTS.replace("Pool tile (back)", "Pool tile - back view").replace(
+        "green_triangle_1.png,SKU-3003,Alpine tent,Tents,Green,,AW25,one too many",
+        "green_triangle_1.png,SKU-3003,Alpine tent,Tents,Green,,AW25")
+    (studio.drops / "spring" / "products.csv").write_text(edited)
+    [s] = studio.run_json()
+    assert (s["encoded"], s["reused"], s["upserted"], s["products"]) == (0, 6, 2, 3)
+    assert s["catalog_rejected"] == REJECTED[:3]
+    rows = _rows(studio, "spring")
+    assert rows["blue_square_1.png"][1] == "Pool tile - back view" and rows["green_triangle_1.png"][0] == "SKU-3003"
+    assert rows["red_circle_0.png"][0] == "SKU-4471"
+
+
+def _sent_images(request: dict) -> list[tuple[int, int, int]]:
+    """The middle pixel of each image a generateContent request carried, in order."""
+    out = []
+    for part in request["body"]["contents"][0]["parts"]:
+        if "inlineData" in part:
+            data = part["inlineData"]["data"]
+            with Image.open(io.BytesIO(base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)))) as im:
+                out.append(im.convert("RGB").getpixel((im.width // 2, im.height // 2)))
+    return out
+
+
+def _colour(rgb) -> str:
+    r, g, b = rgb
+    return "red" if r > 150 and g < 100 else "blue" if b > 150 and r < 100 else "green" if g > 120 else "?"
+
+
+NAMED = """briefs:
+  - id: poolside
+    prompt: A model wears these on the beach
+    products: [SKU-2002, SKU-4471]
+    query: a green triangle
+    top_k: 1
+"""
+
+
+def test_a_brief_that_names_products_sends_exactly_their_images_in_order(studio, monkeypatch):
+    draw_drop(studio.drops / "spring", spec=SPEC, briefs=NAMED)
+    (studio.drops / "spring" / "products.csv").write_text(PRODUCTS)
+    with FakeGemini() as gemini:
+        env = {"GEMINI_API_KEY": "test-key-0123", "GOOGLE_GEMINI_BASE_URL": gemini.url}
+        [s] = studio.run_json(extra_env=env)
+        assert s["ok"], s["error"]
+        [request] = gemini.requests
+        # SKU-2002's two pictures, then SKU-4471's two, in the catalog's order, then one searched picture.
+        assert [_colour(p) for p in _sent_images(request)] == ["blue", "blue", "red", "red", "green"]
+        refs = json.loads((studio.artifacts / "spring" / "references.json").read_text())["poolside"]
+        assert [(r["path"], r["via"], r["sku"]) for r in refs[:4]] == [
+            ("blue_square_0.png", "sku", "SKU-2002"), ("blue_square_1.png", "sku", "SKU-2002"),
+            ("red_circle_0.png", "sku", "SKU-4471"), ("red_circle_1.png", "sku", "SKU-4471")]
+        assert refs[4]["via"] == "search" and refs[4]["path"].startswith("green_triangle_")
+        sidecar = json.loads((studio.artifacts / "spring" / "campaign" / "poolside.json").read_text())
+        assert [(r["sku"], r["name"]) for r in sidecar["references"][:2]] == [("SKU-2002", "Pool tile"),
+                                                                              ("SKU-2002", "Pool tile (back)")]
+
+        # An unknown SKU fails campaign_briefs in one line, before anything is searched or billed.
+        (studio.drops / "spring" / "briefs.yaml").write_text(NAMED.replace("SKU-4471", "SKU-0000"))
+        proc = studio.cli("run", "--json", check=False, extra_env=env)
+        [s] = json.loads(proc.stdout)
+        assert proc.returncode == 1 and not s["ok"]
+        assert s["error"] == (f"campaign_briefs: {studio.drops / 'spring' / 'briefs.yaml'}: brief 'poolside': "
+                              f"unknown SKU 'SKU-0000' (products.csv lists 2 SKUs)")
+        assert len(gemini.requests) == 1  # nothing more was billed
+        assert s["indexed"] == 6  # the drop's images are still indexed
+
+
+# The release before product catalogs: a world it made must upgrade without encoding or billing anything.
+PREVIOUS_RELEASE = "9193d0030a40f890a32a7a545cd2c6406419262d"
+
+
+def _previous_release(tmp_path: Path) -> Path:
+    old = tmp_path / "previous-release"
+    old.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", PREVIOUS_RELEASE], capture_output=True)
+    assert archive.returncode == 0, (f"the upgrade test needs the git history of this repository (commit "
+                                     f"{PREVIOUS_RELEASE}): {archive.stderr.decode()[:300]}")
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    return old
+
+
+def _run(code: Path, env: dict) -> list[dict]:
+    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "run", "--json"], cwd=code,
+                          env={**env, "PYTHONPATH": str(code)}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def test_a_world_made_by_the_previous_release_upgrades_with_nothing_encoded_or_billed(studio, tmp_path):
+    old = _previous_release(tmp_path)
+    draw_drop(studio.drops / "spring", briefs=BRIEFS)
+    with FakeGemini() as gemini:
+        env = {**os.environ, **studio.env, "GEMINI_API_KEY": "test-key-0123", "GOOGLE_GEMINI_BASE_URL": gemini.url}
+        [before] = _run(old, env)
+        assert before["ok"] and before["encoded"] == 24 and len(gemini.requests) == 2
+        art = studio.artifacts / "spring"
+        pngs = {p.name: p.read_bytes() for p in (art / "campaign").glob("*.png")}
+        refs = (art / "references.json").read_text()
+        embeddings = (art / "embeddings.parquet").stat().st_mtime_ns
+        with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+            assert "sku" not in store._fields()  # the previous schema
+
+        [after] = _run(ROOT, env)
+        assert after["ok"], after["error"]
+        assert (after["encoded"], after["reused"], after["indexed"]) == (0, 24, 24)
+        assert len(gemini.requests) == 2  # no campaign image requested again
+        assert {p.name: p.read_bytes() for p in (art / "campaign").glob("*.png")} == pngs
+        assert (art / "references.json").read_text() == refs  # kept, not searched again
+        assert (art / "embeddings.parquet").stat().st_mtime_ns == embeddings
+        sidecar = json.loads((art / "campaign" / "red-hero.json").read_text())
+        assert sidecar["request"]["prompt"] == "A red product on a sunny beach"  # adopted under the new key
+        with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+            assert {"sku", "text", "text_sparse"} <= set(store._fields()) and store.count("spring") == 24
+        campaigns = Path(studio.env["MILVUS_URI"]).with_name("milvus-campaigns.db")
+        with ProductImageStore(str(campaigns), collection="product_images_campaigns") as store:
+            # The test server answers every brief with the same picture: one row, the other PNG its alias.
+            assert "sku" in store._fields() and store.count("spring") == 1
+
+        [again] = _run(ROOT, env)
+        assert again["ok"] and again["encoded"] == 0 and len(gemini.requests) == 2
+    hits = json.loads(studio.cli("search", "a red circle", "--drop", "spring", "--top-k", "2", "--json").stdout)
+    assert [Path(h["path"]).name.rsplit("_", 1)[0] for h in hits] == ["red_circle", "red_circle"]
