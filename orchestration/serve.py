@@ -179,7 +179,7 @@ class _Guard(BaseHTTPMiddleware):
         self.token = token
 
     async def dispatch(self, request: Request, call_next):
-        if request.method not in ("GET", "HEAD") and not _same_origin(request):
+        if request.method in ("POST", "PUT", "PATCH", "DELETE") and not _same_origin(request):
             return JSONResponse({"error": "origin: cross-site requests are refused"}, status_code=403)
         if self.token and request.url.path.startswith("/api/") and request.url.path != "/api/login":
             auth = request.headers.get("authorization", "")

@@ -19,6 +19,13 @@ from conftest import BRIEFS, ROOT, draw_drop
 from servers import free_port, port_open, unavailable
 
 
+SUMMER_PRODUCTS = """file,sku,name,category,color
+green_star_0.png,STAR-1,Star badge,Badges,Green
+green_star_1.png,STAR-1,Star badge (back),Badges,Green
+red_circle_0.png,DOT-7,Red dot pin,Pins,Red
+"""
+
+
 class Serve:
     """`drop-studio serve` on a free loopback port, killed for sure."""
 
@@ -38,6 +45,9 @@ class Serve:
     def get(self, route: str, **params) -> requests.Response:
         return requests.get(self.url + route, params=params, timeout=60)
 
+    def post(self, route: str, data: bytes, headers: dict | None = None, **params) -> requests.Response:
+        return requests.post(self.url + route, params=params, data=data, headers=headers or {}, timeout=60)
+
     def stop(self) -> None:
         self.proc.kill()
         self.proc.wait()
@@ -54,6 +64,7 @@ def served(tmp_path_factory, tiny_clip):
         env.pop(k, None)
     draw_drop(root / "drops" / "spring", briefs=BRIEFS)
     draw_drop(root / "drops" / "summer", spec=[("green", "star", 2), ("red", "circle", 1)], seed=11)
+    (root / "drops" / "summer" / "products.csv").write_text(SUMMER_PRODUCTS)
     (root / "dagster_home").mkdir()
     (root / "dagster_home" / "dagster.yaml").write_text((ROOT / "orchestration" / "dagster.yaml").read_text())
     proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "run"], cwd=ROOT, env=env,
@@ -125,6 +136,64 @@ def test_drop_page_data_has_briefs_references_campaign_facts_and_sheets(served):
     assert sheet.status_code == 200 and Image.open(io.BytesIO(sheet.content)).format == "JPEG"
 
 
+def test_hits_name_their_product_and_filters_keep_only_what_they_name(served):
+    server, _, _ = served
+    hits = server.get("/api/search", q="STAR-1", k=3, kind="product").json()
+    assert [(h["drop"], h["sku"], h["match"]) for h in hits[:2]] == [("summer", "STAR-1", "sku")] * 2
+    assert hits[0]["name"].startswith("Star badge")
+    pins = server.get("/api/search", q="a green star", category="pins", k=10).json()
+    assert [(h["path"], h["sku"], h["name"]) for h in pins] == [("red_circle_0.png", "DOT-7", "Red dot pin")]
+    assert server.get("/api/search", q="a star", color="GREEN", kind="product", k=10).json()[0]["sku"] == "STAR-1"
+    assert {h["sku"] for h in server.get("/api/search", q="a star", color="green", k=10).json()} == {"STAR-1"}
+    assert server.get("/api/facets").json() == {
+        "category": [{"value": "badges", "images": 2}, {"value": "pins", "images": 1}],
+        "color": [{"value": "green", "images": 2}, {"value": "red", "images": 1}],
+        "sku": [{"value": "DOT-7", "images": 1}, {"value": "STAR-1", "images": 2}]}
+
+
+def test_an_uploaded_picture_finds_that_product_first_and_is_not_kept(served):
+    server, root, _ = served
+    picture = (root / "drops" / "summer" / "green_star_1.png").read_bytes()
+    files_before = sorted(p for p in root.rglob("*") if p.is_file())
+    r = server.post("/api/similar", picture, {"Content-Type": "image/png"}, k=5)
+    assert r.status_code == 200, r.text
+    hits = r.json()
+    assert (hits[0]["drop"], hits[0]["path"], hits[0]["sku"]) == ("summer", "green_star_1.png", "STAR-1")
+    assert hits[0]["score"] > 0.99 and {h["kind"] for h in hits} <= {"product", "campaign"}
+    only_spring = server.post("/api/similar", picture, drop="spring", kind="product", k=3).json()
+    assert {h["drop"] for h in only_spring} == {"spring"}
+    assert sorted(p for p in root.rglob("*") if p.is_file() and p.name != "serve.log") == \
+        [p for p in files_before if p.name != "serve.log"]  # nothing uploaded is stored
+
+
+@pytest.mark.parametrize("data, error", [
+    (b"", "image: the request body is empty; send the image's bytes"),
+    (b"just some text", "image: not an image"),
+])
+def test_an_upload_that_is_not_a_picture_is_a_400_naming_the_problem(served, data, error):
+    server, _, _ = served
+    r = server.post("/api/similar", data, {"Content-Type": "image/png"})
+    assert r.status_code == 400 and r.json() == {"error": error}
+
+
+def test_an_upload_over_the_pixel_limit_is_refused(served, tmp_path):
+    server, _, _ = served
+    buf = io.BytesIO()
+    Image.new("RGB", (9000, 8000), "white").save(buf, "PNG")
+    r = server.post("/api/similar", buf.getvalue())
+    assert r.status_code == 400
+    assert r.json() == {"error": "image: 9000x8000 pixels is over the limit of 64000000 pixels"}
+
+
+def test_a_post_from_another_site_is_refused(served):
+    server, root, _ = served
+    picture = (root / "drops" / "summer" / "green_star_1.png").read_bytes()
+    r = server.post("/api/similar", picture, {"Origin": "https://elsewhere.example", "Content-Type": "image/png"})
+    assert r.status_code == 403 and r.json() == {"error": "origin: cross-site requests are refused"}
+    same = server.post("/api/similar", picture, {"Origin": server.url, "Content-Type": "image/png"})
+    assert same.status_code == 200
+
+
 @pytest.mark.parametrize("route, params, error", [
     ("/api/search", {"q": ""}, "q: the query is empty"),
     ("/api/search", {"q": "   "}, "q: the query is empty"),
@@ -148,6 +217,9 @@ def test_drop_page_data_has_briefs_references_campaign_facts_and_sheets(served):
     ("/api/sheet", {"drop": "spring", "name": "../../milvus.db"}, "name: must be one of drop, references, campaign, got '../../milvus.db'"),
     ("/api/sheet", {"drop": "winter", "name": "drop"}, "drop: no such drop 'winter'"),
     ("/api/drops/winter", {}, "drop: no such drop 'winter'"),
+    ("/api/search", {"q": "red", "category": 'pi"ns'},
+     "category: 'pi\"ns' is not a category a catalog can hold (1-64 letters, digits, spaces or & ' / + . -)"),
+    ("/api/search", {"q": "red", "sku": "A B"}, "sku: 'A B' is not a SKU (1-64 letters, digits, '.', '_', '/' or '-')"),
 ])
 def test_bad_arguments_are_400_with_a_one_line_error_naming_the_parameter(served, route, params, error):
     server, _, _ = served
@@ -235,7 +307,7 @@ def test_the_page_in_a_browser_search_then_more_like_this(served, tmp_path):
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    server, _, _ = served
+    server, root, _ = served
     browser = _chrome()
     try:
         browser.get(server.url + "/")
@@ -271,5 +343,28 @@ def test_the_page_in_a_browser_search_then_more_like_this(served, tmp_path):
         assert len(browser.find_elements(By.CSS_SELECTOR, "#drop-view .campaign-image")) == 2
         browser.save_screenshot(str(tmp_path / "drop.png"))
         assert Image.open(tmp_path / "drop.png").size[0] > 0
+
+        # Filter controls, filled from the catalogs: a category keeps only its products.
+        wait.until(lambda b: len(Select(b.find_element(By.ID, "category")).options) == 3)
+        Select(browser.find_element(By.ID, "drop")).select_by_value("")
+        Select(browser.find_element(By.ID, "category")).select_by_value("badges")
+        box = browser.find_element(By.ID, "q")
+        box.clear()
+        box.send_keys("a red circle")
+        box.submit()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "results-title"), "Results for"))
+        wait.until(lambda b: {c.get_attribute("data-sku") for c in b.find_elements(By.CSS_SELECTOR, "#results .result")}
+                   == {"STAR-1"})
+        assert "Star badge" in browser.find_element(By.CSS_SELECTOR, "#results .result .product").text
+        browser.save_screenshot(str(tmp_path / "filtered.png"))
+        Select(browser.find_element(By.ID, "category")).select_by_value("")
+
+        # Search by picture: choose a file, see that product first.
+        browser.find_element(By.ID, "picture").send_keys(str(root / "drops" / "summer" / "red_circle_0.png"))
+        wait.until(EC.text_to_be_present_in_element((By.ID, "results-title"), "Like your picture red_circle_0.png"))
+        first = browser.find_elements(By.CSS_SELECTOR, "#results .result")[0]
+        assert (first.get_attribute("data-drop"), first.get_attribute("data-path"), first.get_attribute("data-sku")) \
+            == ("summer", "red_circle_0.png", "DOT-7")
+        browser.save_screenshot(str(tmp_path / "by-picture.png"))
     finally:
         browser.quit()
