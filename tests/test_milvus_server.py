@@ -16,6 +16,8 @@ import pytest
 
 import assets_pkg.domain.store as store_module
 from assets_pkg.domain.milvus import pymilvus
+from assets_pkg.domain.briefs import load_briefs
+from assets_pkg.domain.encoder import ClipEncoder
 from assets_pkg.domain.store import ProductImageStore
 from assets_pkg.domain.errors import StoreError
 from conftest import BRIEFS, draw_drop, materialize_drop, metadata
@@ -39,32 +41,54 @@ def milvus_server(tmp_path_factory):
         shutil.rmtree(server.data, ignore_errors=True)
 
 
-def test_graph_on_a_server_gives_the_same_results_as_lite(studio, milvus_server, monkeypatch):
-    uri = milvus_server.uri
+SPRING_PRODUCTS = """file,sku,name,category,color
+red_circle_0.png,SKU-1,Sun disc,Hats,Red
+red_circle_1.png,SKU-1,Sun disc (back),Hats,Red
+blue_square_0.png,SKU-2,Pool tile,Footwear,Blue
+"""
+
+
+def test_a_server_without_bm25_gives_lite_clip_results_with_exact_filters_and_says_so_once(studio, milvus_server):
+    """Milvus 2.3 has no BM25: search there is CLIP plus the exact filters, the same answers Lite's CLIP side
+    gives, and a run and a search say so in one line."""
     draw_drop(studio.drops / "spring", briefs=BRIEFS)
-    lite = materialize_drop("spring")
-    assert lite.success
-    lite_refs = json.loads((studio.artifacts / "spring" / "references.json").read_text())
+    (studio.drops / "spring" / "products.csv").write_text(SPRING_PRODUCTS)
+    [lite] = studio.run_json()
+    assert lite["ok"]
+    briefs = load_briefs(studio.drops / "spring" / "briefs.yaml")
+    encoder = ClipEncoder(studio.env["CLIP_MODEL"])
+    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+        assert store.full_text and store.search_note() is None
+        clip_only = {b.id: [(h.path, h.score) for h in store.search(encoder.embed_texts([b.query]), drop="spring",
+                                                                     top_k=b.top_k)[0]] for b in briefs}
 
-    monkeypatch.setenv("MILVUS_URI", uri)
-    monkeypatch.setenv("MILVUS_TOKEN", TOKEN)
-    monkeypatch.setenv("MILVUS_COLLECTION", "server_test")
+    server = {"MILVUS_URI": milvus_server.uri, "MILVUS_TOKEN": TOKEN, "MILVUS_COLLECTION": "server_test"}
     shutil.rmtree(studio.artifacts / "spring")  # start the server side from scratch
-    server = materialize_drop("spring")
-    assert server.success
-    assert metadata(server, "product_image_collection")["indexed"] == 24
-    assert metadata(server, "product_image_collection")["milvus"] == uri
-    server_refs = json.loads((studio.artifacts / "spring" / "references.json").read_text())
-    assert {k: [r["path"] for r in v] for k, v in server_refs.items()} == \
-        {k: [r["path"] for r in v] for k, v in lite_refs.items()}
-    for brief, refs in server_refs.items():
-        for a, b in zip(refs, lite_refs[brief]):
-            assert a["score"] == pytest.approx(b["score"], abs=1e-3)
+    proc = studio.cli("run", "--json", extra_env=server)
+    [s] = json.loads(proc.stdout)
+    assert s["ok"] and s["indexed"] == 24 and s["products"] == 2
+    with ProductImageStore(milvus_server.uri, TOKEN) as store:
+        version = store.server_version()
+    assert version.startswith("v2.3.")
+    note = (f"drop-studio: Milvus at {milvus_server.uri} is {version}, which has no BM25 full-text search (Milvus "
+            f"2.5 or newer has it): search uses CLIP and the exact filters (sku, category, color) only")
+    assert proc.stderr.splitlines().count(note) == 1, proc.stderr
+    refs = json.loads((studio.artifacts / "spring" / "references.json").read_text())
+    assert {k: [r["path"] for r in v] for k, v in refs.items()} == {k: [p for p, _ in v] for k, v in clip_only.items()}
+    for brief, found in refs.items():
+        assert [r["score"] for r in found] == pytest.approx([score for _, score in clip_only[brief]], abs=1e-3)
 
-    again = materialize_drop("spring")  # idempotent on the server too
-    assert metadata(again, "product_image_collection")["upserted"] == 0
-    with ProductImageStore(uri, TOKEN, "server_test") as store:
-        assert store.count("spring") == 24
+    search = studio.cli("search", "a red circle", "--category", "footwear", "--json", extra_env=server)
+    assert [(h["sku"], h["match"]) for h in json.loads(search.stdout)] == [("SKU-2", "clip")]
+    assert search.stderr.splitlines() == [note]
+    by_sku = json.loads(studio.cli("search", "SKU-1", "--top-k", "3", "--json", extra_env=server).stdout)
+    assert sorted((h["path"].rsplit("/", 1)[-1], h["match"]) for h in by_sku[:2]) == [
+        ("red_circle_0.png", "sku"), ("red_circle_1.png", "sku")]
+
+    [again] = studio.run_json(extra_env=server)  # idempotent on the server too
+    assert again["upserted"] == 0
+    with ProductImageStore(milvus_server.uri, TOKEN, "server_test") as store:
+        assert store.count("spring") == 24 and not store.full_text
         store.client.drop_collection("server_test")
 
 
