@@ -14,6 +14,8 @@ import tomllib
 import pytest
 import yaml
 
+from assets_pkg.domain.store import BM25_SINCE
+
 from assets_pkg.assets import clip_embeddings
 from assets_pkg.k8s import GPU_POD
 from assets_pkg.domain.settings import DEFAULTS
@@ -146,3 +148,15 @@ def test_milvus_helm_values_are_a_cluster_with_authentication():
     user = yaml.safe_load(values["extraConfigFiles"]["user.yaml"])
     assert user["common"]["security"]["authorizationEnabled"] is True
     assert values["queryNode"]["replicas"] >= 2 and values["etcd"]["replicaCount"] == 3
+
+
+def _version(tag: str) -> tuple[int, int]:
+    major, minor = tag.removeprefix("v").split(".")[:2]
+    return int(major), int(minor)
+
+
+def test_both_deployments_pin_a_milvus_with_bm25_full_text_search():
+    compose = load("docker-compose.yaml")["services"]["milvus"]["image"]
+    helm = load("helm/milvus-values.yaml")["image"]["all"]
+    assert compose.startswith("milvusdb/milvus:") and helm["repository"] == "milvusdb/milvus"
+    assert _version(compose.split(":")[1]) >= BM25_SINCE and helm["tag"] == compose.split(":")[1]
