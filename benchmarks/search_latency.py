@@ -1,5 +1,7 @@
-"""Text-to-image search latency: fill a Milvus Lite collection with N random unit vectors, then time
-text queries end to end (CLIP text encoding + search, top 10) and the search alone.
+"""Text-to-image search latency: fill a Milvus Lite collection with N random unit vectors (each row with
+catalog fields: a SKU per 4 images, a name, a category and a colour), then time text queries end to end
+(CLIP text encoding + search, top 10): CLIP alone, and the hybrid CLIP + BM25 search Drop Studio runs, also
+with a category and drop filter.
 
     python benchmarks/search_latency.py --vectors 100000 --model data/models/vit-b-32-shaped.pt --json
 """
@@ -26,6 +28,16 @@ QUERIES = [
 ]
 
 
+CATEGORIES = ["hats", "footwear", "bags", "watches", "dresses", "glassware", "sports", "jewellery", "tops", "cars"]
+COLOURS = ["red", "blue", "green", "white", "black", "gold", "purple", "brown"]
+WORDS = sorted({w for q in QUERIES for w in q.split() if len(w) > 2})
+
+
+def product(i: int, rng) -> dict:
+    return {"sku": f"SKU-{i // 4}", "name": " ".join(rng.choice(WORDS, 3)), "category": CATEGORIES[i % 10],
+            "color": COLOURS[i % 8], "tags": [], "attributes": {}}
+
+
 def fill(uri: str, count: int, dim: int, drops: int, collection: str = "bench") -> None:
     rng = np.random.default_rng(0)
     with ProductImageStore(uri, collection=collection) as store:
@@ -35,7 +47,7 @@ def fill(uri: str, count: int, dim: int, drops: int, collection: str = "bench") 
             vecs = rng.normal(size=(n, dim)).astype(np.float32)
             vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
             rows = [{"sha256": f"{lo + i:064x}", "path": f"img_{lo + i}.jpg", "aliases": [], "width": 1,
-                     "height": 1, "vector": vecs[i]} for i in range(n)]
+                     "height": 1, "vector": vecs[i], "product": product(lo + i, rng)} for i in range(n)]
             store.upsert_drop(f"drop{(lo // 10_000) % drops}", rows)
         store.flush()
 
@@ -65,8 +77,8 @@ def main(argv=None):
         store = ProductImageStore(uri, collection="bench").open()
         assert store.count() == a.vectors
 
-        store.search(encoder.embed_texts(["warm up"]), top_k=10)
-        end_to_end, search_only, filtered = [], [], []
+        store.search(encoder.embed_texts(["warm up"]), top_k=10, texts=["warm up"])
+        end_to_end, search_only, filtered, hybrid, hybrid_filtered = [], [], [], [], []
         for i in range(a.queries):
             q = QUERIES[i % len(QUERIES)]
             t0 = time.perf_counter()
@@ -79,6 +91,16 @@ def main(argv=None):
             end_to_end.append(t2 - t0)
             search_only.append(t2 - t1)
             filtered.append(t3 - t2)
+            # What a user's query costs now: text encoding, then one hybrid search (CLIP + BM25, RRF).
+            t4 = time.perf_counter()
+            store.search(encoder.embed_texts([q]), top_k=10, texts=[q])
+            t5 = time.perf_counter()
+            store.search(encoder.embed_texts([q]), drop="drop3", top_k=10, texts=[q],
+                         where={"category": CATEGORIES[i % 10]})
+            t6 = time.perf_counter()
+            hybrid.append(t5 - t4)
+            hybrid_filtered.append(t6 - t5)
+        assert store.full_text
         store.close()
 
     result = {
@@ -87,6 +109,9 @@ def main(argv=None):
         "p50_ms": percentile(end_to_end, 50), "p99_ms": percentile(end_to_end, 99),
         "search_p50_ms": percentile(search_only, 50), "search_p99_ms": percentile(search_only, 99),
         "filtered_search_p50_ms": percentile(filtered, 50), "filtered_search_p99_ms": percentile(filtered, 99),
+        "hybrid_p50_ms": percentile(hybrid, 50), "hybrid_p99_ms": percentile(hybrid, 99),
+        "hybrid_filtered_p50_ms": percentile(hybrid_filtered, 50),
+        "hybrid_filtered_p99_ms": percentile(hybrid_filtered, 99),
     }
     print_result(result, a.json)
 

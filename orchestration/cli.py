@@ -154,7 +154,9 @@ def cmd_run(args) -> int:
             raise_on_error=False,
             tags={"drop": drop, "launched_by": "drop-studio", "drop_studio/pid": str(os.getpid()),
                   "drop_studio/host": socket.gethostname()},
-            run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}}},
+            run_config={"loggers": {"console": {"config": {"log_level": args.log_level}}},
+                        **({"ops": {"reference_images": {"config": {"search_again": True}}}}
+                           if args.search_again else {})},
         )
         s = summarize(drop, result, artifacts_dir)
         summaries.append(s)
@@ -254,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialize the whole graph for drops (default: all)")
     run.add_argument("--drop", action="append", help="a drop to run (repeatable)")
     run.add_argument("--json", action="store_true", help="print one JSON object per drop")
+    run.add_argument("--search-again", action="store_true",
+                     help="search every brief's references again, although its inputs are unchanged")
     run.add_argument("--log-level", default="CRITICAL",
                      help="Dagster console log level; INFO shows per-batch progress (default: summaries only)")
     run.set_defaults(fn=cmd_run)

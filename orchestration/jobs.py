@@ -8,7 +8,8 @@ from dagster import AssetSelection, define_asset_job
 
 from assets_pkg.assets import campaign_images, product_drops
 
-CATALOG = AssetSelection.groups("catalog")  # raw_product_images, clip_embeddings, product_image_collection
+# raw_product_images, product_catalog, clip_embeddings, product_image_collection
+CATALOG = AssetSelection.groups("catalog")
 
 drop_graph_job = define_asset_job(
     "drop_graph",

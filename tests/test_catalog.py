@@ -81,6 +81,18 @@ def test_file_names_become_words_for_full_text_search():
     assert file_words("SKU4471_topView.webp") == "sku 4471 top view"
 
 
+def test_editing_the_catalog_alone_changes_the_drop_fingerprint_the_sensor_watches(tmp_path):
+    from assets_pkg.domain.drops import ProductDrop, drop_fingerprint
+
+    drop = ProductDrop("spring", tmp_path / "spring")
+    draw_drop(drop.folder, spec=SPEC)
+    before = drop_fingerprint(drop)
+    (drop.folder / "products.csv").write_text(PRODUCTS)
+    listed = drop_fingerprint(drop)
+    (drop.folder / "products.csv").write_text(PRODUCTS.replace("Sun disc", "Sun hat"))
+    assert len({before, listed, drop_fingerprint(drop)}) == 3
+
+
 def _rows(studio, drop: str) -> dict[str, tuple]:
     with ProductImageStore(studio.env["MILVUS_URI"]) as store:
         found = store.client.query(store.collection, filter=f'drop == "{drop}"',
@@ -207,8 +219,8 @@ def _previous_release(tmp_path: Path) -> Path:
     return old
 
 
-def _run(code: Path, env: dict) -> list[dict]:
-    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "run", "--json"], cwd=code,
+def _run(code: Path, env: dict, *args: str) -> list[dict]:
+    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "run", "--json", *args], cwd=code,
                           env={**env, "PYTHONPATH": str(code)}, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
@@ -246,5 +258,11 @@ def test_a_world_made_by_the_previous_release_upgrades_with_nothing_encoded_or_b
 
         [again] = _run(ROOT, env)
         assert again["ok"] and again["encoded"] == 0 and len(gemini.requests) == 2
+
+        # Asked for, a fresh search of everything: references searched again, with their products' fields.
+        [fresh] = _run(ROOT, env, "--search-again")
+        assert fresh["ok"] and fresh["encoded"] == 0
+        searched = json.loads((art / "references.json").read_text())
+        assert {r["via"] for found in searched.values() for r in found} == {"search"}
     hits = json.loads(studio.cli("search", "a red circle", "--drop", "spring", "--top-k", "2", "--json").stdout)
     assert [Path(h["path"]).name.rsplit("_", 1)[0] for h in hits] == ["red_circle", "red_circle"]

@@ -38,7 +38,8 @@ def test_dg_cli_checks_and_lists_the_same_definitions(studio):
     assert listed.returncode == 0, listed.stderr
     defs = json.loads(listed.stdout)
     assert {a["asset_key"]: a["group_name"] for a in defs["assets"]} == {
-        "raw_product_images": "catalog", "clip_embeddings": "catalog", "product_image_collection": "catalog",
+        "raw_product_images": "catalog", "product_catalog": "catalog", "clip_embeddings": "catalog",
+        "product_image_collection": "catalog",
         "campaign_briefs": "campaigns", "reference_images": "campaigns", "campaign_images": "campaigns",
         "campaign_image_index": "campaigns"}
     assert sorted(j["name"] for j in defs["jobs"]) == [
@@ -91,9 +92,10 @@ def test_webserver_serves_the_partitioned_lineage_graph(studio):
         deps = {k: sorted(d["path"][-1] for d in n["dependencyKeys"]) for k, n in nodes.items()}
         assert deps == {
             "raw_product_images": [],
+            "product_catalog": ["raw_product_images"],
             "clip_embeddings": ["raw_product_images"],
-            "product_image_collection": ["clip_embeddings"],
-            "campaign_briefs": [],
+            "product_image_collection": ["clip_embeddings", "product_catalog"],
+            "campaign_briefs": ["product_catalog"],
             "reference_images": ["campaign_briefs", "product_image_collection"],
             "campaign_images": ["campaign_briefs", "reference_images"],
             "campaign_image_index": ["campaign_images"],

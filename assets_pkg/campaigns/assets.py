@@ -40,7 +40,10 @@ def _brief_row(b) -> dict:
 
 
 def _ref_label(r: dict) -> str:
-    return r.get("sku") if r.get("via") == "sku" else f"{r['score']:.2f}"
+    """A reference's caption: its SKU when the catalog knows it, then its score (or "named" for a product
+    the brief names)."""
+    how = "named" if r.get("via") == "sku" else f"{r['score']:.2f}"
+    return f"{r['sku']} {how}" if r.get("sku") else how
 
 
 @asset(
@@ -84,6 +87,12 @@ INPUTS_CHANGED = AutomationCondition.any_deps_match(
 FOLLOWS_ITS_INPUTS = AutomationCondition.eager().replace("any_deps_updated", INPUTS_CHANGED)
 
 
+class ReferencesConfig(Config):
+    # search again although briefs, weights and rows are unchanged (kept references may predate a better
+    # ranking, e.g. after an upgrade); changed references make their campaign images new requests
+    search_again: bool = False
+
+
 @asset(
     partitions_def=product_drops,
     deps=[product_image_collection, campaign_briefs],
@@ -95,11 +104,12 @@ FOLLOWS_ITS_INPUTS = AutomationCondition.eager().replace("any_deps_updated", INP
 )
 @fail_clearly
 def reference_images(
-    context: AssetExecutionContext, library: DropLibrary, clip: ClipModel, milvus: MilvusResource
+    context: AssetExecutionContext, config: ReferencesConfig, library: DropLibrary, clip: ClipModel,
+    milvus: MilvusResource
 ) -> MaterializeResult:
     drop = library.drop(context.partition_key)
     art = library.artifacts(drop.name)
-    report = find_references(drop.name, art, clip.encoder, milvus.store)
+    report = find_references(drop.name, art, clip.encoder, milvus.store, force=config.search_again)
     if report.adopted:
         context.log.info(f"{drop.name}: references searched by the previous release for the same briefs and rows; "
                          f"kept (a changed brief, catalog or image searches again)")

@@ -79,14 +79,16 @@ def named_references(brief: Brief, art: DropArtifacts) -> list[dict]:
 
 
 def find_references(drop: str, art: DropArtifacts, load_encoder: Callable[[], "ClipEncoder"],
-                    open_store: Callable[[], ProductImageStore]) -> ReferencesReport:
+                    open_store: Callable[[], ProductImageStore], force: bool = False) -> ReferencesReport:
+    """The references of the drop's briefs: kept while their inputs are the same, unless `force` (a fresh
+    search with today's ranking)."""
     briefs = art.read_briefs()
     sync = art.read_sync()
     key = inputs_key(briefs, sync)
     stored = art.references_inputs_key()
-    if stored == key:
+    if stored == key and not force:
         return ReferencesReport(briefs, art.read_references(), searched=False)
-    if stored and stored == legacy_inputs_key(briefs, sync):
+    if stored and stored == legacy_inputs_key(briefs, sync) and not force:
         refs = art.read_references()
         art.write_references(refs, key)
         return ReferencesReport(briefs, refs, searched=False, adopted=True)

@@ -514,7 +514,9 @@ class ProductImageStore:
                 for r in page}
 
     def ids_of_drop(self, drop: str) -> set[str]:
-        return set(self.rows_of_drop(drop))
+        if not self.exists():
+            return set()
+        return {r["id"] for page in self._pages(self.collection, drop_filter(drop), ["id"]) for r in page}
 
     def count(self, drop: str | None = None) -> int:
         if not self.exists():
