@@ -50,6 +50,18 @@ def _latest_references_run(instance, drop: str) -> tuple[str, bool]:
     return record.run_id, record.asset_materialization.metadata["searched"].value
 
 
+SUMMER_PRODUCTS = """file,sku,name,category,color
+red_circle_0.png,SUN-1,Sun disc,Hats,Red
+blue_square_0.png,TILE-2,Pool tile,Footwear,Blue
+"""
+
+
+def _products(studio, drop: str) -> dict[str, tuple[str, str]]:
+    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+        rows = store.client.query(store.collection, filter=f'drop == "{drop}"', output_fields=["path", "sku", "name"])
+    return {r["path"]: (r["sku"], r["name"]) for r in rows if r["sku"]}
+
+
 def _count(studio, drop: str) -> int:
     with ProductImageStore(studio.env["MILVUS_URI"]) as store:
         return store.count(drop)
@@ -59,6 +71,7 @@ def test_daemon_ingests_drops_references_follow_and_only_the_weekly_run_bills(st
     draw_drop(studio.drops / "spring", briefs=BRIEFS)
     draw_drop(studio.drops / "summer", spec=[("red", "circle", 2), ("blue", "square", 2)], seed=3,
               briefs=SUMMER_BRIEFS)
+    (studio.drops / "summer" / "products.csv").write_text(SUMMER_PRODUCTS)
     with FakeGemini() as gemini:
         # A Gemini key is set: any billed generation would reach this server.
         env = {**os.environ, **studio.env, "GEMINI_API_KEY": "test-key-not-a-secret",
@@ -73,6 +86,8 @@ def test_daemon_ingests_drops_references_follow_and_only_the_weekly_run_bills(st
                 assert run.tags["trigger"] == "new drop"
             assert sorted(instance.get_dynamic_partitions("product_drops")) == ["spring", "summer"]
             assert (_count(studio, "spring"), _count(studio, "summer")) == (24, 4)
+            assert _products(studio, "summer") == {"red_circle_0.png": ("SUN-1", "Sun disc"),
+                                                   "blue_square_0.png": ("TILE-2", "Pool tile")}
             assert [r["path"].rsplit("_", 1)[0] for r in _references(studio, "spring")["red-hero"]] == \
                 ["red_circle", "red_circle"]
 
@@ -89,6 +104,16 @@ def test_daemon_ingests_drops_references_follow_and_only_the_weekly_run_bills(st
                                 300, "spring's refresh run")
             assert _count(studio, "spring") == 25
             assert _latest_references_run(instance, "spring") == (run.run_id, True)
+
+            # An edited catalog alone: the sensor's run rewrites the product fields, nothing is encoded.
+            before = time.time()
+            (studio.drops / "summer" / "products.csv").write_text(SUMMER_PRODUCTS.replace("Sun disc", "Sun hat"))
+            run = wait_for_runs(instance, _succeeded("ingest_drop", "summer", before, trigger="content changed"),
+                                300, "summer's run for its edited catalog")
+            assert _products(studio, "summer")["red_circle_0.png"] == ("SUN-1", "Sun hat")
+            (emb,) = instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=AssetKey("clip_embeddings"), asset_partitions=["summer"]), limit=1).records
+            assert emb.run_id == run.run_id and emb.asset_materialization.metadata["encoded"].value == 0
 
             # The automation path, as after the nightly catalog refresh: the drop sensor is off, a catalog-only
             # run changes summer's rows, and the automation sensor has reference_images follow.
