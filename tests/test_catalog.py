@@ -150,6 +150,24 @@ def test_a_drop_with_a_catalog_gives_exact_product_fields_rejections_search_and_
     assert rows["red_circle_0.png"][0] == "SKU-4471"
 
 
+def test_an_unreadable_catalog_fails_its_step_in_one_line_and_the_rows_wait_for_it(studio):
+    draw_drop(studio.drops / "spring", spec=SPEC)
+    csv = studio.drops / "spring" / "products.csv"
+    csv.write_text("sku,name\nSKU-1,Sun disc\n")
+    proc = studio.cli("run", "--json", check=False)
+    [s] = json.loads(proc.stdout)
+    assert proc.returncode == 1 and not s["ok"]
+    assert s["error"] == f"product_catalog: {csv}:1: no 'file' column in the header (found: sku, name)"
+    assert proc.stderr.strip().splitlines()[-1] == f"drop-studio: spring: {s['error']}"
+    assert s["encoded"] == 6 and s["indexed"] is None  # embedded; indexed once the catalog reads
+    csv.write_bytes("file,sku,name\nred_circle_0.png,SKU-1,Caf\xe9\n".encode("latin-1"))
+    [s] = json.loads(studio.cli("run", "--json", check=False).stdout)
+    assert s["error"] == f"product_catalog: {csv}:2: not UTF-8 text (byte 0xe9); save the file as UTF-8 CSV"
+    csv.write_text("file,sku,name\nred_circle_0.png,SKU-1,Café\n")
+    [s] = studio.run_json()
+    assert s["ok"] and (s["encoded"], s["indexed"], s["products"]) == (0, 6, 1)
+
+
 def _sent_images(request: dict) -> list[tuple[int, int, int]]:
     """The middle pixel of each image a generateContent request carried, in order."""
     out = []
