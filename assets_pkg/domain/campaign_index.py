@@ -22,7 +22,8 @@ import numpy as np
 from PIL import Image
 
 from . import storage
-from .artifacts import DropArtifacts, digest, read_json, write_json
+from .artifacts import DropArtifacts, read_json, write_json
+from .collection import rows_digest
 from .errors import StudioError
 from .milvus import is_lite_uri, lite_fingerprint
 from .store import SCHEMA_VERSION, ProductImageStore, row_facts, row_id
@@ -88,11 +89,10 @@ def index_campaign_images(drop: str, art: DropArtifacts, model_id: str, load_enc
         -> CampaignIndexReport:
     record = read_json(_record_path(art), {})
     rows, files = campaign_rows(art, record.get("files", {}))
-    rows_digest = digest({"model": model_id, "collection": collection, "milvus": uri.split("@")[-1],
-                          "rows": sorted((row_id(drop, r["sha256"]), r["path"], *r["aliases"]) for r in rows)})
+    digest_now = rows_digest(drop, rows, model_id, collection, uri.split("@")[-1])
     fingerprint = lite_fingerprint(uri)
     never_indexed = not rows and not record.get("indexed")
-    verified = fingerprint and record.get("rows_digest") == rows_digest and \
+    verified = fingerprint and record.get("rows_digest") == digest_now and \
         record.get("verified_fingerprint") == fingerprint and record.get("schema") == SCHEMA_VERSION
     if never_indexed or verified:
         return CampaignIndexReport(len(rows), 0, 0, 0, record.get("indexed", 0), synced=False)
@@ -112,7 +112,7 @@ def index_campaign_images(drop: str, art: DropArtifacts, model_id: str, load_enc
         done = store.sync_drop(drop, rows, dim, rewrite_all=rewrite_all) if dim else None
     indexed = len(done.ids) if done else 0
     write_json(_record_path(art), {
-        "collection": collection, "model_id": model_id, "rows_digest": rows_digest, "indexed": indexed,
+        "collection": collection, "model_id": model_id, "rows_digest": digest_now, "indexed": indexed,
         "schema": SCHEMA_VERSION,
         "files": files, "verified_fingerprint": store.fingerprint_at_close if done and
         done.ids == {row_id(drop, r["sha256"]) for r in rows} else None,
