@@ -58,23 +58,26 @@ def legacy_inputs_key(briefs: list[Brief], sync: dict) -> str | None:
     return digest({"briefs": [{k: getattr(b, k) for k in LEGACY_BRIEF_FIELDS} for b in briefs], "rows": _rows(sync)})
 
 
-def named_references(brief: Brief, art: DropArtifacts) -> list[dict]:
-    """The images of the products a brief names, in its order and each product's catalog order; only images
-    that have a vector (the encoder could read them), each content once."""
-    if not brief.products:
-        return []
+def named_references(briefs: list[Brief], art: DropArtifacts) -> dict[str, list[dict]]:
+    """For each brief, the images of the products it names, in its order and each product's catalog order;
+    only images that have a vector (the encoder could read them), each content once."""
+    refs: dict[str, list[dict]] = {b.id: [] for b in briefs}
+    if not any(b.products for b in briefs):
+        return refs
     catalog = art.read_catalog()
     images = art.read_manifest().images
     sha_of = dict(zip(images["path"], images["sha256"]))
     embedded = set(art.read_embeddings()[0])
-    refs, seen = [], set()
-    for sku in brief.products:
-        for file in catalog.skus.get(sku, []):
-            sha = sha_of.get(file)
-            if sha in embedded and sha not in seen:
-                seen.add(sha)
-                refs.append({"path": file, "score": None, "sha256": sha, "via": "sku", "sku": sku,
-                             "name": catalog.products[file].name})
+    skus = catalog.skus
+    for b in briefs:
+        seen = set()
+        for sku in b.products:
+            for file in skus.get(sku, []):
+                sha = sha_of.get(file)
+                if sha in embedded and sha not in seen:
+                    seen.add(sha)
+                    refs[b.id].append({"path": file, "score": None, "sha256": sha, "via": "sku", "sku": sku,
+                                       "name": catalog.products[file].name})
     return refs
 
 
@@ -92,7 +95,7 @@ def find_references(drop: str, art: DropArtifacts, load_encoder: Callable[[], "C
         refs = art.read_references()
         art.write_references(refs, key)
         return ReferencesReport(briefs, refs, searched=False, adopted=True)
-    refs = {b.id: named_references(b, art) for b in briefs}
+    refs = named_references(briefs, art)
     queried = [b for b in briefs if b.query]
     if queried:
         vectors = load_encoder().embed_texts([b.query for b in queried])
