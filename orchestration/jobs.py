@@ -1,6 +1,6 @@
 """Jobs over the drop graph; each run covers one drop (partition) and is tagged with it.
 
-Which trigger runs which job is the table in README ("Automation"): only `drop_graph` (a click or the
+Which trigger runs which job is the table in README ("Drops over time: who runs what"): only `drop_graph` (a click or the
 CLI) and `regenerate_campaigns` (the weekly schedule) include the billed `campaign_images`.
 """
 
