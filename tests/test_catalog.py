@@ -4,6 +4,7 @@ briefs that name products, and the upgrade of a world made by the previous relea
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import os
@@ -101,8 +102,23 @@ def _rows(studio, drop: str) -> dict[str, tuple]:
                         json.loads(r["attributes"])) for r in found}
 
 
-def _search(studio, *args) -> list[dict]:
-    return json.loads(studio.cli("search", *args, "--json").stdout)
+def _search(studio, query: str, k: int, **where) -> list[dict]:
+    """What `drop-studio search` answers (the CLI's own path is checked once below), without paying a
+    process and the model's import for each query."""
+    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+        hits = store.search(_encoder(studio).embed_texts([query]), top_k=k, texts=[query], where=where)[0]
+    return [{"path": h.path, "sku": h.sku, "name": h.name, "match": h.match} for h in hits]
+
+
+@functools.cache
+def _encoder_for(model: str):
+    from assets_pkg.domain.encoder import ClipEncoder
+
+    return ClipEncoder(model)
+
+
+def _encoder(studio):
+    return _encoder_for(studio.env["CLIP_MODEL"])
 
 
 def test_a_drop_with_a_catalog_gives_exact_product_fields_rejections_search_and_filters(studio):
@@ -121,17 +137,17 @@ def test_a_drop_with_a_catalog_gives_exact_product_fields_rejections_search_and_
     }
 
     # An exact SKU query returns that product's images first, whatever CLIP thinks of the words.
-    hits = _search(studio, "SKU-2002", "--top-k", "4")
+    hits = json.loads(studio.cli("search", "SKU-2002", "--top-k", "4", "--json").stdout)
     assert sorted((Path(h["path"]).name, h["sku"], h["match"]) for h in hits[:2]) == [
         ("blue_square_0.png", "SKU-2002", "sku"), ("blue_square_1.png", "SKU-2002", "sku")]
     assert hits[0]["name"].startswith("Pool tile") and len(hits) == 4
-    assert _search(studio, "sku-2002", "--top-k", "2")[0]["sku"] == "SKU-2002"  # any case
+    assert _search(studio, "sku-2002", 2)[0]["sku"] == "SKU-2002"  # in lower case too
     # A product's name finds it (BM25 over the catalog's text), and a filter keeps only its category.
-    assert {h["sku"] for h in _search(studio, "pool tile", "--top-k", "2")} == {"SKU-2002"}
-    in_footwear = _search(studio, "a red circle", "--category", "Footwear", "--top-k", "10")
+    assert {h["sku"] for h in _search(studio, "pool tile", 2)} == {"SKU-2002"}
+    in_footwear = _search(studio, "a red circle", 10, category="Footwear")
     assert sorted(Path(h["path"]).name for h in in_footwear) == ["blue_square_0.png", "blue_square_1.png"]
-    assert {h["sku"] for h in _search(studio, "summer", "--color", "red", "--top-k", "10")} == {"SKU-4471"}
-    assert _search(studio, "a red circle", "--sku", "SKU-2002", "--category", "hats") == []
+    assert {h["sku"] for h in _search(studio, "summer", 10, color="red")} == {"SKU-4471"}
+    assert _search(studio, "a red circle", 10, sku="SKU-2002", category="hats") == []
     bad = studio.cli("search", "x", "--category", 'Ha"ts', check=False)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "drop-studio: error: --category: 'Ha\"ts' is not a category a catalog can hold (1-64 letters, digits, "
