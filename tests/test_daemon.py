@@ -107,13 +107,18 @@ def test_daemon_ingests_drops_references_follow_and_only_the_weekly_run_bills(st
 
             # An edited catalog alone: the sensor's run rewrites the product fields, nothing is encoded.
             before = time.time()
-            (studio.drops / "summer" / "products.csv").write_text(SUMMER_PRODUCTS.replace("Sun disc", "Sun hat"))
+            # Saved the way editors save (a new file renamed over the old): a sensor tick between a truncate
+            # and a write would see an empty catalog, fail that run and request another.
+            edited = studio.drops / "summer" / ".products.csv.tmp"
+            edited.write_text(SUMMER_PRODUCTS.replace("Sun disc", "Sun hat"))
+            os.replace(edited, studio.drops / "summer" / "products.csv")
             run = wait_for_runs(instance, _succeeded("ingest_drop", "summer", before, trigger="content changed"),
                                 300, "summer's run for its edited catalog")
             assert _products(studio, "summer")["red_circle_0.png"] == ("SUN-1", "Sun hat")
-            (emb,) = instance.fetch_materializations(
-                AssetRecordsFilter(asset_key=AssetKey("clip_embeddings"), asset_partitions=["summer"]), limit=1).records
-            assert emb.run_id == run.run_id and emb.asset_materialization.metadata["encoded"].value == 0
+            (emb,) = [r for r in instance.fetch_materializations(AssetRecordsFilter(
+                asset_key=AssetKey("clip_embeddings"), asset_partitions=["summer"]), limit=10).records
+                if r.run_id == run.run_id]
+            assert emb.asset_materialization.metadata["encoded"].value == 0
 
             # The automation path, as after the nightly catalog refresh: the drop sensor is off, a catalog-only
             # run changes summer's rows, and the automation sensor has reference_images follow.
