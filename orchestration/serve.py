@@ -215,6 +215,8 @@ def build_library() -> Library:
 def serve(host: str, port: int, say=lambda line: None) -> None:
     import uvicorn
 
+    from assets_pkg.resources import search_note
+
     from assets_pkg.domain.settings import setting
 
     token = setting("DROP_STUDIO_TOKEN")
@@ -224,7 +226,7 @@ def serve(host: str, port: int, say=lambda line: None) -> None:
     library = build_library()
     library.drop_names()  # a wrong DROPS_DIR fails here, in one line, before the server starts
     library.encoder()  # the model loads once, before the first request
-    note = library.search_note()
+    note = search_note(setting("MILVUS_URI"))  # opens nothing for Milvus Lite, which always has BM25
     if note:
         say(f"drop-studio: {note}")
     say(f"Drop Studio search on http://{host}:{port}/")

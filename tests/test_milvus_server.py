@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 
@@ -84,6 +85,16 @@ def test_a_server_without_bm25_gives_lite_clip_results_with_exact_filters_and_sa
     by_sku = json.loads(studio.cli("search", "SKU-1", "--top-k", "3", "--json", extra_env=server).stdout)
     assert sorted((h["path"].rsplit("/", 1)[-1], h["match"]) for h in by_sku[:2]) == [
         ("red_circle_0.png", "sku"), ("red_circle_1.png", "sku")]
+
+    from test_search_app import Serve
+
+    page = Serve({**os.environ, **studio.env, **server}, studio.root / "serve.log")
+    try:
+        hits = page.get("/api/search", q="SKU-1", k=2, kind="product").json()
+        assert [(h["sku"], h["match"]) for h in hits] == [("SKU-1", "sku")] * 2
+    finally:
+        page.stop()
+    assert (studio.root / "serve.log").read_text().splitlines().count(note) == 1
 
     [again] = studio.run_json(extra_env=server)  # idempotent on the server too
     assert again["upserted"] == 0

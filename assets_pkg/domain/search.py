@@ -204,11 +204,6 @@ class Library:
         self._thumbnails: OrderedDict[tuple, bytes] = OrderedDict()
         self._thumb_lock = threading.Lock()
 
-    def search_note(self) -> str | None:
-        """One line when text search here is CLIP alone (a Milvus server older than 2.5)."""
-        with self._connection.use() as (products, _):
-            return products.search_note()
-
     def close(self) -> None:
         with self._connection._lock:
             self._connection.close_now()
