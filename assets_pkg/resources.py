@@ -106,16 +106,24 @@ class MilvusResource(_FromSettings):
     timeout_s: Optional[int] = None  # per call
     retries: Optional[int] = None  # extra tries for transient failures (server restarting), exponential backoff
 
+    def search_note(self) -> str | None:
+        """The one line to say at the start of a run or of `serve` when search is CLIP alone (a Milvus server
+        older than 2.5). Milvus Lite always has BM25, so nothing is opened for it."""
+        if is_lite_uri(self.get("uri")):
+            return None
+        with self.store() as store:
+            return store.search_note()
+
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        # Said once per run, at its start: a server older than 2.5 has no BM25, so search is CLIP alone.
-        if not is_lite_uri(self.get("uri")) and context.log is not None:
-            try:
-                with self.store() as store:
-                    note = store.search_note()
-            except StudioError:
-                return  # unreachable now: the step that needs Milvus says so in one line
-            if note:
-                context.log.warning(note)
+        # Said once per run, at its start.
+        if context.log is None:
+            return
+        try:
+            note = self.search_note()
+        except StudioError:
+            return  # unreachable now: the step that needs Milvus says so in one line
+        if note:
+            context.log.warning(note)
 
     def store(self) -> ProductImageStore:
         return self._store(self.get("collection"))
@@ -193,15 +201,6 @@ class ImageGeneratorResource(_FromSettings):
         if cap < 0:
             raise GeneratorError(f"GEMINI_MAX_COST_USD={raw!r} is negative")
         return cap
-
-
-def search_note(uri: str) -> str | None:
-    """The one line the CLI says before its runs when search is CLIP alone (a Milvus server older than 2.5).
-    Milvus Lite always has BM25, so nothing is opened for it."""
-    if is_lite_uri(uri):
-        return None
-    with MilvusResource().store() as store:
-        return store.search_note()
 
 
 def build_resources(progress_bar: bool = False) -> dict:

@@ -123,14 +123,14 @@ def cmd_run(args) -> int:
     from assets_pkg.assets import drop_assets, drop_checks
     from assets_pkg.domain.artifacts import check_artifacts_dir
     from assets_pkg.domain.settings import setting
-    from assets_pkg.resources import build_resources, search_note
+    from assets_pkg.resources import MilvusResource, build_resources
 
     resources = build_resources(progress_bar=sys.stderr.isatty() and not args.json)
     instance = open_instance()
     drops_dir = setting("DROPS_DIR")
     artifacts_dir = setting("ARTIFACTS_DIR")
     check_artifacts_dir(artifacts_dir)  # before any run starts
-    note = search_note(setting("MILVUS_URI"))
+    note = MilvusResource().search_note()
     if note:
         print(f"drop-studio: {note}", file=sys.stderr)
     names, _, invalid = sync_drops(instance, drops_dir)

@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -62,19 +63,26 @@ def create_app(library: Library, token: str | None = None,
                                parse_filters(q))
         return JSONResponse(_with_thumbnails(found))
 
+    def by_picture(data: bytes, q) -> JSONResponse:
+        parse_upload(data, max_pixels)
+        found = library.search_by_picture(data, library.check_drop(q.get("drop")), parse_k(q.get("k")),
+                                          parse_kind(q.get("kind")), parse_filters(q))
+        return JSONResponse(_with_thumbnails(found))
+
     async def similar(request: Request) -> JSONResponse:
+        # The encoder and Milvus block: they run in the thread pool, as Starlette runs a plain route.
+        if request.method == "GET":
+            return await run_in_threadpool(like_indexed, request)
+        # The limit is checked while reading, so an oversized upload is never held whole.
+        data = b""
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > MAX_UPLOAD_BYTES:
+                break
+        return await run_in_threadpool(by_picture, data, request.query_params)
+
+    def like_indexed(request: Request) -> JSONResponse:
         q = request.query_params
-        if request.method == "POST":
-            # The limit is checked while reading, so an oversized upload is never held whole.
-            data = b""
-            async for chunk in request.stream():
-                data += chunk
-                if len(data) > MAX_UPLOAD_BYTES:
-                    break
-            parse_upload(data, max_pixels)
-            found = library.search_by_picture(data, library.check_drop(q.get("drop")), parse_k(q.get("k")),
-                                              parse_kind(q.get("kind")), parse_filters(q))
-            return JSONResponse(_with_thumbnails(found))
         drop = library.check_drop(q.get("drop"), required=True)
         kind = _one_kind(q.get("kind"))
         if not q.get("path"):
@@ -215,7 +223,7 @@ def build_library() -> Library:
 def serve(host: str, port: int, say=lambda line: None) -> None:
     import uvicorn
 
-    from assets_pkg.resources import search_note
+    from assets_pkg.resources import MilvusResource
 
     from assets_pkg.domain.settings import setting
 
@@ -226,7 +234,7 @@ def serve(host: str, port: int, say=lambda line: None) -> None:
     library = build_library()
     library.drop_names()  # a wrong DROPS_DIR fails here, in one line, before the server starts
     library.encoder()  # the model loads once, before the first request
-    note = search_note(setting("MILVUS_URI"))  # opens nothing for Milvus Lite, which always has BM25
+    note = MilvusResource().search_note()  # opens nothing for Milvus Lite, which always has BM25
     if note:
         say(f"drop-studio: {note}")
     say(f"Drop Studio search on http://{host}:{port}/")

@@ -86,10 +86,13 @@ def row_facts(row: dict) -> RowFacts:
     return RowFacts(row["path"], tuple(row.get("aliases") or ()), _product_values(row.get("product")))
 
 
+# What a row without product fields holds in them (and a row of the previous schema is read as holding).
+NO_PRODUCT = dict(zip(PRODUCT_FIELDS, _product_values(None)))
+
+
 def _stored_facts(r: dict) -> RowFacts:
     return RowFacts(r["path"], tuple(json.loads(r.get("aliases") or "[]")),
-                    tuple(r.get(f, "" if f not in ("tags", "attributes") else ("[]" if f == "tags" else "{}"))
-                          for f in PRODUCT_FIELDS))
+                    tuple(r.get(f, NO_PRODUCT[f]) for f in PRODUCT_FIELDS))
 
 
 def row_id(drop: str, sha256: str) -> str:
@@ -318,16 +321,17 @@ class ProductImageStore:
             return "Milvus Lite"
         return str(self._call("get_server_version", self.client.get_server_version))
 
-    def server_has_bm25(self) -> bool:
+    def server_has_bm25(self, version: str | None = None) -> bool:
         if is_lite_uri(self.uri):
             return True
-        m = re.match(r"v?(\d+)\.(\d+)", self.server_version())
+        m = re.match(r"v?(\d+)\.(\d+)", version or self.server_version())
         return bool(m) and (int(m[1]), int(m[2])) >= BM25_SINCE
 
     def search_note(self) -> str | None:
         """One line when text search is CLIP alone here (a server older than 2.5, or a collection it made)."""
-        if not self.server_has_bm25():
-            return NO_BM25.format(uri=self.uri.split("@")[-1], version=self.server_version())
+        version = self.server_version()  # asked once
+        if not self.server_has_bm25(version):
+            return NO_BM25.format(uri=self.uri.split("@")[-1], version=version)
         if self.exists() and not self.full_text:
             return (f"collection {self.collection!r} at {self.uri.split('@')[-1]} was made without BM25 (by a "
                     f"Milvus older than 2.5): search uses CLIP and the exact filters only; set MILVUS_COLLECTION to "
@@ -415,8 +419,7 @@ class ProductImageStore:
             for r in page:
                 aliases = json.loads(r.get("aliases") or "[]")
                 row = {f: r.get(f) for f in FIELDS if f in have}
-                row.update({f: r.get(f, "" if f not in ("tags", "attributes") else ("[]" if f == "tags" else "{}"))
-                            for f in PRODUCT_FIELDS})
+                row.update({f: r.get(f, NO_PRODUCT[f]) for f in PRODUCT_FIELDS})
                 row["text"] = r.get("text") or search_text(r["path"], aliases, None)
                 rows.append(row)
             self._call("upsert", self.client.upsert, target, rows)
