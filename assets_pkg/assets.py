@@ -1,22 +1,46 @@
-"""The lineage graph, one partition per product drop:
+"""The lineage graph, one partition per product drop, and the one list of its stages:
 
 raw_product_images -> clip_embeddings --> product_image_collection --> reference_images --> campaign_images
   `-> product_catalog -------------------------^   `------> campaign_briefs --^                    |
                                                                        campaign_image_index <-----'
 
-Wiring per group: catalog/ (the first four), campaigns/ (the rest); each asset's logic is the domain module
-of its stage (domain/scan, embeddings, collection, briefs, references, campaigns).
+Each stage is a folder of stages/: `logic.py` (what it does, no Dagster), `asset.py` (its asset, `ASSETS`,
+and checks of their own, `CHECKS`), `checks.py` (checks evaluated in its step) when it has any. A new stage
+is a new folder and one line in STAGES.
 """
 
-from .campaigns.assets import campaign_assets, campaign_briefs, campaign_image_index, campaign_images, reference_images
-from .campaigns.checks import campaign_images_decode
-from .catalog.assets import (catalog_assets, clip_embeddings, product_catalog, product_image_collection,
-                             raw_product_images)
+from types import ModuleType
+
 from .partitions import product_drops
+from .stages.briefs import asset as briefs
+from .stages.campaign_index import asset as campaign_index
+from .stages.campaigns import asset as campaigns
+from .stages.catalog import asset as catalog
+from .stages.collection import asset as collection
+from .stages.embeddings import asset as embeddings
+from .stages.references import asset as references
+from .stages.scan import asset as scan
 
-drop_assets = [*catalog_assets, *campaign_assets]
-drop_checks = [campaign_images_decode]  # the other checks run inside their asset's step (check_specs)
+STAGES = [scan, catalog, embeddings, collection, briefs, references, campaigns, campaign_index]
 
-__all__ = ["drop_assets", "drop_checks", "campaign_images_decode", "product_drops", "raw_product_images", "product_catalog", "clip_embeddings",
-           "product_image_collection", "campaign_briefs", "reference_images", "campaign_images",
-           "campaign_image_index"]
+
+def stage_assets(stages: list[ModuleType]) -> tuple[list, list]:
+    """(assets, checks of their own) of these stages."""
+    return ([a for s in stages for a in s.ASSETS], [c for s in stages for c in getattr(s, "CHECKS", [])])
+
+
+drop_assets, drop_checks = stage_assets(STAGES)
+
+raw_product_images = scan.raw_product_images
+product_catalog = catalog.product_catalog
+clip_embeddings = embeddings.clip_embeddings
+product_image_collection = collection.product_image_collection
+campaign_briefs = briefs.campaign_briefs
+reference_images = references.reference_images
+campaign_images = campaigns.campaign_images
+campaign_image_index = campaign_index.campaign_image_index
+campaign_images_decode = campaigns.campaign_images_decode
+
+__all__ = ["STAGES", "stage_assets", "drop_assets", "drop_checks", "product_drops", "raw_product_images",
+           "product_catalog", "clip_embeddings", "product_image_collection", "campaign_briefs", "reference_images",
+           "campaign_images", "campaign_image_index", "campaign_images_decode"]

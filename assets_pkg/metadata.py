@@ -1,16 +1,13 @@
-"""What every asset does with its domain report: tables and contact sheets as UI metadata, and one-line
-failures."""
+"""How assets show their reports in the UI: tables and contact sheets."""
 
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
-from dagster import Failure, MetadataValue, TableColumn, TableRecord, TableSchema
+from dagster import MetadataValue, TableColumn, TableRecord, TableSchema
 from PIL import Image
 
 from .domain import storage
-from .domain.errors import StudioError
 from .domain.sheets import markdown_image, to_jpeg
 
 SHEET_LIMIT = 48  # thumbnails per contact sheet shown in the UI
@@ -38,16 +35,3 @@ def contact_sheet_metadata(path: storage.AnyPath, name: str, draw: Callable[[], 
         storage.write_atomic(path, to_jpeg(sheet, max_side=2400, quality=85))
         inline = markdown_image(sheet, name)
     return {"contact_sheet": MetadataValue.md(inline), "contact_sheet_file": MetadataValue.path(str(path))}
-
-
-def fail_clearly(fn):
-    """Turn a StudioError into a Dagster Failure whose description is the one-line message."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except StudioError as e:
-            raise Failure(description=str(e)) from e
-
-    return wrapper

@@ -17,14 +17,14 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
 from .domain.artifacts import DropArtifacts
-from .domain.campaign_index import campaign_collection, campaign_uri
 from .domain.drops import ProductDrop
 from .domain.errors import GeneratorError, StudioError
-from .domain.generator import BoardGenerator, GeminiGenerator
+from .stages.campaigns.generator import BoardGenerator, GeminiGenerator
 from .domain.image_models import MODES, ImageModel, image_model
+from .domain.milvus import campaign_collection, campaign_uri
 from .domain.model_id import clip_model_id
 from .domain.settings import setting
-from .domain.store import ProductImageStore, is_lite_uri
+from .domain.store import LITE_LOCK_WAIT_S, ProductImageStore, is_lite_uri
 
 if TYPE_CHECKING:
     from .domain.encoder import ClipEncoder
@@ -125,16 +125,18 @@ class MilvusResource(_FromSettings):
         if note:
             context.log.warning(note)
 
-    def store(self) -> ProductImageStore:
-        return self._store(self.get("collection"))
+    def store(self, lock_timeout: float = LITE_LOCK_WAIT_S) -> ProductImageStore:
+        """The product collection. `lock_timeout`: how long to wait for a Milvus Lite file another process
+        holds (a run waits its turn; the search page answers 503 after a few seconds instead)."""
+        return self._store(self.get("collection"), self.get("uri"), lock_timeout)
 
-    def campaign_store(self) -> ProductImageStore:
+    def campaign_store(self, lock_timeout: float = LITE_LOCK_WAIT_S) -> ProductImageStore:
         """The collection of generated campaign images (`<collection>_campaigns`; for Milvus Lite in a file
-        of its own, see domain/campaign_index.py)."""
-        return self._store(campaign_collection(self.get("collection")), campaign_uri(self.get("uri")))
+        of its own, see stages/campaign_index)."""
+        return self._store(campaign_collection(self.get("collection")), campaign_uri(self.get("uri")), lock_timeout)
 
-    def _store(self, collection: str, uri: str | None = None) -> ProductImageStore:
-        return ProductImageStore(uri or self.get("uri"), setting("MILVUS_TOKEN"), collection,
+    def _store(self, collection: str, uri: str, lock_timeout: float) -> ProductImageStore:
+        return ProductImageStore(uri, setting("MILVUS_TOKEN"), collection, lock_timeout=lock_timeout,
                                  timeout=self.get("timeout_s"), retries=self.get("retries"))
 
     @property

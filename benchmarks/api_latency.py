@@ -48,7 +48,7 @@ def main(argv=None):
         port = free_port()
         env = {**os.environ, "DROPS_DIR": os.path.join(tmp, "drops"), "ARTIFACTS_DIR": os.path.join(tmp, "artifacts"),
                "MILVUS_URI": uri, "MILVUS_COLLECTION": "product_images", "CLIP_MODEL": model}
-        server = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "serve", "--port", str(port)], cwd=ROOT,
+        server = subprocess.Popen([sys.executable, "-m", "assets_pkg.cli", "serve", "--port", str(port)], cwd=ROOT,
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             while not port_open(port):

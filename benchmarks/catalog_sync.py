@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 from assets_pkg.domain.artifacts import DropArtifacts
-from assets_pkg.domain.catalog import update_catalog
-from assets_pkg.domain.collection import sync_collection
-from assets_pkg.domain.drops import MANIFEST_COLUMNS, Manifest
+from assets_pkg.stages.catalog.logic import update_catalog
+from assets_pkg.stages.collection.logic import sync_collection
+from assets_pkg.stages.embeddings.logic import write_embeddings
+from assets_pkg.stages.scan.logic import MANIFEST_COLUMNS, Manifest, write_manifest
 from assets_pkg.domain.store import ProductImageStore
 from report import print_result
 
@@ -50,9 +51,9 @@ def main(argv=None):
         sha = [f"{i:064x}" for i in range(a.rows)]
         images = pd.DataFrame({"path": [f"img/{i:06d}.jpg" for i in range(a.rows)], "sha256": sha, "width": 800,
                                "height": 600, "format": "JPEG", "bytes": 1000, "version": "1"})[MANIFEST_COLUMNS]
-        art.write_manifest(Manifest(images))
+        write_manifest(art, Manifest(images))
         vecs = rng.normal(size=(a.rows, a.dim)).astype(np.float32)
-        art.write_embeddings(sha, vecs / np.linalg.norm(vecs, axis=1, keepdims=True), "bench-model")
+        write_embeddings(art, sha, vecs / np.linalg.norm(vecs, axis=1, keepdims=True), "bench-model")
         uri = str(Path(tmp, "m.db"))
 
         def sync():

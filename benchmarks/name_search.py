@@ -43,7 +43,7 @@ def main(argv=None):
                "CLIP_MODEL": a.model, "DAGSTER_HOME": f"{tmp}/home"}
         os.makedirs(env["DAGSTER_HOME"])
         Path(env["DAGSTER_HOME"], "dagster.yaml").write_text((ROOT / "orchestration/dagster.yaml").read_text())
-        subprocess.run([sys.executable, "-m", "orchestration.cli", "run"], cwd=ROOT, env=env, check=True,
+        subprocess.run([sys.executable, "-m", "assets_pkg.cli", "run"], cwd=ROOT, env=env, check=True,
                        capture_output=True)
         encoder = ClipEncoder(a.model)
         result = {"model": encoder.model_id, "k": a.k}

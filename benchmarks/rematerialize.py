@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _cli_run(env: dict) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one `drop-studio run`."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "run", "--drop", "bench", "--json"],
+    proc = subprocess.Popen([sys.executable, "-m", "assets_pkg.cli", "run", "--drop", "bench", "--json"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start

@@ -18,7 +18,7 @@ from assets_pkg.assets import product_drops
 from assets_pkg.domain.drops import discover_drops, drop_fingerprint
 from assets_pkg.domain.errors import StudioError
 from assets_pkg.domain.settings import setting
-from assets_pkg.domain.campaigns import BatchRecord
+from assets_pkg.stages.campaigns.logic import BatchRecord, campaign_batch_path
 from assets_pkg.resources import DropLibrary, ImageGeneratorResource
 
 from .jobs import collect_campaign_images_job, ingest_drop_job
@@ -106,7 +106,7 @@ def campaign_batches(context: SensorEvaluationContext, library: DropLibrary,
                      generator: ImageGeneratorResource) -> SensorResult:
     waiting = {}
     for drop in sorted(context.instance.get_dynamic_partitions(product_drops.name)):
-        record = BatchRecord.load(library.artifacts(drop).campaign_batch_path)
+        record = BatchRecord.load(campaign_batch_path(library.artifacts(drop)))
         if record is not None and record.job:
             waiting[drop] = record.job
     if not waiting:

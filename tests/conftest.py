@@ -87,7 +87,7 @@ class Studio:
             python_args: list[str] = ()) -> subprocess.CompletedProcess:
         env = {**os.environ, **self.env, **(extra_env or {})}
         proc = subprocess.run(
-            [sys.executable, *python_args, "-m", "orchestration.cli", *args],
+            [sys.executable, *python_args, "-m", "assets_pkg.cli", *args],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
         )
         if check and proc.returncode != 0:
@@ -137,7 +137,7 @@ def materialize_drop(drop: str, instance=None, run_config=None, **resource_overr
 
 
 
-from orchestration.cli import check_results  # noqa: E402  (re-exported for the tests)
+from assets_pkg.cli.commands import check_results  # noqa: E402  (re-exported for the tests)
 
 
 def metadata(result, asset: str) -> dict:

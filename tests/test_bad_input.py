@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from assets_pkg.domain.drops import DROP_NAME_RE, ProductDrop, load_rgb, scan_drop, validate_drop_name
+from assets_pkg.domain.drops import DROP_NAME_RE, ProductDrop, load_rgb, validate_drop_name
+from assets_pkg.stages.scan.logic import scan_drop
 from assets_pkg.domain.errors import InvalidDropName, StoreError
 from assets_pkg.domain.store import ProductImageStore, checked_ids, drop_filter, row_id
 from conftest import ROOT, draw_drop
@@ -179,7 +180,7 @@ def test_filters_and_deletes_refuse_other_names_and_ids(text):
 
 def test_search_arguments_are_checked_before_anything_runs(studio):
     for args, needle in [
-        (["search", "red", "--top-k", "10000"], "--top-k must be from 1 to 1000, got 10000"),
+        (["search", "red", "--top-k", "10000"], "--top-k must be from 1 to 100, got 10000"),
         (["search", ""], "the search query is empty"),
         (["search", "red", "--drop", 'x" or drop != "'], "invalid drop name"),
     ]:
@@ -192,7 +193,7 @@ def test_a_killed_run_keeps_finished_batches_and_the_rerun_ends_exact(studio):
     draw_drop(studio.drops / "big", spec=[(c, s, 12) for c in ("red", "blue") for s in ("circle", "square")])
     env = {**os.environ, **studio.env, "CLIP_BATCH_SIZE": "4"}
     partial = studio.artifacts / "big" / "embeddings.partial"
-    proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "run", "--drop", "big"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "assets_pkg.cli", "run", "--drop", "big"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
     while not (partial.exists() and len(list(partial.glob("*.parquet"))) >= 3):
@@ -214,7 +215,7 @@ def test_a_killed_run_keeps_finished_batches_and_the_rerun_ends_exact(studio):
 def test_two_runs_of_the_same_drop_at_once_leave_exact_rows(studio):
     draw_drop(studio.drops / "spring", spec=[(c, "circle", 6) for c in ("red", "blue", "green")])
     env = {**os.environ, **studio.env}
-    procs = [subprocess.Popen([sys.executable, "-m", "orchestration.cli", "run", "--drop", "spring", "--json"],
+    procs = [subprocess.Popen([sys.executable, "-m", "assets_pkg.cli", "run", "--drop", "spring", "--json"],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from assets_pkg.domain.catalog import CatalogError, file_words, parse_catalog
+from assets_pkg.stages.catalog.logic import CatalogError, file_words, parse_catalog
 from assets_pkg.domain.store import ProductImageStore
 from conftest import BRIEFS, ROOT, draw_drop
 from fake_gemini import FakeGemini
@@ -254,7 +254,7 @@ def _previous_release(tmp_path: Path) -> Path:
 
 
 def _run(code: Path, env: dict, *args: str) -> list[dict]:
-    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "run", "--json", *args], cwd=code,
+    proc = subprocess.run([sys.executable, "-m", "assets_pkg.cli", "run", "--json", *args], cwd=code,
                           env={**env, "PYTHONPATH": str(code)}, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)

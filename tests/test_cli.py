@@ -93,14 +93,14 @@ def test_malformed_briefs_fail_the_run_with_the_file_named_and_images_indexed(st
     summary, other = json.loads(proc.stdout)
     assert (other["drop"], other["ok"], other["indexed"], len(other["generated"])) == ("summer", True, 2, 2)
     assert summary["indexed"] == 24 and not summary["ok"]
-    assert "briefs.yaml: brief 'x': top_k must be an integer from 1 to 50, got -1" in summary["error"]
+    assert "briefs.yaml: brief 'x': top_k must be an integer from 1 to 100, got -1" in summary["error"]
     _one_line_error(proc, "spring", "briefs.yaml")
 
 
 def test_search_refuses_bad_arguments_clearly(studio):
     for args, needle in [
         (["search", "  "], "query is empty"),
-        (["search", "red", "--top-k", "0"], "--top-k must be from 1 to 1000"),
+        (["search", "red", "--top-k", "0"], "--top-k must be from 1 to 100"),
         (["search", "red", "--drop", "../etc"], "invalid drop name '../etc'"),
         (["search", "red", "--drop", "nosuch"], "drop 'nosuch' has no images"),
         (["run", "--drop", "nosuch"], "no such drop"),

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from assets_pkg.domain.briefs import load_briefs
-from assets_pkg.domain.drops import ProductDrop, discover_drops, scan_drop, validate_drop_name
+from assets_pkg.stages.briefs.logic import load_briefs
+from assets_pkg.domain.drops import ProductDrop, discover_drops, validate_drop_name
+from assets_pkg.stages.scan.logic import scan_drop
 from assets_pkg.domain.encoder import ClipEncoder
 from assets_pkg.domain.errors import BriefsError, InvalidDropName, StoreError
 from assets_pkg.domain.store import ProductImageStore, drop_filter
@@ -30,7 +31,7 @@ def test_briefs_parse_with_defaults(tmp_path):
         ("briefs: [", "not valid YAML"),
         ("- a\n- b\n", "expected a top-level 'briefs:' list"),
         ("briefs:\n  - id: a\n    query: q\n", "brief 'a': 'prompt' is missing or empty"),
-        ("briefs:\n  - {id: a, prompt: p, query: q, top_k: -1}\n", "brief 'a': top_k must be an integer from 1 to 50"),
+        ("briefs:\n  - {id: a, prompt: p, query: q, top_k: -1}\n", "brief 'a': top_k must be an integer from 1 to 100"),
         ("briefs:\n  - {id: a, prompt: p, query: q, colour: red}\n", "brief 'a': unknown key(s) colour"),
         ("briefs:\n  - {id: a, prompt: p, query: q, aspect_ratio: '7:3'}\n", "aspect_ratio '7:3' is not one of"),
         ("briefs:\n  - {id: a, prompt: p, query: q}\n  - {id: a, prompt: p, query: q}\n", "brief 'a' appears twice"),

@@ -165,7 +165,7 @@ def test_unknown_model_is_one_clear_error_naming_the_setting(studio, gemini):
 
 
 def test_references_are_capped_resized_and_oriented(studio, gemini, monkeypatch, tmp_path):
-    from assets_pkg.domain.generator import prepare_reference
+    from assets_pkg.stages.campaigns.generator import prepare_reference
 
     big = tmp_path / "big.jpg"
     exif = Image.Exif()

@@ -206,7 +206,7 @@ def test_a_run_killed_after_submitting_a_batch_never_submits_it_again(studio, ge
     env = {**os.environ, **studio.env, "GEMINI_API_KEY": API_KEY, "GOOGLE_GEMINI_BASE_URL": gemini.url,
            "GEMINI_MODE": "batch"}
     gemini.batch_create_delay = 30  # the job exists on the server; the client is killed before it hears back
-    proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "run"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "assets_pkg.cli", "run"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
     while not gemini.batch_creations:

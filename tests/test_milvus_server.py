@@ -17,7 +17,7 @@ import pytest
 
 import assets_pkg.domain.store as store_module
 from assets_pkg.domain.milvus import pymilvus
-from assets_pkg.domain.briefs import load_briefs
+from assets_pkg.stages.briefs.logic import load_briefs
 from assets_pkg.domain.encoder import ClipEncoder
 from assets_pkg.domain.store import ProductImageStore
 from assets_pkg.domain.errors import StoreError

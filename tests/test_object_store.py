@@ -214,10 +214,10 @@ def test_bucket_errors_are_one_line_and_never_show_keys(studio, s3, bucket, tmp_
 def test_embedding_in_a_bucket_resumes_from_the_batches_a_killed_run_left(studio, s3, bucket, tmp_path, tiny_clip):
     from assets_pkg.domain.artifacts import DropArtifacts
     from assets_pkg.domain.drops import ProductDrop
-    from assets_pkg.domain.embeddings import embed_drop
+    from assets_pkg.stages.embeddings.logic import embed_drop, read_embeddings, write_partial_batch
     from assets_pkg.domain.encoder import ClipEncoder
     from assets_pkg.domain.model_id import clip_model_id
-    from assets_pkg.domain.scan import update_manifest
+    from assets_pkg.stages.scan.logic import read_manifest, update_manifest
 
     draw_drop(tmp_path / "spring", spec=[("red", "circle", 2), ("blue", "square", 2)])
     upload(s3, bucket, tmp_path / "spring", "drops/spring")
@@ -226,16 +226,16 @@ def test_embedding_in_a_bucket_resumes_from_the_batches_a_killed_run_left(studio
     assert update_manifest(drop, art, 10_000_000).changed
     model_id = clip_model_id(str(tiny_clip))
     encoder = ClipEncoder(str(tiny_clip), batch_size=2, num_workers=0)
-    first = sorted(art.read_manifest().images["path"])[:2]
+    first = sorted(read_manifest(art).images["path"])[:2]
     done = encoder.embed_images([drop.folder / p for p in first])
-    art.write_partial_batch(list(art.read_manifest().images.set_index("path").loc[first, "sha256"]), done.vectors,
+    write_partial_batch(art, list(read_manifest(art).images.set_index("path").loc[first, "sha256"]), done.vectors,
                             model_id)  # what a run killed after its first batch leaves
     assert any("embeddings.partial/" in k for k in objects(s3, bucket, "artifacts/spring/"))
 
     report = embed_drop(drop, art, model_id, lambda: encoder)
     assert (report.resumed, report.encoded, report.vectors) == (2, 2, 4)
     assert not any("embeddings.partial/" in k for k in objects(s3, bucket, "artifacts/spring/"))
-    assert len(art.read_embeddings()[0]) == 4
+    assert len(read_embeddings(art)[0]) == 4
 
 
 def test_dagster_dev_ingests_drops_uploaded_to_a_bucket(studio, s3, bucket, tmp_path):

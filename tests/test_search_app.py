@@ -33,7 +33,7 @@ class Serve:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-m", "orchestration.cli", "serve", "--port", str(self.port)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "assets_pkg.cli", "serve", "--port", str(self.port)],
                                      cwd=ROOT, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.time() + 120
@@ -67,7 +67,7 @@ def served(tmp_path_factory, tiny_clip):
     (root / "drops" / "summer" / "products.csv").write_text(SUMMER_PRODUCTS)
     (root / "dagster_home").mkdir()
     (root / "dagster_home" / "dagster.yaml").write_text((ROOT / "orchestration" / "dagster.yaml").read_text())
-    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "run"], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "assets_pkg.cli", "run"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     server = Serve(env, root / "serve.log")
@@ -257,7 +257,7 @@ def test_a_run_gets_the_milvus_lite_file_while_the_page_is_open(served):
     server, root, env = served
     assert server.get("/api/search", q="a green star").status_code == 200
     draw_drop(root / "drops" / "summer", spec=[("blue", "square", 1)], seed=3)
-    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "run", "--drop", "summer", "--json"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "assets_pkg.cli", "run", "--drop", "summer", "--json"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     time.sleep(11)  # the server's cached facts expire
@@ -266,7 +266,7 @@ def test_a_run_gets_the_milvus_lite_file_while_the_page_is_open(served):
 
 def test_a_token_guards_the_api_and_binding_beyond_loopback_needs_one(served, tmp_path):
     _, _, env = served
-    proc = subprocess.run([sys.executable, "-m", "orchestration.cli", "serve", "--host", "0.0.0.0"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "assets_pkg.cli", "serve", "--host", "0.0.0.0"], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [

@@ -6,16 +6,18 @@ import numpy as np
 import pytest
 
 from assets_pkg.domain.artifacts import DropArtifacts
-from assets_pkg.domain.briefs import Brief, load_briefs
-from assets_pkg.domain.collection import sync_collection
 from assets_pkg.domain.drops import ProductDrop
-from assets_pkg.domain.embeddings import embed_drop
 from assets_pkg.domain.encoder import ClipEncoder
 from assets_pkg.domain.errors import BriefsError
 from assets_pkg.domain.model_id import clip_model_id
-from assets_pkg.domain.references import find_references
-from assets_pkg.domain.scan import update_manifest
 from assets_pkg.domain.store import ProductImageStore, row_id
+from assets_pkg.stages.briefs.logic import Brief, load_briefs, write_briefs
+from assets_pkg.stages.campaigns.logic import campaign_dir
+from assets_pkg.stages.collection.logic import sync_collection
+from assets_pkg.stages.embeddings.logic import (embed_drop, embeddings_info, partial_dir, read_embeddings,
+                                                rejected_files, write_partial_batch)
+from assets_pkg.stages.references.logic import find_references
+from assets_pkg.stages.scan.logic import read_manifest, update_manifest
 from conftest import draw_drop
 
 SPEC = [("red", "circle", 2), ("blue", "square", 2), ("green", "triangle", 2)]
@@ -47,10 +49,10 @@ def test_embedding_writer_resumes_from_batches_and_records_unreadable_files_in_i
     model_id = clip_model_id(str(tiny_clip))
     encoder = ClipEncoder(str(tiny_clip), batch_size=2, num_workers=0)
     # A batch an interrupted run finished: kept, not encoded again.
-    first = sorted(art.read_manifest().images["path"])[:2]
+    first = sorted(read_manifest(art).images["path"])[:2]
     done = encoder.embed_images([drop.folder / p for p in first])
-    shas = list(art.read_manifest().images.set_index("path").loc[first, "sha256"])
-    art.write_partial_batch(shas, done.vectors, model_id)
+    shas = list(read_manifest(art).images.set_index("path").loc[first, "sha256"])
+    write_partial_batch(art, shas, done.vectors, model_id)
     # A file replaced by garbage after the scan: PIL accepted it then, the encoder cannot read it now.
     (drop.folder / "green_triangle_1.png").write_bytes(b"not a png any more")
     manifest_before = (art.root / "manifest.parquet").read_bytes()
@@ -60,10 +62,10 @@ def test_embedding_writer_resumes_from_batches_and_records_unreadable_files_in_i
     assert [r["file"] for r in report.rejected] == ["green_triangle_1.png"]
     assert "cannot decode" in report.rejected[0]["reason"]
     assert (art.root / "manifest.parquet").read_bytes() == manifest_before  # the scan's file, untouched
-    assert art.embeddings_info()["rejected"] == report.rejected
-    assert [r["file"] for r in art.rejected_files()] == ["green_triangle_1.png"]
-    assert not art.partial_dir.exists()  # flushed into the final file
-    sha, vecs, _ = art.read_embeddings()
+    assert embeddings_info(art)["rejected"] == report.rejected
+    assert [r["file"] for r in rejected_files(art)] == ["green_triangle_1.png"]
+    assert not partial_dir(art).exists()  # flushed into the final file
+    sha, vecs, _ = read_embeddings(art)
     assert len(sha) == 5 and np.allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-4)
 
     # Same bytes, same model: nothing to encode, the model is not even loaded, the file not rewritten.
@@ -104,17 +106,17 @@ def test_collection_and_references_skip_milvus_and_the_model_when_inputs_are_unc
     second = sync_collection("spring", art, _never, uri, "t", uri)  # the Lite file vouches for the rows
     assert (second.ids, second.indexed, second.matches, second.rows_digest) == (None, 6, True, first.rows_digest)
 
-    art.write_briefs([Brief(id="reds", prompt="p", query="a red circle", top_k=2)])
+    write_briefs(art, [Brief(id="reds", prompt="p", query="a red circle", top_k=2)])
     refs = find_references("spring", art, lambda: encoder, store)
     assert refs.searched and {r["path"] for r in refs.refs["reds"]} == {"red_circle_0.png", "red_circle_1.png"}
     kept = find_references("spring", art, _never, _never)
     assert not kept.searched and kept.refs == refs.refs
-    art.write_briefs([Brief(id="reds", prompt="p", query="a red circle", top_k=1)])  # a changed brief searches
+    write_briefs(art, [Brief(id="reds", prompt="p", query="a red circle", top_k=1)])  # a changed brief searches
     assert find_references("spring", art, lambda: encoder, store).count == 1
 
 
 @pytest.mark.parametrize("line, message", [
-    ('top_k: "3"', "top_k must be an integer from 1 to 50, got '3'"),
+    ('top_k: "3"', "top_k must be an integer from 1 to 100, got '3'"),
     ("variants: true", "variants must be an integer from 1 to 4, got True"),
     ("image_size: 3K", "image_size '3K' is not one of 512, 1K, 2K, 4K"),
     ("id: bad id", "id must be 1-64 letters, digits, '-' or '_'"),
@@ -137,32 +139,37 @@ def test_a_yaml_number_for_image_size_is_read_as_the_size(tmp_path):
 
 
 def test_the_domain_imports_no_dagster():
-    """The boundary the project layout promises: every stage runs (and is tested) without Dagster."""
+    """The boundary the project layout promises: the shared domain, every stage's logic (and the search the web
+    page answers from) run and are tested without Dagster."""
     import subprocess
     import sys
     from pathlib import Path
 
-    modules = sorted(p.stem for p in (Path(__file__).parents[1] / "assets_pkg" / "domain").glob("*.py")
+    pkg = Path(__file__).parents[1] / "assets_pkg"
+    files = [*pkg.glob("domain/*.py"), *pkg.glob("stages/*/logic.py"), pkg / "stages/campaigns/generator.py",
+             pkg / "web/search.py"]
+    modules = sorted(".".join(p.relative_to(pkg.parent).with_suffix("").parts) for p in files
                      if p.stem != "__init__")
-    code = ("import sys\n" + "".join(f"import assets_pkg.domain.{m}\n" for m in modules)
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules)
             + "print(sorted(m for m in sys.modules if m.split('.')[0] == 'dagster'))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           cwd=Path(__file__).parents[1])
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert len(modules) >= 15 and proc.stdout.strip() == "[]"
+    assert len(modules) == 24 and proc.stdout.strip() == "[]", (modules, proc.stdout)
 
 
 def test_campaign_index_encodes_only_new_images_and_skips_milvus_when_nothing_changed(tmp_path, tiny_clip):
     from PIL import Image
 
-    from assets_pkg.domain.campaign_index import campaign_uri, index_campaign_images
     from assets_pkg.domain.checkpoints import draw_shape
+    from assets_pkg.domain.milvus import campaign_uri
+    from assets_pkg.stages.campaign_index.logic import index_campaign_images
 
     art = DropArtifacts.at(tmp_path / "artifacts", "spring")
-    art.campaign_dir.mkdir(parents=True)
+    campaign_dir(art).mkdir(parents=True)
     rng = np.random.default_rng(1)
     for name, colour in (("red-hero", "red"), ("blue-shelf", "blue")):
-        draw_shape(colour, "circle", rng).save(art.campaign_dir / f"{name}.png")
+        draw_shape(colour, "circle", rng).save(campaign_dir(art) / f"{name}.png")
     uri = campaign_uri(str(tmp_path / "milvus.db"))
     assert uri == str(tmp_path / "milvus-campaigns.db")
     model_id = clip_model_id(str(tiny_clip))
@@ -177,15 +184,15 @@ def test_campaign_index_encodes_only_new_images_and_skips_milvus_when_nothing_ch
     again = run(load=_never)  # unchanged: neither the model nor Milvus is touched
     assert (again.encoded, again.indexed, again.synced) == (0, 2, False)
 
-    draw_shape("green", "square", rng).save(art.campaign_dir / "red-hero.png")  # regenerated
-    Image.new("RGB", (8, 8)).save(art.campaign_dir / "notes.jpg")  # not a campaign PNG
+    draw_shape("green", "square", rng).save(campaign_dir(art) / "red-hero.png")  # regenerated
+    Image.new("RGB", (8, 8)).save(campaign_dir(art) / "notes.jpg")  # not a campaign PNG
     third = run()
     assert (third.encoded, third.upserted, third.deleted, third.indexed) == (1, 1, 1, 2)
     with ProductImageStore(uri, collection="c_campaigns") as store:
         assert sorted(f.path for f in store.rows_of_drop("spring").values()) == \
             ["campaign/blue-shelf.png", "campaign/red-hero.png"]
 
-    for png in art.campaign_dir.glob("*.png"):
+    for png in campaign_dir(art).glob("*.png"):
         png.unlink()
     gone = run(load=_never)
     assert (gone.deleted, gone.indexed) == (2, 0)

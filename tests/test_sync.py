@@ -13,7 +13,8 @@ import pytest
 import torch
 from dagster import DagsterInstance, build_schedule_context, build_sensor_context
 
-from assets_pkg.domain.drops import ProductDrop, scan_drop
+from assets_pkg.domain.drops import ProductDrop
+from assets_pkg.stages.scan.logic import scan_drop
 from assets_pkg.domain.store import ProductImageStore, row_id
 from assets_pkg.resources import DropLibrary
 from conftest import BRIEFS, check_results, draw_drop, materialize_drop, metadata

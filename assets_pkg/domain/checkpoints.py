@@ -10,12 +10,11 @@ ViT-B/32 weights:
 - `vit-b-32`: randomly initialised weights with the exact ViT-B/32 shapes, for
   measuring speed and memory of the real architecture.
 
-    python -m assets_pkg.domain.checkpoints --out data/models/tiny-clip.pt
+    drop-studio make-checkpoint --out data/models/tiny-clip.pt [--arch vit-b-32]
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 import warnings
@@ -33,6 +32,7 @@ with warnings.catch_warnings():
     from clip.model import CLIP
 
 from .encoder import pad_to_square
+from .errors import StudioError
 
 COLORS = {
     "red": (220, 30, 30),
@@ -45,6 +45,7 @@ COLORS = {
 SHAPES = ("circle", "square", "triangle", "star")
 CAPTION_TEMPLATES = ("a {c} {s}", "a photo of a {c} {s}", "{c} {s}", "a product shot of a {c} {s}")
 
+TINY_STEPS = 600  # enough for the tiny model to tell the shapes and colours apart
 ARCHS = {
     # embed_dim, image_resolution, vision_layers, vision_width, patch, context, vocab, text width, heads, text layers
     "tiny": dict(embed_dim=64, image_resolution=64, vision_layers=2, vision_width=128, vision_patch_size=8,
@@ -95,7 +96,7 @@ def build_untrained(arch: str) -> CLIP:
     return CLIP(**ARCHS[arch])
 
 
-def train_tiny(steps: int = 600, seed: int = 0, log=print) -> CLIP:
+def train_tiny(steps: int = TINY_STEPS, seed: int = 0, log=print) -> CLIP:
     """Contrastive training where each batch holds every (colour, shape) class once."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -139,11 +140,14 @@ def retrieval_accuracy(model: CLIP, samples_per_class: int = 3, seed: int = 123)
     return hits / total
 
 
-def write_checkpoint(out: str | Path, arch: str = "tiny", steps: int = 600, seed: int = 0, log=print) -> Path:
+def write_checkpoint(out: str | Path, arch: str = "tiny", steps: int | None = None, seed: int = 0, log=print) -> Path:
+    """`arch`: one of ARCHS; `steps`: training steps of the tiny model (default TINY_STEPS)."""
+    if arch not in ARCHS:
+        raise StudioError(f"--arch {arch!r}: use one of {', '.join(ARCHS)}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if arch == "tiny":
-        model = train_tiny(steps=steps, seed=seed, log=log)
+        model = train_tiny(steps=steps or TINY_STEPS, seed=seed, log=log)
         if log:
             log(f"retrieval accuracy on fresh pictures: {retrieval_accuracy(model):.0%}")
     else:
@@ -155,18 +159,3 @@ def write_checkpoint(out: str | Path, arch: str = "tiny", steps: int = 600, seed
     torch.save(state, tmp)
     tmp.replace(out)
     return out
-
-
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True)
-    p.add_argument("--arch", choices=sorted(ARCHS), default="tiny")
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    path = write_checkpoint(a.out, a.arch, a.steps, a.seed)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-
-
-if __name__ == "__main__":
-    main()

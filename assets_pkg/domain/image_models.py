@@ -23,6 +23,8 @@ DEFAULT_GEMINI_IMAGE_MODEL = "gemini-3.1-flash-image"  # Nano Banana 2, GA since
 IMAGE_SIZES = ("512", "1K", "2K", "4K")
 # Aspect ratios every Gemini image model takes; some take more.
 STANDARD_ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+# Every aspect ratio a model of the table takes (a brief may ask for any; its model is checked after).
+ASPECT_RATIOS = STANDARD_ASPECT_RATIOS + ("1:4", "4:1", "1:8", "8:1")
 MODES = ("interactive", "batch")
 
 
@@ -55,11 +57,9 @@ class ImageModel(BaseModel):
         return None
 
 
-_FLASH_3_1_RATIOS = STANDARD_ASPECT_RATIOS + ("1:4", "4:1", "1:8", "8:1")
-
 BUILT_IN: dict[str, dict] = {
     "gemini-3.1-flash-image": {  # Nano Banana 2: up to 10 object + 4 people references
-        "status": "ga", "max_references": 14, "sizes": IMAGE_SIZES, "aspect_ratios": _FLASH_3_1_RATIOS,
+        "status": "ga", "max_references": 14, "sizes": IMAGE_SIZES, "aspect_ratios": ASPECT_RATIOS,
         "price_per_image": {"512": 0.045, "1K": 0.067, "2K": 0.101, "4K": 0.151},
     },
     "gemini-3-pro-image": {  # Nano Banana Pro: up to 6 object + 5 people references (14 in all)

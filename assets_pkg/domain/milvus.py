@@ -9,6 +9,7 @@ import functools
 import logging
 import os
 import re
+from pathlib import Path
 
 
 @functools.cache
@@ -81,3 +82,16 @@ def lite_fingerprint(uri: str) -> str | None:
     except OSError:
         return None
     return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def campaign_collection(collection: str) -> str:
+    """The collection of a drop's generated campaign images (stages/campaign_index)."""
+    return f"{collection}_campaigns"
+
+
+def campaign_uri(uri: str) -> str:
+    """The same Milvus server; for Milvus Lite, a file of its own beside the product file."""
+    if not is_lite_uri(uri):
+        return uri
+    path = Path(uri)
+    return str(path.with_name(f"{path.stem}-campaigns{path.suffix}"))

@@ -42,6 +42,8 @@ DEFAULTS: dict[str, str | int | None] = {
     "DAGSTER_EXECUTOR": "in_process",
     # `drop-studio serve`: the bearer token its API wants (a secret); required to bind beyond loopback.
     "DROP_STUDIO_TOKEN": None,
+    "SEARCH_HOST": "127.0.0.1",  # loopback; anything else needs DROP_STUDIO_TOKEN
+    "SEARCH_PORT": 8787,
     "DROP_SENSOR_INTERVAL_S": 30,
     "AUTOMATION_INTERVAL_S": 30,
     "REFRESH_CATALOG_CRON": "0 2 * * *",  # nightly at 02:00

@@ -23,7 +23,6 @@ import itertools
 import json
 import logging
 import re
-import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,18 +31,19 @@ from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from filelock import FileLock, Timeout
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from .catalog import FILTER_FIELDS, SKU_RE, filter_value, search_text
 from .drops import validate_drop_name
 from .errors import StoreError
 from .milvus import IDEMPOTENT, is_auth_error, is_lite_uri, is_transient, lite_fingerprint, pymilvus
+from .products import SKU_RE, filter_value, search_text
 from .settings import DEFAULTS
 
 if TYPE_CHECKING:  # imported on first use (milvus.pymilvus), not here
     from pymilvus import MilvusClient
 
 __all__ = ["ProductImageStore", "Hit", "SyncReport", "RowFacts", "row_id", "row_facts", "drop_filter",
-           "filter_expr", "checked_ids", "is_lite_uri", "lite_fingerprint", "MAX_TOP_K"]
+           "filter_expr", "checked_ids", "is_lite_uri", "lite_fingerprint", "MAX_TOP_K", "LITE_LOCK_WAIT_S"]
 
 COLLECTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 FIELDS_V1 = ("id", "drop", "sha256", "path", "aliases", "width", "height", "vector")
@@ -53,7 +53,9 @@ SPARSE = "text_sparse"  # BM25 of `text`, made by Milvus itself (absent on serve
 HIT_FIELDS = ["drop", "path", "aliases", "sku", "name", "category", "color"]
 WRITE_BATCH = 500
 UPSERTS_IN_FLIGHT = 2
-MAX_TOP_K = 1000
+# A run waits this long for a Milvus Lite file another process holds (runs queue on it).
+LITE_LOCK_WAIT_S = 600
+MAX_TOP_K = 100  # hits of one search: what the page shows, a brief retrieves, the CLI prints
 # Each side of a hybrid search brings this many candidates (at least) for RRF to fuse: a row that only one
 # side ranks highly must still meet the other side's ranking to be fused, not be cut off before it.
 MIN_CANDIDATES = 50
@@ -171,7 +173,7 @@ class ProductImageStore:
         uri: str = DEFAULTS["MILVUS_URI"],
         token: str | None = None,
         collection: str = DEFAULTS["MILVUS_COLLECTION"],
-        lock_timeout: float = 600,
+        lock_timeout: float = LITE_LOCK_WAIT_S,
         timeout: float = DEFAULTS["MILVUS_TIMEOUT_S"],
         retries: int = DEFAULTS["MILVUS_RETRIES"],
         retry_delay: float = 0.5,
@@ -269,23 +271,29 @@ class ProductImageStore:
 
     def _call(self, what: str, fn, *args, **kwargs):
         """Run one Milvus operation. Transient failures of repeatable operations (a server restarting,
-        a dropped connection) are retried `retries` times with exponential backoff; each try is bounded
-        by the client's `timeout`. Anything else, or the last failure, becomes a one-line StoreError."""
-        delay = self.retry_delay
-        for attempt in range(self.retries + 1):
-            try:
-                return fn(*args, **kwargs)
-            except pymilvus().exceptions.MilvusException as e:
-                if attempt < self.retries and what in IDEMPOTENT and is_transient(e):
-                    logging.getLogger(__name__).warning(
-                        "Milvus %s at %s failed (%s); try %d of %d in %.1fs",
-                        what, self.uri, self._clean(e.message), attempt + 2, self.retries + 1, delay)
-                    time.sleep(delay)
-                    delay *= 2
-                    continue
-                reason = "authentication failed" if is_auth_error(e) else self._clean(e.message)
-                tries = f" after {attempt + 1} tries" if attempt else ""
-                raise StoreError(f"Milvus {what} failed on {self.collection} at {self.uri}{tries}: {reason}") from None
+        a dropped connection) are retried `retries` times with exponential backoff (tenacity); each try is
+        bounded by the client's `timeout`. Anything else, or the last failure, becomes a one-line StoreError."""
+        milvus_error = pymilvus().exceptions.MilvusException
+
+        def worth_another_try(e: BaseException) -> bool:
+            return what in IDEMPOTENT and isinstance(e, milvus_error) and is_transient(e)
+
+        def say_retry(state: RetryCallState) -> None:
+            logging.getLogger(__name__).warning(
+                "Milvus %s at %s failed (%s); try %d of %d in %.1fs", what, self.uri,
+                self._clean(state.outcome.exception().message), state.attempt_number + 1, self.retries + 1,
+                state.next_action.sleep)
+
+        retrying = Retrying(stop=stop_after_attempt(self.retries + 1), reraise=True,
+                            wait=wait_exponential(multiplier=self.retry_delay),
+                            retry=retry_if_exception(worth_another_try), before_sleep=say_retry)
+        try:
+            return retrying(fn, *args, **kwargs)
+        except milvus_error as e:
+            tries = retrying.statistics.get("attempt_number", 1)
+            reason = "authentication failed" if is_auth_error(e) else self._clean(e.message)
+            after = f" after {tries} tries" if tries > 1 else ""
+            raise StoreError(f"Milvus {what} failed on {self.collection} at {self.uri}{after}: {reason}") from None
 
     # -- schema ------------------------------------------------------------
     def exists(self, collection: str | None = None) -> bool:
@@ -469,14 +477,20 @@ class ProductImageStore:
             self._call("delete", self.client.delete, self.collection, ids=ids[i : i + WRITE_BATCH])
         return len(ids)
 
+    def changed_rows(self, drop: str, rows: Sequence[dict], rewrite_all: bool = False,
+                     current: dict[str, RowFacts] | None = None) -> list[dict]:
+        """The rows that must be written: new ones, and those whose names or product fields differ from the
+        stored row; every row with `rewrite_all` (after a model change)."""
+        current = self.rows_of_drop(drop) if current is None else current
+        return [r for r in rows if rewrite_all or current.get(row_id(drop, r["sha256"])) != row_facts(r)]
+
     def sync_drop(self, drop: str, rows: Sequence[dict], dim: int, rewrite_all: bool = False) -> SyncReport:
         """Make the drop's rows exactly `rows` (keys sha256, path, aliases, width, height, vector, product):
-        upsert the new and the changed (names or product fields; every row with `rewrite_all`, after a model
-        change), delete the rest, and flush only if something was written."""
+        upsert `changed_rows`, delete the rest, and flush only if something was written."""
         self.ensure_collection(dim)
         current = self.rows_of_drop(drop)
         wanted = {row_id(drop, r["sha256"]): r for r in rows}
-        changed = [r for i, r in wanted.items() if rewrite_all or current.get(i) != row_facts(r)]
+        changed = self.changed_rows(drop, rows, rewrite_all, current)
         upserted = self.upsert_drop(drop, changed)
         deleted = self.delete_ids(drop, sorted(set(current) - set(wanted)))
         if upserted or deleted:

@@ -1,1 +1,0 @@
-"""The catalog group: a drop's images, their CLIP embeddings and its rows in Milvus."""

@@ -1,0 +1,79 @@
+"""The Dagster instance the CLI records its runs in, and the bookkeeping a daemon would otherwise do:
+drop partitions for the folders in DROPS_DIR, and runs of drop-studio processes that died."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+DEFAULT_DAGSTER_HOME = "data/dagster_home"
+# The instance configs ship with the code location (they are what `dagster dev` and the deployments run with):
+# data files, read, not imported.
+SHIPPED_INSTANCE_CONFIG = Path(__file__).parents[2] / "orchestration" / "dagster.yaml"
+SHIPPED_POSTGRES_CONFIG = SHIPPED_INSTANCE_CONFIG.with_name("dagster-postgres.yaml")
+
+
+def open_instance():
+    """The instance at DAGSTER_HOME (default data/dagster_home), created with the shipped config if new."""
+    from dagster import DagsterInstance
+
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        home = str(Path(DEFAULT_DAGSTER_HOME).resolve())
+        os.environ["DAGSTER_HOME"] = home
+    Path(home).mkdir(parents=True, exist_ok=True)
+    config = Path(home) / "dagster.yaml"
+    # Two drop-studio processes starting on a fresh DAGSTER_HOME would both create the SQLite schema
+    # ("table already exists"): the first one in creates it, the others wait.
+    from filelock import FileLock
+
+    with FileLock(str(Path(home) / ".drop-studio-init.lock")):
+        if not config.exists():
+            # DAGSTER_PG_HOST asks for the shared PostgreSQL storage; the connection stays in the environment.
+            shipped = SHIPPED_POSTGRES_CONFIG if os.environ.get("DAGSTER_PG_HOST") else SHIPPED_INSTANCE_CONFIG
+            shutil.copyfile(shipped, config)
+        return DagsterInstance.get()
+
+
+def reap_dead_runs(instance) -> list[str]:
+    """Mark runs of drop-studio processes that died (killed, machine crash) as failed and free
+    their pool slots. Without a daemon nothing else would, and a dead run would hold the "gpu"
+    slot forever, so the next run would wait for it indefinitely."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    reaped = []
+    live = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.NOT_STARTED]
+    for run in instance.get_runs(RunsFilter(statuses=live, tags={"launched_by": "drop-studio"})):
+        pid = int(run.tags.get("drop_studio/pid", "0"))
+        if run.tags.get("drop_studio/host") != socket.gethostname() or not pid or _alive(pid):
+            continue
+        instance.report_run_failed(run, f"the drop-studio process {pid} that ran it is gone")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        reaped.append(run.run_id)
+    return reaped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sync_drops(instance, drops_dir: str) -> tuple[list[str], list[str], list[str]]:
+    """Add a partition for every drop folder; returns (all drops, newly added, invalid folder names)."""
+    from assets_pkg.assets import product_drops
+    from assets_pkg.domain.drops import discover_drops
+
+    listing = discover_drops(drops_dir)
+    names = [d.name for d in listing.drops]
+    existing = set(instance.get_dynamic_partitions(product_drops.name))
+    new = [n for n in names if n not in existing]
+    if new:
+        instance.add_dynamic_partitions(product_drops.name, new)
+    return names, new, listing.invalid

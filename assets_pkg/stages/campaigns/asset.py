@@ -1,0 +1,64 @@
+"""campaign_images: the images each brief asks for, generated from its prompt and references (billed)."""
+
+from dagster import AssetExecutionContext, Config, MetadataValue
+
+from ...domain import storage
+from ...domain.sheets import contact_sheet
+from ...metadata import contact_sheet_metadata
+from ...resources import DropLibrary, ImageGeneratorResource
+from ...stage import Outcome, drop_stage
+from ..briefs.asset import campaign_briefs
+from ..references.asset import reference_images
+from .checks import campaign_images_decode
+from .logic import campaign_dir, make_campaign_images
+
+
+class CampaignConfig(Config):
+    force: bool = False  # regenerate even when prompt, model, settings and references are unchanged
+
+
+@drop_stage(
+    deps=[reference_images, campaign_briefs],
+    group_name="campaigns",
+    kinds={"gemini", "png"},
+    description="Campaign images per brief (1-4 variants), generated from the prompt and its reference images; "
+                "PNG + JSON sidecar. GEMINI_MODE=batch submits a Batch API job and collects it in a later run.",
+)
+def campaign_images(context: AssetExecutionContext, drop: str, config: CampaignConfig, library: DropLibrary,
+                    generator: ImageGeneratorResource) -> Outcome:
+    art = library.artifacts(drop)
+    gen = generator.generator()  # a shut-down model fails here, before any request
+    mode = generator.run_mode()
+    info = generator.model_info()
+    price = (lambda size: info.price(size, mode)) if generator.enabled else (lambda size: 0.0)
+    report = make_campaign_images(library.drop(drop), art, gen, mode, price, generator.cost_cap(),
+                                  generator.get("concurrency"), config.force, log=context.log.info,
+                                  warn=context.log.warning)
+    sheet = contact_sheet_metadata(
+        art.sheet_path("campaign"), "campaign", reuse=False,
+        draw=lambda: contact_sheet([(p, storage.as_path(p).stem) for p in report.generated], thumb=256, cols=4,
+                                   title=f"{drop}: campaign images by {gen.name}"),
+    )
+    return Outcome(report.key, {
+        "generator": gen.name,
+        "model": gen.model or "offline campaign board (no GEMINI_API_KEY)",
+        "mode": mode,
+        "briefs": report.briefs,
+        "generated": len(report.generated),
+        "cached": report.cached,
+        "adopted": report.adopted,
+        "blocked": MetadataValue.json(report.blocked),
+        "requests": report.requests,
+        "pending": report.pending,
+        "batch_job": report.batch_job or "",
+        "usage": MetadataValue.json(report.usage),
+        "estimated_cost_usd": report.estimated_cost_usd,
+        "estimated_cost_per_brief": MetadataValue.json(report.per_brief_cost_usd),
+        "removed_stale": MetadataValue.json(report.removed_stale),
+        "output_dir": MetadataValue.path(str(campaign_dir(art))),
+        **sheet,
+    })
+
+
+ASSETS = [campaign_images]
+CHECKS = [campaign_images_decode]

@@ -1,0 +1,111 @@
+"""The collection stage: a drop's rows in Milvus are exactly its embedded images, keyed by drop and content.
+
+`sync_collection` brings them in line (`ProductImageStore.sync_drop`) and reads the ids back for the check.
+For a Milvus Lite file it records the file's size and modification time after a verified sync: while the
+drop's rows and the file are unchanged, the next run need not open Milvus at all (opening a Lite file costs
+about half a second), and the check passes on that record.
+
+Files: collection.json (the key of the rows last synced, the model id, collection and server, counts, and the
+Lite file's fingerprint after a verified sync).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+from ...domain.artifacts import DropArtifacts, digest
+from ...domain.record import StageRecord
+from ...domain.store import SCHEMA_VERSION, ProductImageStore, lite_fingerprint, row_id
+from ..catalog.logic import read_catalog_of
+from ..embeddings.logic import read_embeddings
+from ..scan.logic import read_manifest
+
+FILES = ("collection.json",)
+
+
+def sync_record(art: DropArtifacts) -> StageRecord:
+    """What the last sync left in Milvus; its key is the rows' digest (the field's name since the first release)."""
+    return StageRecord(art, "collection.json", key_field="rows_digest")
+
+
+def verified_unchanged(fingerprint: str | None):
+    """A record's outputs are intact while the Milvus Lite file is as a verified sync of this schema left it
+    (a server gives no such fingerprint: it is asked)."""
+    return lambda record: bool(fingerprint) and record.get("verified_fingerprint") == fingerprint \
+        and record.get("schema") == SCHEMA_VERSION
+
+
+@dataclass(frozen=True)
+class CollectionReport:
+    rows_digest: str  # what searches of the drop can find: changes exactly when a row, a path or the weights do
+    expected: frozenset[str]  # the row ids the drop should have
+    ids: frozenset[str] | None  # the row ids read back; None when the unchanged Lite file vouched for them
+    indexed: int
+    collection_rows: int
+    upserted: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    products: int = 0  # rows that carry a catalog's product fields
+
+    @property
+    def key(self) -> str:
+        return self.rows_digest
+
+    @property
+    def matches(self) -> bool:
+        return self.indexed == len(self.expected) if self.ids is None else self.ids == self.expected
+
+
+def drop_rows(drop: str, art: DropArtifacts) -> tuple[list[dict], str | None, int]:
+    """(rows with their vectors and product fields, model id, dim): one row per distinct image that has a
+    vector. An image's product is the catalog row of its path, else of the first of its other names that has
+    one (the same bytes under two names are one row)."""
+    sha, vecs, model_id = read_embeddings(art)
+    vector_of = dict(zip(sha, vecs))
+    products = read_catalog_of(art).products
+    rows = []
+    for r in read_manifest(art).unique_images.to_dict("records"):
+        if r["sha256"] not in vector_of:
+            continue
+        named = next((products[p] for p in (r["path"], *r["aliases"]) if p in products), None)
+        rows.append({**r, "vector": vector_of[r["sha256"]], "product": named.fields() if named else None})
+    return rows, model_id, vecs.shape[1]
+
+
+def rows_digest(drop: str, rows: list[dict], model_id: str | None, collection: str, milvus: str) -> str:
+    """What searches of the drop can find: changes exactly when a row, a name, a product field or the weights
+    do. A row without product fields is described as before they existed, so an upgrade alone changes no
+    drop's digest (and so no data version, and no reference search)."""
+    described = []
+    for r in rows:
+        row = (row_id(drop, r["sha256"]), r["path"], *r["aliases"])
+        if r.get("product"):
+            row += ("product:" + json.dumps(r["product"], sort_keys=True, ensure_ascii=False),)
+        described.append(row)
+    return digest({"model": model_id, "collection": collection, "milvus": milvus, "rows": sorted(described)})
+
+
+def sync_collection(drop: str, art: DropArtifacts, open_store: Callable[[], ProductImageStore], uri: str,
+                    collection: str, display_uri: str) -> CollectionReport:
+    rows, model_id, dim = drop_rows(drop, art)
+    expected = frozenset(row_id(drop, r["sha256"]) for r in rows)
+    digest_now = rows_digest(drop, rows, model_id, collection, display_uri)
+    products = sum(1 for r in rows if r["product"])
+    record = sync_record(art)
+    last = record.read()
+    fingerprint = lite_fingerprint(uri)
+    if kept := record.kept(digest_now, intact=verified_unchanged(fingerprint)):
+        report = CollectionReport(digest_now, expected, None, kept["indexed"], kept["collection_rows"],
+                                  unchanged=len(rows), products=products)
+        verified = fingerprint
+    else:
+        with open_store() as store:
+            done = store.sync_drop(drop, rows, dim, rewrite_all=last.get("model_id") != model_id)
+        report = CollectionReport(digest_now, expected, done.ids, len(done.ids), done.collection_rows,
+                                  done.upserted, done.deleted, done.unchanged, products)
+        verified = store.fingerprint_at_close if report.matches else None
+    record.write(digest_now, model_id=model_id, collection=collection, milvus=display_uri, indexed=report.indexed,
+                 collection_rows=report.collection_rows, verified_fingerprint=verified, schema=SCHEMA_VERSION)
+    return report

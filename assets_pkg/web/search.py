@@ -1,0 +1,386 @@
+"""Search for the people who pick pictures: text and "more like this" search over product images and
+generated campaign images, the facts of each drop, and thumbnails of the files the index names.
+
+A `SearchService` serves one process (`drop-studio serve`): the CLIP model is loaded once, and the Milvus
+connection is kept open between requests. A Milvus Lite file can be open in one process at a time, so
+for Lite the connection is let go after `idle_s` without requests: runs, which queue on the file's lock,
+get their turn, and a request made while a run holds the file fails fast with a clear message.
+
+Only files that the index names (rows of a drop, in Milvus) or the artifacts name (contact sheets) are
+ever read for a client: a path is looked up among a drop's rows, never joined onto a folder as given.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from cachetools import LRUCache, TTLCache
+
+from ..domain import storage
+from ..domain.artifacts import DropArtifacts, read_json
+from ..domain.drops import DROP_NAME_RE, decode_problem, discover_drops, load_rgb
+from ..domain.errors import StudioError
+from ..domain.milvus import is_lite_uri
+from ..domain.products import FILTER_FIELDS, InvalidFilter, filter_value
+from ..domain.store import MAX_TOP_K, ProductImageStore
+from ..stages.briefs.logic import read_briefs
+from ..stages.campaigns.logic import CampaignOutputs, campaign_dir, campaign_pngs
+from ..stages.catalog.logic import read_catalog_of
+from ..stages.references.logic import read_references
+from ..stages.scan.logic import read_manifest
+
+if TYPE_CHECKING:
+    from ..domain.encoder import ClipEncoder
+
+KINDS = ("product", "campaign")
+MAX_QUERY_CHARS = 300
+THUMBNAIL_SIDE = 320
+MAX_UPLOAD_BYTES = 20_000_000  # a picture to search by
+THUMBNAILS_KEPT = 2048  # about 30 MB of JPEGs
+SHEETS = ("drop", "references", "campaign")
+
+
+class BadRequest(StudioError):
+    """A client's argument is wrong; the message starts with the parameter's name."""
+
+    def __init__(self, param: str, message: str):
+        super().__init__(f"{param}: {message}")
+        self.param = param
+
+
+class Busy(StudioError):
+    """Milvus cannot answer now (a run holds the Lite file, or the server is down)."""
+
+
+@dataclass(frozen=True)
+class Found:
+    kind: str  # product or campaign
+    drop: str
+    path: str  # relative to the drop folder (product) or to the drop's artifacts (campaign)
+    score: float
+    sku: str = ""
+    name: str = ""
+    match: str = "clip"  # clip, hybrid (CLIP + BM25) or sku (the query is the product's SKU)
+
+    @classmethod
+    def of(cls, kind: str, h) -> "Found":
+        return cls(kind, h.drop, h.path, h.score, h.sku, h.name, h.match)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "drop": self.drop, "path": self.path, "score": round(self.score, 4),
+                "sku": self.sku, "name": self.name, "match": self.match}
+
+
+def parse_filters(params) -> dict[str, str]:
+    """The catalog filters among a request's parameters (sku, category, color), checked."""
+    where = {}
+    for name in FILTER_FIELDS:
+        raw = (params.get(name) or "").strip()
+        if raw:
+            try:
+                where[name] = filter_value(name, raw)
+            except InvalidFilter as e:
+                raise BadRequest(name, str(e).split(": ", 1)[1]) from None
+    return where
+
+
+def parse_upload(data: bytes, max_pixels: int) -> None:
+    """An uploaded picture to search by: within the size and pixel limits of drops, and an image."""
+    if not data:
+        raise BadRequest("image", "the request body is empty; send the image's bytes")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise BadRequest("image", f"{len(data)} bytes is over the limit of {MAX_UPLOAD_BYTES} bytes")
+    problem = decode_problem(data, max_pixels)
+    if isinstance(problem, str):
+        raise BadRequest("image", problem)
+
+
+def parse_k(raw: str | None, default: int = 24) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        k = int(raw)
+    except ValueError:
+        raise BadRequest("k", f"must be a whole number from 1 to {MAX_TOP_K}, got {raw!r}") from None
+    if not 1 <= k <= MAX_TOP_K:
+        raise BadRequest("k", f"must be from 1 to {MAX_TOP_K}, got {k}")
+    return k
+
+
+def parse_kind(raw: str | None) -> tuple[str, ...]:
+    if raw in (None, "", "all"):
+        return KINDS
+    if raw not in KINDS:
+        raise BadRequest("kind", f"must be all, product or campaign, got {raw!r}")
+    return (raw,)
+
+
+def parse_query(raw: str | None) -> str:
+    query = (raw or "").strip()
+    if not query:
+        raise BadRequest("q", "the query is empty")
+    if len(query) > MAX_QUERY_CHARS:
+        raise BadRequest("q", f"the query is {len(query)} characters long; at most {MAX_QUERY_CHARS}")
+    return query
+
+
+def _reference(r: dict) -> dict:
+    """A reference as the page shows it: the product picture, how it was chosen, and its product."""
+    return {"path": r["path"], "score": r.get("score"), "via": r.get("via", "search"), "sku": r.get("sku") or "",
+            "name": r.get("name") or ""}
+
+
+class _Connection:
+    """The product and campaign collections, opened on demand, used by one request at a time, and (for
+    Milvus Lite files) closed after `idle_s` without use."""
+
+    def __init__(self, open_products: Callable[[], ProductImageStore],
+                 open_campaigns: Callable[[], ProductImageStore], idle_s: float):
+        self._open = (open_products, open_campaigns)
+        self._idle_s = idle_s
+        self._lock = threading.RLock()
+        self._store: ProductImageStore | None = None
+        self._campaigns: ProductImageStore | None = None
+        self._last_use = 0.0
+        self._closer: threading.Timer | None = None
+
+    @contextmanager
+    def use(self) -> Iterator[tuple[ProductImageStore, ProductImageStore]]:
+        with self._lock:
+            if self._store is None:
+                stores = [open_store() for open_store in self._open]
+                try:
+                    for store in stores:
+                        store.open()
+                except StudioError as e:
+                    for store in stores:
+                        store.close()
+                    raise Busy(str(e)) from None
+                self._store, self._campaigns = stores
+            try:
+                yield self._store, self._campaigns
+            finally:
+                self._last_use = time.monotonic()
+                if is_lite_uri(self._store.uri) and self._closer is None:
+                    self._schedule_close()
+
+    def _schedule_close(self) -> None:
+        self._closer = threading.Timer(self._idle_s, self._close_if_idle)
+        self._closer.daemon = True
+        self._closer.start()
+
+    def _close_if_idle(self) -> None:
+        with self._lock:
+            self._closer = None
+            if self._store is None:
+                return
+            if time.monotonic() - self._last_use >= self._idle_s:
+                self.close_now()
+            else:
+                self._schedule_close()
+
+    def close_now(self) -> None:
+        for store in (self._store, self._campaigns):
+            if store is not None:
+                store.close()
+        self._store = self._campaigns = None
+
+
+class SearchService:
+    """What `drop-studio serve` answers from: DROPS_DIR, ARTIFACTS_DIR, Milvus and the CLIP model."""
+
+    def __init__(self, drops_dir: str, artifacts_dir: str, open_products: Callable[[], ProductImageStore],
+                 open_campaigns: Callable[[], ProductImageStore], load_encoder: Callable[[], "ClipEncoder"],
+                 idle_s: float = 10.0, cache_s: float = 10.0):
+        self.drops_root = storage.location("DROPS_DIR", drops_dir)
+        self.artifacts_dir = artifacts_dir
+        self._connection = _Connection(open_products, open_campaigns, idle_s)
+        self._load_encoder = load_encoder
+        self._encoder: "ClipEncoder | None" = None
+        self._encoder_lock = threading.Lock()
+        self._cached = TTLCache(maxsize=4096, ttl=cache_s)  # drop names, rows, facets: seconds-old is fine
+        self._cache_lock = threading.Lock()
+        self._thumbnails = LRUCache(maxsize=THUMBNAILS_KEPT)
+        self._thumb_lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._connection._lock:
+            self._connection.close_now()
+
+    # -- cached facts ------------------------------------------------------
+    def _remember(self, key: tuple, compute: Callable[[], object]):
+        with self._cache_lock:
+            if key in self._cached:
+                return self._cached[key]
+        value = compute()  # outside the lock: a slow Milvus read must not hold up other requests' cache hits
+        with self._cache_lock:
+            self._cached[key] = value
+        return value
+
+    def drop_names(self) -> list[str]:
+        return self._remember(("drops",), lambda: [d.name for d in discover_drops(self.drops_root).drops])
+
+    def check_drop(self, drop: str | None, required: bool = False) -> str | None:
+        if not drop:
+            if required:
+                raise BadRequest("drop", "missing")
+            return None
+        if not DROP_NAME_RE.fullmatch(drop) or drop not in self.drop_names():
+            raise BadRequest("drop", f"no such drop {drop!r}")
+        return drop
+
+    def _rows(self, kind: str, drop: str) -> dict[str, str]:
+        """path (and every alias) -> row id, for the drop's rows of that kind in Milvus."""
+        def read() -> dict[str, str]:
+            with self._connection.use() as (products, campaigns):
+                store = products if kind == "product" else campaigns
+                found: dict[str, str] = {}
+                for row, facts in store.rows_of_drop(drop).items():
+                    for p in (facts.path, *facts.aliases):
+                        found[p] = row
+                return found
+
+        return self._remember(("rows", kind, drop), read)
+
+    def encoder(self) -> "ClipEncoder":
+        with self._encoder_lock:
+            if self._encoder is None:
+                self._encoder = self._load_encoder()
+            return self._encoder
+
+    # -- search ------------------------------------------------------------
+    def search(self, query: str, drop: str | None, k: int, kinds: tuple[str, ...] = KINDS,
+               where: dict | None = None) -> list[Found]:
+        """Text search (CLIP fused with BM25 over names and the catalog), filtered by drop and `where`."""
+        vector = self.encoder().embed_texts([query])
+        return self._nearest(vector, drop, k, kinds, text=query, where=where)
+
+    def search_by_picture(self, data: bytes, drop: str | None, k: int, kinds: tuple[str, ...] = KINDS,
+                          where: dict | None = None) -> list[Found]:
+        """The products and campaign images nearest an uploaded picture (checked by `parse_upload`), which
+        is encoded in memory and never stored."""
+        vector = self.encoder().embed_image_bytes(data)
+        return self._nearest(vector, drop, k, kinds, where=where)
+
+    def similar(self, drop: str, path: str, k: int, kind: str = "product") -> list[Found]:
+        """Images of the same kind like the indexed image `path` of `drop` (by its stored vector), in every
+        drop, the image itself excluded."""
+        row = self._rows(kind, drop).get(path)
+        if row is None:
+            raise BadRequest("path", f"{path!r} is not in the index of drop {drop!r}")
+        with self._connection.use() as (products, campaigns):
+            vector = (products if kind == "product" else campaigns).vectors([row]).get(row)
+        if vector is None:
+            raise BadRequest("path", f"{path!r} is not in the index of drop {drop!r}")
+        found = self._nearest(vector, None, k + 1, (kind,))
+        return [f for f in found if not (f.drop == drop and self._rows(kind, drop).get(f.path) == row)][:k]
+
+    def _nearest(self, vector, drop: str | None, k: int, kinds: tuple[str, ...], text: str | None = None,
+                 where: dict | None = None) -> list[Found]:
+        """Both collections' best, merged: exact SKU matches first, then by score (both collections are
+        searched the same way, so their scores compare)."""
+        found: list[Found] = []
+        with self._connection.use() as (products, campaigns):
+            for kind, store in (("product", products), ("campaign", campaigns)):
+                if kind in kinds and store.exists():
+                    hits = store.search(vector, drop=drop, top_k=k, texts=None if text is None else [text],
+                                        where=where)[0]
+                    found += [Found.of(kind, h) for h in hits]
+        return sorted(found, key=lambda f: (f.match != "sku", -f.score))[:k]
+
+    def facets(self) -> dict:
+        """The values the page's filter controls offer: every drop's catalog categories, colours and SKUs."""
+        def compute() -> dict:
+            values: dict[str, dict[str, int]] = {"category": {}, "color": {}, "sku": {}}
+            for drop in self.drop_names():
+                for p in read_catalog_of(DropArtifacts.at(self.artifacts_dir, drop)).products.values():
+                    for name in values:
+                        v = getattr(p, name)
+                        if v:
+                            values[name][v] = values[name].get(v, 0) + 1
+            return {name: [{"value": v, "images": n} for v, n in sorted(counts.items())]
+                    for name, counts in values.items()}
+
+        return self._remember(("facets",), compute)
+
+    # -- drops -------------------------------------------------------------
+    def drops(self) -> list[dict]:
+        def compute() -> list[dict]:
+            out = []
+            with self._connection.use() as (products, campaigns):
+                counts = {d: products.count(d) for d in self.drop_names()}
+            for drop in self.drop_names():
+                art = DropArtifacts.at(self.artifacts_dir, drop)
+                manifest = read_manifest(art)
+                out.append({"drop": drop, "images": 0 if manifest is None else len(manifest.images),
+                            "indexed": counts[drop], "briefs": len(read_briefs(art)),
+                            "campaign_images": len(campaign_pngs(art))})
+            return out
+
+        return self._remember(("drop facts",), compute)
+
+    def drop_detail(self, drop: str) -> dict:
+        """The drop's counts, its briefs with their references, its campaign images with their sidecar facts,
+        and which contact sheets exist."""
+        art = DropArtifacts.at(self.artifacts_dir, drop)
+        refs = read_references(art)
+        briefs = [{"id": b.id, "prompt": b.prompt, "query": b.query, "products": b.products, "where": b.where,
+                   "references": [_reference(r) for r in refs.get(b.id, [])]}
+                  for b in read_briefs(art)]
+        campaign = []
+        outputs = CampaignOutputs(campaign_dir(art))
+        for png in campaign_pngs(art):
+            facts = read_json(outputs.sidecar(png.stem), {})
+            campaign.append({
+                "path": f"campaign/{png.name}", "brief": facts.get("brief", {}).get("id", png.stem),
+                "prompt": facts.get("brief", {}).get("prompt", ""), "model": facts.get("model"),
+                "generator": facts.get("generator"), "finish_reason": facts.get("finish_reason"),
+                "estimated_cost_usd": facts.get("estimated_cost_usd"),
+                "references": [_reference(r) for r in facts.get("references", [])],
+            })
+        summary = next((d for d in self.drops() if d["drop"] == drop), {"drop": drop})
+        sheets = [name for name in SHEETS if storage.exists(art.sheet_path(name))]
+        return {**summary, "briefs": briefs, "campaign": campaign, "sheets": sheets}
+
+    # -- files -------------------------------------------------------------
+    def thumbnail(self, kind: str, drop: str, path: str) -> bytes:
+        """A JPEG thumbnail of an indexed image (THUMBNAIL_SIDE on its long side)."""
+        row = self._rows(kind, drop).get(path)
+        if row is None:
+            raise BadRequest("path", f"{path!r} is not in the index of drop {drop!r}")
+        key = (kind, row, path)
+        with self._thumb_lock:
+            if key in self._thumbnails:
+                return self._thumbnails[key]
+        source = self._source(kind, drop, path)
+        img = load_rgb(source, min_side=THUMBNAIL_SIDE)
+        img.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=82)
+        data = buf.getvalue()
+        with self._thumb_lock:
+            self._thumbnails[key] = data
+        return data
+
+    def _source(self, kind: str, drop: str, path: str):
+        base = self.drops_root / drop if kind == "product" else DropArtifacts.at(self.artifacts_dir, drop).root
+        source = base / path
+        if not storage.is_remote(source):
+            # The index named this path, but the file may since have become a link out of the drop.
+            if not os.path.realpath(source).startswith(os.path.realpath(base) + os.sep):
+                raise BadRequest("path", f"{path!r} leaves the folder of drop {drop!r}")
+        return source
+
+    def sheet(self, drop: str, name: str) -> bytes:
+        if name not in SHEETS:
+            raise BadRequest("name", f"must be one of {', '.join(SHEETS)}, got {name!r}")
+        try:
+            return storage.read_bytes(DropArtifacts.at(self.artifacts_dir, drop).sheet_path(name))
+        except FileNotFoundError:
+            raise BadRequest("name", f"drop {drop!r} has no {name} contact sheet yet") from None

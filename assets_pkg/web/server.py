@@ -1,0 +1,240 @@
+"""`drop-studio serve`: the search page and the JSON API it uses (Starlette, served by uvicorn).
+
+    GET  /                                     the page (static/)
+    GET  /api/search?q=TEXT[&drop=D][&k=K][&kind=all|product|campaign][&sku=S][&category=C][&color=C]
+    GET  /api/similar?drop=D&path=P[&k=K][&kind=product|campaign]
+    POST /api/similar[?drop=D&k=K&kind=..&category=..]  body: an image's bytes; nearest products and campaigns
+    GET  /api/facets                           {category, color, sku: [{value, images}]} from the catalogs
+    GET  /api/drops                            [{drop, images, indexed, briefs, campaign_images}]
+    GET  /api/drops/{drop}                     the drop's briefs with references, campaign images, sheets
+    GET  /api/thumbnail?drop=D&path=P[&kind=]  JPEG of an indexed image, 320 px on its long side
+    GET  /api/sheet?drop=D&name=drop|references|campaign   a contact sheet the artifacts hold
+    POST /api/login {"token": ...}             with DROP_STUDIO_TOKEN: sets the session cookie
+
+Bad arguments are HTTP 400 with {"error": "<parameter>: <what is wrong>"}; Milvus unable to answer (a run
+holding the Lite file, a server down) is 503. With DROP_STUDIO_TOKEN set, every /api/ route wants it as
+`Authorization: Bearer <token>` or the cookie /api/login sets. No CORS headers are sent, so other sites'
+pages cannot read the API from a visitor's browser, and a POST whose Origin is another site is refused.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from ..domain.errors import StudioError
+from ..domain.settings import DEFAULTS
+from .search import (MAX_UPLOAD_BYTES, BadRequest, Busy, SearchService, parse_filters, parse_k, parse_kind,
+                     parse_query, parse_upload)
+
+WEB = Path(__file__).with_name("static")
+PAGES = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "text/javascript"),
+         "/style.css": ("style.css", "text/css")}
+COOKIE = "drop_studio_token"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def thumbnail_url(kind: str, drop: str, path: str) -> str:
+    return "/api/thumbnail?" + urlencode({"kind": kind, "drop": drop, "path": path})
+
+
+def _with_thumbnails(found) -> list[dict]:
+    return [{**f.to_dict(), "thumbnail": thumbnail_url(f.kind, f.drop, f.path)} for f in found]
+
+
+def create_app(service: SearchService, token: str | None = None,
+               max_pixels: int = DEFAULTS["MAX_IMAGE_PIXELS"]) -> Starlette:
+    def search(request: Request) -> JSONResponse:
+        q = request.query_params
+        query = parse_query(q.get("q"))
+        found = service.search(query, service.check_drop(q.get("drop")), parse_k(q.get("k")), parse_kind(q.get("kind")),
+                               parse_filters(q))
+        return JSONResponse(_with_thumbnails(found))
+
+    def by_picture(data: bytes, q) -> JSONResponse:
+        parse_upload(data, max_pixels)
+        found = service.search_by_picture(data, service.check_drop(q.get("drop")), parse_k(q.get("k")),
+                                          parse_kind(q.get("kind")), parse_filters(q))
+        return JSONResponse(_with_thumbnails(found))
+
+    async def similar(request: Request) -> JSONResponse:
+        # The encoder and Milvus block: they run in the thread pool, as Starlette runs a plain route.
+        if request.method == "GET":
+            return await run_in_threadpool(like_indexed, request)
+        # The limit is checked while reading, so an oversized upload is never held whole.
+        data = b""
+        async for chunk in request.stream():
+            data += chunk
+            if len(data) > MAX_UPLOAD_BYTES:
+                break
+        return await run_in_threadpool(by_picture, data, request.query_params)
+
+    def like_indexed(request: Request) -> JSONResponse:
+        q = request.query_params
+        drop = service.check_drop(q.get("drop"), required=True)
+        kind = _one_kind(q.get("kind"))
+        if not q.get("path"):
+            raise BadRequest("path", "missing")
+        return JSONResponse(_with_thumbnails(service.similar(drop, q["path"], parse_k(q.get("k")), kind)))
+
+    def drops(request: Request) -> JSONResponse:
+        return JSONResponse(service.drops())
+
+    def facets(request: Request) -> JSONResponse:
+        return JSONResponse(service.facets())
+
+    def drop_detail(request: Request) -> JSONResponse:
+        drop = service.check_drop(request.path_params["drop"], required=True)
+        detail = service.drop_detail(drop)
+        for brief in detail["briefs"]:
+            for ref in brief["references"]:
+                ref["thumbnail"] = thumbnail_url("product", drop, ref["path"])
+        for image in detail["campaign"]:
+            image["thumbnail"] = thumbnail_url("campaign", drop, image["path"])
+        detail["sheets"] = {name: "/api/sheet?" + urlencode({"drop": drop, "name": name}) for name in detail["sheets"]}
+        return JSONResponse(detail)
+
+    def thumbnail(request: Request) -> Response:
+        q = request.query_params
+        drop = service.check_drop(q.get("drop"), required=True)
+        if not q.get("path"):
+            raise BadRequest("path", "missing")
+        data = service.thumbnail(_one_kind(q.get("kind")), drop, q["path"])
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=600"})
+
+    def sheet(request: Request) -> Response:
+        q = request.query_params
+        drop = service.check_drop(q.get("drop"), required=True)
+        return Response(service.sheet(drop, q.get("name", "")), media_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=60"})
+
+    async def login(request: Request) -> JSONResponse:
+        try:
+            given = (await request.json()).get("token", "")
+        except (json.JSONDecodeError, AttributeError):
+            raise BadRequest("token", "send {\"token\": \"...\"} as JSON") from None
+        if not token or not isinstance(given, str) or not hmac.compare_digest(given.encode(), token.encode()):
+            return JSONResponse({"error": "token: wrong token"}, status_code=401)
+        response = JSONResponse({"ok": True})
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
+        return response
+
+    def page(request: Request) -> FileResponse:
+        name, media_type = PAGES[request.url.path]
+        return FileResponse(WEB / name, media_type=media_type)
+
+    def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    def unavailable(request: Request, exc: StudioError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=503)
+
+    def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+
+    def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+    routes = [Route(path, page) for path in PAGES] + [
+        Route("/api/search", search), Route("/api/similar", similar, methods=["GET", "POST"]),
+        Route("/api/drops", drops), Route("/api/facets", facets),
+        Route("/api/drops/{drop}", drop_detail), Route("/api/thumbnail", thumbnail), Route("/api/sheet", sheet),
+        Route("/api/login", login, methods=["POST"]),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(_Guard, token=token)],
+        exception_handlers={BadRequest: bad_request, Busy: unavailable, StudioError: unavailable,
+                            HTTPException: http_error, Exception: unexpected},
+    )
+
+
+def _one_kind(raw: str | None) -> str:
+    kinds = parse_kind(raw or "product")
+    if len(kinds) != 1:
+        raise BadRequest("kind", "must be product or campaign")
+    return kinds[0]
+
+
+def _same_origin(request: Request) -> bool:
+    """A browser names the page a request comes from (Origin; else Referer): another site's page may not
+    post to this server. Scripts that send neither (curl, requests) are let through, to the token check."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if not origin:
+        return True
+    here = urlsplit(str(request.url))
+    there = urlsplit(origin)
+    return (there.scheme, there.netloc) == (here.scheme, here.netloc)
+
+
+class _Guard(BaseHTTPMiddleware):
+    """The bearer token (when set) on /api/, and headers that keep the page from being framed or sniffed."""
+
+    def __init__(self, app, token: str | None):
+        super().__init__(app)
+        self.token = token
+
+    async def dispatch(self, request: Request, call_next):
+        if request.method in ("POST", "PUT", "PATCH", "DELETE") and not _same_origin(request):
+            return JSONResponse({"error": "origin: cross-site requests are refused"}, status_code=403)
+        if self.token and request.url.path.startswith("/api/") and request.url.path != "/api/login":
+            auth = request.headers.get("authorization", "")
+            given = auth[len("Bearer "):] if auth.startswith("Bearer ") else request.cookies.get(COOKIE, "")
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                return JSONResponse({"error": "token: missing or wrong (DROP_STUDIO_TOKEN)"}, status_code=401,
+                                    headers={"WWW-Authenticate": "Bearer"})
+        response = await call_next(request)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"
+        return response
+
+
+# A run holding a Milvus Lite file answers a search with 503 in seconds, not after a run's wait.
+SEARCH_LOCK_WAIT_S = 5
+
+
+def build_service() -> SearchService:
+    """The search every setting points at, as the rest of Drop Studio reads them."""
+    from ..domain.settings import setting
+    from ..resources import ClipModel, MilvusResource
+
+    milvus = MilvusResource()
+    return SearchService(setting("DROPS_DIR"), setting("ARTIFACTS_DIR"),
+                         lambda: milvus.store(SEARCH_LOCK_WAIT_S), lambda: milvus.campaign_store(SEARCH_LOCK_WAIT_S),
+                         ClipModel().encoder)
+
+
+def serve(host: str, port: int, say=lambda line: None) -> None:
+    import uvicorn
+
+    from ..domain.settings import setting
+    from ..resources import MilvusResource
+
+    token = setting("DROP_STUDIO_TOKEN")
+    if host not in LOOPBACK and not token:
+        raise StudioError(f"--host {host} reaches beyond this machine: set DROP_STUDIO_TOKEN first (anyone who can "
+                          f"reach the port could search and view every image)")
+    service = build_service()
+    service.drop_names()  # a wrong DROPS_DIR fails here, in one line, before the server starts
+    service.encoder()  # the model loads once, before the first request
+    note = MilvusResource().search_note()  # opens nothing for Milvus Lite, which always has BM25
+    if note:
+        say(f"drop-studio: {note}")
+    say(f"Drop Studio search on http://{host}:{port}/")
+    try:
+        uvicorn.run(create_app(service, token, setting("MAX_IMAGE_PIXELS")), host=host, port=port, log_level="warning")
+    finally:
+        service.close()
