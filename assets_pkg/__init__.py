@@ -1,5 +1,6 @@
 """Drop Studio: product-image drops -> CLIP embeddings -> Milvus -> campaign images.
 
-`assets_pkg.domain` holds each stage's logic (no Dagster imports); `catalog/` and `campaigns/` wire the
-stages as Dagster software-defined assets with their checks, and `resources.py` hands them domain objects.
+`stages/` holds one folder per stage (its logic without Dagster, its asset, its checks), `assets.py` lists them,
+`domain/` holds what the stages share, `resources.py` hands the assets domain objects; `cli/` and `web/` are
+the command line and the search page.
 """

@@ -1,7 +1,7 @@
 """Scheduled refreshes over every known drop; crons come from the environment at load time.
 
 Only what must happen on a clock is a cron here. `reference_images` instead uses declarative
-automation (FOLLOWS_ITS_INPUTS in assets_pkg/campaigns/assets.py): it follows its inputs (the drop's
+automation (FOLLOWS_ITS_INPUTS in assets_pkg/stages/references/asset.py): it follows its inputs (the drop's
 Milvus rows and its briefs) whenever they change, which a cron would either miss or repeat for nothing. Campaign images stay on a cron
 because each generated image is billed: a weekly run bounds the spend, and unchanged briefs are
 not generated again anyway.

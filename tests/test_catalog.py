@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from assets_pkg.stages.catalog.logic import CatalogError, file_words, parse_catalog
+from assets_pkg.domain.products import file_words
+from assets_pkg.stages.catalog.logic import CatalogError, parse_catalog
 from assets_pkg.domain.store import ProductImageStore
 from conftest import BRIEFS, ROOT, draw_drop
 from fake_gemini import FakeGemini
@@ -241,20 +242,24 @@ def test_a_brief_that_names_products_sends_exactly_their_images_in_order(studio,
 
 # The release before product catalogs: a world it made must upgrade without encoding or billing anything.
 PREVIOUS_RELEASE = "9193d0030a40f890a32a7a545cd2c6406419262d"
+# The release with product catalogs, before stages became folders with one record each.
+CATALOG_RELEASE = "f20969092a7b714d2f7a2b1d4d5d51aaa607ea58"
 
 
-def _previous_release(tmp_path: Path) -> Path:
-    old = tmp_path / "previous-release"
+def _previous_release(tmp_path: Path, commit: str = PREVIOUS_RELEASE) -> Path:
+    old = tmp_path / f"release-{commit[:7]}"
     old.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", PREVIOUS_RELEASE], capture_output=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit], capture_output=True)
     assert archive.returncode == 0, (f"the upgrade test needs the git history of this repository (commit "
-                                     f"{PREVIOUS_RELEASE}): {archive.stderr.decode()[:300]}")
+                                     f"{commit}): {archive.stderr.decode()[:300]}")
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
     return old
 
 
 def _run(code: Path, env: dict, *args: str) -> list[dict]:
-    proc = subprocess.run([sys.executable, "-m", "assets_pkg.cli", "run", "--json", *args], cwd=code,
+    # Releases before the click CLI had it in orchestration/.
+    cli = "assets_pkg.cli" if (code / "assets_pkg" / "cli").is_dir() else "orchestration.cli"
+    proc = subprocess.run([sys.executable, "-m", cli, "run", "--json", *args], cwd=code,
                           env={**env, "PYTHONPATH": str(code)}, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
@@ -300,3 +305,26 @@ def test_a_world_made_by_the_previous_release_upgrades_with_nothing_encoded_or_b
         assert {r["via"] for found in searched.values() for r in found} == {"search"}
     hits = json.loads(studio.cli("search", "a red circle", "--drop", "spring", "--top-k", "2", "--json").stdout)
     assert [Path(h["path"]).name.rsplit("_", 1)[0] for h in hits] == ["red_circle", "red_circle"]
+
+
+def test_a_world_made_by_the_catalog_release_upgrades_with_nothing_encoded_searched_or_billed(studio, tmp_path):
+    """The release before stages became units wrote the same files under the same keys: its world is taken
+    as it is (no encoding, no search, no Gemini request, no Milvus write)."""
+    old = _previous_release(tmp_path, CATALOG_RELEASE)
+    draw_drop(studio.drops / "spring", spec=SPEC, briefs=NAMED)
+    (studio.drops / "spring" / "products.csv").write_text(PRODUCTS)
+    art = studio.artifacts / "spring"
+    with FakeGemini() as gemini:
+        env = {**os.environ, **studio.env, "GEMINI_API_KEY": "test-key-0123", "GOOGLE_GEMINI_BASE_URL": gemini.url}
+        [before] = _run(old, env)
+        assert before["ok"] and before["encoded"] == 6 and len(gemini.requests) == 1
+        files = ("references.json", "references.inputs.json", "catalog.json", "briefs.json", "embeddings.parquet",
+                 "campaign/poolside.png", "campaign/poolside.json")
+        kept = {name: ((art / name).read_bytes(), (art / name).stat().st_mtime_ns) for name in files}
+
+        [after] = _run(ROOT, env)
+        assert after["ok"], after["error"]
+        assert (after["encoded"], after["upserted"], after["deleted"], after["indexed"]) == (0, 0, 0, 6)
+        assert len(gemini.requests) == 1  # nothing billed again
+        # Not searched, not generated, not even rewritten.
+        assert {name: ((art / name).read_bytes(), (art / name).stat().st_mtime_ns) for name in files} == kept

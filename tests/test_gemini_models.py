@@ -233,7 +233,7 @@ def test_a_run_killed_after_submitting_a_batch_never_submits_it_again(studio, ge
 
 
 def test_a_batch_over_the_inline_limit_is_refused_before_submitting(studio, gemini, monkeypatch):
-    from assets_pkg.domain import generator
+    from assets_pkg.stages.campaigns import generator
 
     monkeypatch.setenv("GEMINI_MODE", "batch")
     monkeypatch.setattr(generator, "BATCH_INLINE_LIMIT", 2_000)  # the real limit is 20 MB; these pictures are tiny

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -10,7 +11,10 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from assets_pkg.domain.store import ProductImageStore
+from assets_pkg.assets import STAGES, drop_assets
 from conftest import BRIEFS, draw_drop, materialize_drop, metadata
+
+ASSETS = [a.key.path[-1] for a in drop_assets]
 
 
 def test_full_graph_materializes_with_exact_results(studio):
@@ -55,6 +59,13 @@ def test_full_graph_materializes_with_exact_results(studio):
         assert [r["path"] for r in sidecar["references"]] == [r["path"] for r in refs[brief]]
     assert size == (1024, 576)  # blue-shelf asked for 16:9
 
+    # Every file the run wrote is one a stage declares (stages/<stage>/logic.py FILES), or a contact sheet.
+    declared = {f for s in STAGES for f in importlib.import_module(s.__name__.replace(".asset", ".logic")).FILES}
+    for path in (studio.artifacts / "spring").rglob("*"):
+        rel = path.relative_to(studio.artifacts / "spring").as_posix()
+        if path.is_file():
+            assert rel in declared or rel.split("/")[0] + "/" in declared or rel.startswith("sheets/"), rel
+
 
 def test_second_run_changes_nothing_in_milvus(studio):
     draw_drop(studio.drops / "spring", briefs=BRIEFS)
@@ -74,6 +85,10 @@ def test_second_run_changes_nothing_in_milvus(studio):
     assert check.passed and "verified_by" in check.metadata  # the Lite file was not even opened
     with ProductImageStore(studio.env["MILVUS_URI"]) as store:
         assert store.count() == 24
+    # Every asset's data version is its stage's key: unchanged inputs, unchanged versions, for every asset.
+    for asset in ASSETS:
+        (a,), (b,) = first.asset_materializations_for_node(asset), second.asset_materializations_for_node(asset)
+        assert a.tags["dagster/data_version"] == b.tags["dagster/data_version"] == b.metadata["inputs_key"].value
 
 
 def test_a_row_deleted_behind_our_back_is_noticed_and_restored(studio):

@@ -128,8 +128,11 @@ def summarize(drop: str, result, artifacts_dir: str) -> dict:
     from assets_pkg.stages.embeddings.logic import rejected_files
 
     art = DropArtifacts.at(artifacts_dir, drop)
-    raw, cat, emb, col, camp = (_meta(result, a) for a in ("raw_product_images", "product_catalog", "clip_embeddings",
-                                                          "product_image_collection", "campaign_images"))
+    from assets_pkg import assets
+
+    raw, cat, emb, col, camp = (_meta(result, a.key.path[-1]) for a in (
+        assets.raw_product_images, assets.product_catalog, assets.clip_embeddings, assets.product_image_collection,
+        assets.campaign_images))
     blocked = camp.get("blocked") or []
     return {
         "drop": drop,

@@ -14,7 +14,7 @@
                                     #   `query` is optional); SKUs from the drop's products.csv
         where: {category: hats}     # optional: the search's filters (sku, category, color)
 
-Sizes and aspect ratios are checked against what the configured image model offers (image_models.py).
+Sizes and aspect ratios are checked against what the configured image model offers (domain/image_models.py).
 
 Files: briefs.json (the validated briefs, as the stages after this one read them).
 """
