@@ -41,7 +41,7 @@ ui: install
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 serve: install
-	$(BIN)/drop-studio serve --host 127.0.0.1 --port 8787
+	$(BIN)/drop-studio serve
 
 test-servers:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \

@@ -22,7 +22,7 @@ from .domain.errors import GeneratorError, StudioError
 from .stages.campaigns.generator import BoardGenerator, GeminiGenerator
 from .domain.image_models import MODES, ImageModel, image_model
 from .domain.milvus import campaign_collection, campaign_uri
-from .domain.model_id import clip_model_id
+from .domain.model_id import clip_model_id, embedding_id
 from .domain.settings import setting
 from .domain.store import LITE_LOCK_WAIT_S, ProductImageStore, is_lite_uri
 
@@ -83,8 +83,9 @@ class ClipModel(_FromSettings):
             self._encoder = None
 
     def model_id(self) -> str:
-        """The weights' identity, without importing torch or loading them."""
-        return clip_model_id(self.get("model"))
+        """What the vectors depend on (the weights' identity and the fit), without importing torch or loading
+        the weights."""
+        return embedding_id(clip_model_id(self.get("model")), self.get("fit"))
 
     def encoder(self) -> "ClipEncoder":
         if self._encoder is None:

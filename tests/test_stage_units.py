@@ -56,3 +56,29 @@ def test_every_stage_declares_the_files_it_writes():
     assert len(declared) == len(set(declared))
     assert {"manifest.parquet", "catalog.json", "embeddings.parquet", "collection.json", "briefs.json",
             "references.json", "campaign/", "campaign-index.json"} <= set(declared)
+
+
+def test_the_embeddings_key_covers_the_fit_so_switching_it_encodes_again_and_pad_keeps_old_vectors(studio):
+    """CLIP_FIT changes every vector; vectors made before the setting existed were padded."""
+    from assets_pkg.domain.model_id import clip_model_id
+    from assets_pkg.resources import ClipModel
+
+    draw_drop(studio.drops / "spring", spec=[("red", "circle", 2), ("blue", "square", 1)])
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(product_drops.name, ["spring"])
+    assets, checks = stage_assets(STAGES)
+
+    def embed(fit: str) -> dict:
+        resources = {**build_resources(), "clip": ClipModel(fit=fit)}
+        result = materialize([*assets, *checks], partition_key="spring", instance=instance, resources=resources,
+                             selection=["raw_product_images", "clip_embeddings"])
+        assert result.success
+        (mat,) = result.asset_materializations_for_node("clip_embeddings")
+        return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+
+    padded = embed("pad")
+    assert (padded["encoded"], padded["model"]) == (3, clip_model_id(studio.env["CLIP_MODEL"]))
+    cropped = embed("crop")
+    assert (cropped["encoded"], cropped["model"]) == (3, padded["model"] + "+crop")
+    assert cropped["inputs_key"] != padded["inputs_key"]
+    assert embed("crop")["encoded"] == 0

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .drops import load_rgb
 from .errors import EncoderError, StudioError
-from .model_id import clip_model_id
+from .model_id import FIT_MODES, clip_model_id
 from .storage import URL_RE, as_path, image_source
 from .settings import DEFAULTS
 
@@ -34,7 +34,6 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import clip
 
-FIT_MODES = ("pad", "crop")
 
 
 def resolve_device(device: str = "auto") -> str:

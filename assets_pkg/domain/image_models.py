@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .errors import GeneratorError
 
 DEFAULT_GEMINI_IMAGE_MODEL = "gemini-3.1-flash-image"  # Nano Banana 2, GA since 2026-05-28
-IMAGE_SIZES = ("512", "1K", "2K", "4K")
+# Every output size a model of the table may offer, and its long side in pixels (the offline board draws the same).
+SIZE_PIXELS = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}
+IMAGE_SIZES = tuple(SIZE_PIXELS)
 # Aspect ratios every Gemini image model takes; some take more.
 STANDARD_ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 # Every aspect ratio a model of the table takes (a brief may ask for any; its model is checked after).

@@ -69,3 +69,15 @@ def clip_model_id(name: str) -> str:
     raise EncoderError(
         f"CLIP_MODEL={name!r}: no such checkpoint file and not a CLIP model name ({', '.join(CLIP_MODEL_NAMES)})"
     )
+
+
+FIT_MODES = ("pad", "crop")  # letterbox onto a white square, or CLIP's own centre crop
+
+
+def embedding_id(model_id: str, fit: str) -> str:
+    """What made a vector: the weights, and how the picture was fitted to their square input. `pad` (the one
+    way every release before `CLIP_FIT` had) is the weights' id alone, so existing vectors keep their id;
+    another fit is part of the id, so switching to it encodes every image again, once."""
+    if fit not in FIT_MODES:
+        raise EncoderError(f"CLIP_FIT={fit!r}: use one of {', '.join(FIT_MODES)}")
+    return model_id if fit == "pad" else f"{model_id}+{fit}"

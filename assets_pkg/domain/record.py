@@ -6,12 +6,16 @@ it last produced its outputs from. When the key is the same and the outputs are 
 keeps them: nothing is read again, encoded, searched or billed. The key is also the asset's Dagster data
 version (`drop_stage` in assets_pkg/stage.py), so automation follows real changes and nothing else.
 
-Stages whose work is per item (the scan per file, the embeddings per content hash, the campaign images per
-request) keep that finer reuse inside the stage; their stage key is still what their outputs depend on.
+Where a stage's output is small and costs nothing to recompute from its input (the catalog, the briefs), the
+output is its own record: `DropArtifacts.update_json` rewrites it only when it changes, and its key is its
+digest. Stages whose work is per item (the scan per file, the embeddings per content hash, the campaign
+images per request) keep that finer reuse inside the stage; their stage key is still what their outputs
+depend on.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -33,12 +37,14 @@ class StageRecord:
     # outputs (an upgrade re-encodes, re-searches and re-bills nothing).
     key_field: str = "inputs_key"
 
-    def read(self) -> dict:
+    @functools.cached_property
+    def last(self) -> dict:
+        """The record as the stage's previous run left it (read once: in a bucket each read is a request)."""
         return self.art.read_json(self.file, {})
 
     def kept(self, key: str, intact: Callable[[dict], bool] = lambda record: True) -> dict | None:
         """The record when the outputs are those of `key` and `intact` vouches they are still whole, else None."""
-        record = self.read()
+        record = self.last
         return record if key and record.get(self.key_field) == key and intact(record) else None
 
     def write(self, key: str, **facts) -> None:

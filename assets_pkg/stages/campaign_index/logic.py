@@ -83,7 +83,7 @@ def index_campaign_images(drop: str, art: DropArtifacts, model_id: str, load_enc
                           open_store: Callable[[], ProductImageStore], uri: str, collection: str) \
         -> CampaignIndexReport:
     record = _record(art)
-    last = record.read()
+    last = record.last
     rows, files = campaign_rows(art, last.get("files", {}))
     digest_now = rows_digest(drop, rows, model_id, collection, uri.split("@")[-1])
     never_indexed = not rows and not last.get("indexed")

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from ...domain.drops import load_rgb
 from ...domain.errors import GeneratorError
-from ...domain.image_models import ImageModel
+from ...domain.image_models import SIZE_PIXELS, ImageModel
 from ...domain.settings import DEFAULTS
 from ...domain.sheets import font, wrap
 from ..briefs.logic import Brief
@@ -27,8 +27,6 @@ RETRY_STATUS_CODES = (408, 429, 500, 502, 503, 504)
 BATCH_DONE = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED")
 # The Batch API takes inline requests up to 20 MB in all (larger jobs need an uploaded JSONL file).
 BATCH_INLINE_LIMIT = 19_500_000
-# Long side in pixels of each output size; the offline board draws at the same size.
-SIZE_PIXELS = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}
 
 
 @dataclass(frozen=True)

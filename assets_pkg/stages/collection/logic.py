@@ -94,7 +94,7 @@ def sync_collection(drop: str, art: DropArtifacts, open_store: Callable[[], Prod
     digest_now = rows_digest(drop, rows, model_id, collection, display_uri)
     products = sum(1 for r in rows if r["product"])
     record = sync_record(art)
-    last = record.read()
+    last = record.last
     fingerprint = lite_fingerprint(uri)
     if kept := record.kept(digest_now, intact=verified_unchanged(fingerprint)):
         report = CollectionReport(digest_now, expected, None, kept["indexed"], kept["collection_rows"],

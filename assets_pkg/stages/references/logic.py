@@ -106,7 +106,7 @@ def find_references(drop: str, art: DropArtifacts, load_encoder: Callable[[], "C
     """The references of the drop's briefs: kept while their inputs are the same, unless `force` (a fresh
     search with today's ranking)."""
     briefs = read_briefs(art)
-    sync = sync_record(art).read()
+    sync = sync_record(art).last
     key = inputs_key(briefs, sync)
     record = _record(art)
     intact = lambda r: exists(art / "references.json")  # noqa: E731
