@@ -53,10 +53,6 @@ class DropArtifacts:
     def at(cls, artifacts_dir: str | Path, drop: str) -> "DropArtifacts":
         return cls(storage.location("ARTIFACTS_DIR", artifacts_dir) / drop)
 
-    @property
-    def drop(self) -> str:
-        return self.root.name
-
     def __truediv__(self, name: str) -> AnyPath:
         return self.root / name
 

@@ -48,4 +48,5 @@ class StageRecord:
         return record if key and record.get(self.key_field) == key and intact(record) else None
 
     def write(self, key: str, **facts) -> None:
-        self.art.write_json(self.file, {**facts, self.key_field: key})
+        """Record `key` with `facts`; an unchanged record is not rewritten (an unchanged refresh writes nothing)."""
+        self.art.update_json(self.file, {**facts, self.key_field: key})

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hmac
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
 from starlette.applications import Starlette
@@ -37,6 +38,9 @@ from ..domain.errors import StudioError
 from ..domain.settings import DEFAULTS
 from .search import (MAX_UPLOAD_BYTES, BadRequest, Busy, SearchService, parse_filters, parse_k, parse_kind,
                      parse_query, parse_upload)
+
+if TYPE_CHECKING:  # the resources import Dagster; the page's routes need not
+    from ..resources import MilvusResource
 
 WEB = Path(__file__).with_name("static")
 PAGES = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "text/javascript"),
@@ -206,12 +210,11 @@ class _Guard(BaseHTTPMiddleware):
 SEARCH_LOCK_WAIT_S = 5
 
 
-def build_service() -> SearchService:
+def build_service(milvus: MilvusResource) -> SearchService:
     """The search every setting points at, as the rest of Drop Studio reads them."""
     from ..domain.settings import setting
-    from ..resources import ClipModel, MilvusResource
+    from ..resources import ClipModel
 
-    milvus = MilvusResource()
     return SearchService(setting("DROPS_DIR"), setting("ARTIFACTS_DIR"),
                          lambda: milvus.store(SEARCH_LOCK_WAIT_S), lambda: milvus.campaign_store(SEARCH_LOCK_WAIT_S),
                          ClipModel().encoder)
@@ -227,10 +230,11 @@ def serve(host: str, port: int, say=lambda line: None) -> None:
     if host not in LOOPBACK and not token:
         raise StudioError(f"--host {host} reaches beyond this machine: set DROP_STUDIO_TOKEN first (anyone who can "
                           f"reach the port could search and view every image)")
-    service = build_service()
+    milvus = MilvusResource()
+    service = build_service(milvus)
     service.drop_names()  # a wrong DROPS_DIR fails here, in one line, before the server starts
     service.encoder()  # the model loads once, before the first request
-    note = MilvusResource().search_note()  # opens nothing for Milvus Lite, which always has BM25
+    note = milvus.search_note()  # opens nothing for Milvus Lite, which always has BM25
     if note:
         say(f"drop-studio: {note}")
     say(f"Drop Studio search on http://{host}:{port}/")

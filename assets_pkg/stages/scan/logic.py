@@ -46,7 +46,6 @@ class Manifest:
         firsts["aliases"] = [names.get(h, [None])[1:] for h in firsts["sha256"]]
         return firsts.reset_index(drop=True)
 
-
     @property
     def key(self) -> str:
         """What the stages after the scan depend on: each valid image's name, content and size, and each
@@ -138,8 +137,6 @@ def scan_drop(
 
     images = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values("path").reset_index(drop=True)
     return Manifest(images=images, rejected=sorted(rejected, key=lambda r: r["file"]))
-
-
 
 
 @dataclass(frozen=True)
