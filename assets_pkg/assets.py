@@ -39,8 +39,7 @@ campaign_briefs = briefs.campaign_briefs
 reference_images = references.reference_images
 campaign_images = campaigns.campaign_images
 campaign_image_index = campaign_index.campaign_image_index
-campaign_images_decode = campaigns.campaign_images_decode
 
 __all__ = ["STAGES", "stage_assets", "drop_assets", "drop_checks", "product_drops", "raw_product_images",
            "product_catalog", "clip_embeddings", "product_image_collection", "campaign_briefs", "reference_images",
-           "campaign_images", "campaign_image_index", "campaign_images_decode"]
+           "campaign_images", "campaign_image_index"]

@@ -22,7 +22,7 @@ from .jobs import (
     regenerate_campaigns_job,
 )
 from .schedules import nightly_catalog_refresh, weekly_campaign_refresh
-from .sensors import campaign_batches, drop_folder_sensor, references_follow_inputs
+from .sensors import batch_split, campaign_batches, drop_folder_sensor, references_follow_inputs
 
 
 # Modules every step of a drop may need, imported once by the forkserver instead of once per step.
@@ -63,7 +63,7 @@ defs = Definitions(
     jobs=[drop_graph_job, ingest_drop_job, refresh_catalog_job, regenerate_campaigns_job,
           collect_campaign_images_job],
     schedules=[nightly_catalog_refresh, weekly_campaign_refresh],
-    sensors=[drop_folder_sensor, references_follow_inputs, campaign_batches],
+    sensors=[drop_folder_sensor, references_follow_inputs, campaign_batches, batch_split],
     resources=build_resources(),
     executor=_executor(),
 )

@@ -1,4 +1,5 @@
-"""Jobs over the drop graph; each run covers one drop (partition) and is tagged with it.
+"""Jobs over the drop graph; a run covers one drop (its partition) or a batch of neighbouring drops (a range),
+and is tagged with them (`drop`, `drops`).
 
 Which trigger runs which job is the table in README ("Drops over time: who runs what"): only `drop_graph` (a click or the
 CLI) and `regenerate_campaigns` (the weekly schedule) include the billed `campaign_images`.

@@ -11,6 +11,7 @@ from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext
 
 from assets_pkg.assets import product_drops
 from assets_pkg.domain.settings import setting
+from assets_pkg.partitions import batches, drops_request
 
 from .jobs import refresh_catalog_job, regenerate_campaigns_job
 
@@ -18,13 +19,12 @@ REFRESH_CATALOG_CRON = setting("REFRESH_CATALOG_CRON")
 REGENERATE_CAMPAIGNS_CRON = setting("REGENERATE_CAMPAIGNS_CRON")
 
 
-def _one_run_per_drop(context: ScheduleEvaluationContext, label: str) -> list[RunRequest]:
-    drops = sorted(context.instance.get_dynamic_partitions(product_drops.name))
+def _every_drop(context: ScheduleEvaluationContext, label: str) -> list[RunRequest]:
+    """Every known drop, in runs of DROP_BATCH drops."""
+    drops = list(context.instance.get_dynamic_partitions(product_drops.name))
     stamp = context.scheduled_execution_time.isoformat()
-    return [
-        RunRequest(run_key=f"{label}:{d}:{stamp}", partition_key=d, tags={"drop": d, "trigger": label})
-        for d in drops
-    ]
+    return [drops_request(run, run_key=f"{label}:{run[0]}:{stamp}", tags={"trigger": label})
+            for run in batches(drops, drops, setting("DROP_BATCH"))]
 
 
 @schedule(
@@ -34,7 +34,7 @@ def _one_run_per_drop(context: ScheduleEvaluationContext, label: str) -> list[Ru
     description="Refresh embeddings and Milvus rows of every drop (cheap when nothing changed).",
 )
 def nightly_catalog_refresh(context: ScheduleEvaluationContext):
-    return _one_run_per_drop(context, "nightly catalog refresh")
+    return _every_drop(context, "nightly catalog refresh")
 
 
 @schedule(
@@ -44,4 +44,4 @@ def nightly_catalog_refresh(context: ScheduleEvaluationContext):
     description="Regenerate campaign images of every drop; briefs whose inputs are unchanged are skipped.",
 )
 def weekly_campaign_refresh(context: ScheduleEvaluationContext):
-    return _one_run_per_drop(context, "weekly campaign refresh")
+    return _every_drop(context, "weekly campaign refresh")

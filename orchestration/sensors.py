@@ -1,5 +1,6 @@
-"""Discovery of product drops: new folders become partitions, changed folders get a refresh run; and
-the automation sensor that lets `reference_images` follow its inputs."""
+"""Discovery of product drops: new folders become partitions, changed folders get a refresh run (many at once
+go out in runs of DROP_BATCH drops); a failed run of several drops is split; and the automation sensor that
+lets `reference_images` follow its inputs."""
 
 import json
 
@@ -8,20 +9,30 @@ from dagster import (
     AssetSelection,
     AutomationConditionSensorDefinition,
     DefaultSensorStatus,
+    RunFailureSensorContext,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
+    run_failure_sensor,
     sensor,
 )
 
 from assets_pkg.assets import product_drops
+from assets_pkg.domain.artifacts import digest
+from assets_pkg.partitions import batches, drops_request, run_drops
 from assets_pkg.domain.drops import discover_drops, drop_fingerprint
 from assets_pkg.domain.errors import StudioError
 from assets_pkg.domain.settings import setting
 from assets_pkg.stages.campaigns.logic import BatchRecord, campaign_batch_path
 from assets_pkg.resources import DropLibrary, ImageGeneratorResource
 
-from .jobs import collect_campaign_images_job, ingest_drop_job
+from .jobs import (
+    collect_campaign_images_job,
+    drop_graph_job,
+    ingest_drop_job,
+    refresh_catalog_job,
+    regenerate_campaigns_job,
+)
 
 # Declared rather than left to Dagster's default automation sensor, which a fresh instance creates
 # stopped: references must follow their inputs with nothing to switch on by hand.
@@ -40,8 +51,9 @@ references_follow_inputs = AutomationConditionSensorDefinition(
     minimum_interval_seconds=setting("DROP_SENSOR_INTERVAL_S"),
     default_status=DefaultSensorStatus.RUNNING,
     description="Watches DROPS_DIR: a new drop folder becomes a partition and gets an ingest run; a drop whose "
-                "files or briefs were added, replaced or removed gets one for that drop alone. No billed "
-                "generation: campaign images wait for the weekly schedule or a click.",
+                "files or briefs were added, replaced or removed gets one for that drop alone. Many at once "
+                "(onboarding, a bulk upload) go out in runs of DROP_BATCH drops. No billed generation: "
+                "campaign images wait for the weekly schedule or a click.",
 )
 def drop_folder_sensor(context: SensorEvaluationContext, library: DropLibrary) -> SensorResult:
     cursor = json.loads(context.cursor) if context.cursor else {}
@@ -56,7 +68,7 @@ def drop_folder_sensor(context: SensorEvaluationContext, library: DropLibrary) -
     current = {d.name: drop_fingerprint(d) for d in listing.drops}
     materialized = context.instance.get_materialized_partitions(AssetKey("product_image_collection"))
 
-    requests = []
+    reasons = {}
     for name, fingerprint in current.items():
         if name not in known:
             reason = "new drop"
@@ -68,14 +80,16 @@ def drop_folder_sensor(context: SensorEvaluationContext, library: DropLibrary) -
         else:
             reason = None
         if reason:
-            requests.append(
-                RunRequest(
-                    partition_key=name,
-                    run_key=f"{name}:{fingerprint}",
-                    tags={"drop": name, "trigger": reason},
-                )
-            )
+            reasons[name] = reason
             context.log.info(f"{name}: {reason}, requesting a run")
+
+    new = sorted(set(current) - known)
+    order = [*context.instance.get_dynamic_partitions(product_drops.name), *new]
+    requests = [
+        drops_request(run, run_key=f"{run[0]}..{run[-1]}:{digest([current[d] for d in run])}",
+                      tags={"trigger": ", ".join(sorted({reasons[d] for d in run}))})
+        for run in batches(order, reasons, setting("DROP_BATCH"))
+    ]
 
     for bad in listing.invalid:
         context.log.warning(f"folder {bad!r} in {library.get('drops_dir')} is not a valid drop name; skipped")
@@ -86,7 +100,6 @@ def drop_folder_sensor(context: SensorEvaluationContext, library: DropLibrary) -
             f"To delete them: drop-studio drops remove {name}"
         )
 
-    new = sorted(set(current) - known)
     return SensorResult(
         run_requests=requests,
         dynamic_partitions_requests=[product_drops.build_add_request(new)] if new else [],
@@ -125,3 +138,42 @@ def campaign_batches(context: SensorEvaluationContext, library: DropLibrary,
                                    tags={"drop": drop, "trigger": "batch job finished", "gemini/batch_job": job}))
     return SensorResult(run_requests=requests,
                         skip_reason=None if requests else f"{len(waiting)} batch job(s) still running")
+
+
+SPLIT_JOBS = [ingest_drop_job, refresh_catalog_job, regenerate_campaigns_job, drop_graph_job,
+              collect_campaign_images_job]
+
+
+@run_failure_sensor(
+    request_jobs=SPLIT_JOBS,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="A failed run of several drops is split: each drop that failed runs again alone (where it "
+                "fails with its own error), the others again as a batch (their finished stages are kept).",
+)
+def batch_split(context: RunFailureSensorContext):
+    run = context.dagster_run
+    span = run_drops(run.tags)
+    if span is None:
+        return  # a run of one drop: Dagster's own retry settings apply
+    order = list(context.instance.get_dynamic_partitions(product_drops.name))
+    if span[0] not in order or span[1] not in order:
+        return  # a drop of the range was removed since
+    drops = order[order.index(span[0]):order.index(span[1]) + 1]
+    failed: set[str] = set()
+    for event in context.get_step_failure_events():
+        data = event.step_failure_data.user_failure_data
+        named = data.metadata.get("failed_drops") if data is not None else None
+        if named is None:
+            failed = set(drops)  # a failure no stage put on a drop: each drop alone tells which
+            break
+        failed |= set(named.value)
+    own_job = run.job_name in {j.name for j in SPLIT_JOBS}
+    job, selection = (run.job_name, None) if own_job else (drop_graph_job.name, list(run.asset_selection or []))
+    alone = [[d] for d in drops if d in failed]
+    together = batches(drops, set(drops) - failed, setting("DROP_BATCH"))
+    context.log.info(f"run {run.run_id} of {len(drops)} drops failed; running {', '.join(sorted(failed))} alone "
+                     f"and {sum(map(len, together))} other drop(s) again")
+    for part in alone + together:
+        yield drops_request(part, run_key=f"split:{run.run_id}:{part[0]}", job_name=job,
+                            asset_selection=selection or None,
+                            tags={"trigger": f"split from failed run {run.run_id[:8]}"})

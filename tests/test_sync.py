@@ -17,6 +17,7 @@ from assets_pkg.domain.drops import ProductDrop
 from assets_pkg.stages.scan.logic import scan_drop
 from assets_pkg.domain.store import ProductImageStore, row_id
 from assets_pkg.resources import DropLibrary
+from assets_pkg.partitions import RANGE_END_TAG, RANGE_START_TAG
 from conftest import BRIEFS, check_results, draw_drop, materialize_drop, metadata
 
 
@@ -128,9 +129,11 @@ def test_sensor_adds_new_drops_refreshes_changed_ones_and_reports_removed(studio
     draw_drop(studio.drops / "summer", spec=[("blue", "square", 2)])
 
     first = _tick(instance, None, drops)
-    assert sorted(r.partition_key for r in first.run_requests) == ["spring", "summer"]
-    assert all(r.tags["drop"] == r.partition_key and r.tags["trigger"] == "new drop" for r in first.run_requests)
-    assert sorted(instance.get_dynamic_partitions("product_drops")) == ["spring", "summer"]
+    # Two new drops at once: one run carrying both (a partition range), in the order the partitions were added.
+    (both,) = first.run_requests
+    assert both.partition_key is None and both.tags["trigger"] == "new drop" and both.tags["drops"] == "2"
+    assert (both.tags[RANGE_START_TAG], both.tags[RANGE_END_TAG]) == ("spring", "summer")
+    assert list(instance.get_dynamic_partitions("product_drops")) == ["spring", "summer"]
 
     unchanged = _tick(instance, first.cursor, drops)
     assert unchanged.run_requests == [] and unchanged.skip_reason.skip_message == "no new or changed drops"
@@ -143,7 +146,7 @@ def test_sensor_adds_new_drops_refreshes_changed_ones_and_reports_removed(studio
     os.utime(studio.drops / "spring" / "red_circle_0.png", ns=(1, 1))  # a replaced file (new mtime)
     replaced = _tick(instance, changed.cursor, drops)
     assert [r.partition_key for r in replaced.run_requests] == ["spring"]
-    assert replaced.run_requests[0].run_key != first.run_requests[0].run_key
+    assert replaced.run_requests[0].run_key != both.run_key
 
     (studio.drops / "summer" / "green_star_0.png").unlink()  # a removed file
     removed_file = _tick(instance, replaced.cursor, drops)
@@ -164,15 +167,19 @@ def test_sensor_does_not_rerun_drops_already_materialized_by_the_cli(studio):
     assert [r.partition_key for r in result.run_requests] == ["fresh"]
 
 
-def test_schedules_request_one_tagged_run_per_drop(studio):
+def test_schedules_request_every_drop_in_runs_of_drop_batch(studio, monkeypatch):
     from orchestration.schedules import nightly_catalog_refresh, weekly_campaign_refresh
 
     instance = DagsterInstance.get()
-    instance.add_dynamic_partitions("product_drops", ["b-drop", "a-drop"])
+    instance.add_dynamic_partitions("product_drops", ["b-drop", "a-drop", "c-drop"])
+    monkeypatch.setenv("DROP_BATCH", "2")
     for sched, job in ((nightly_catalog_refresh, "refresh_catalog"), (weekly_campaign_refresh, "regenerate_campaigns")):
         assert sched.job_name == job
         reqs = sched(build_schedule_context(instance=instance, scheduled_execution_time=datetime(2026, 11, 23, 2)))
-        assert [(r.partition_key, r.tags["drop"]) for r in reqs] == [("a-drop", "a-drop"), ("b-drop", "b-drop")]
+        # Ranges follow the order the partitions were added, not the names.
+        assert [(r.tags.get(RANGE_START_TAG), r.tags.get(RANGE_END_TAG), r.partition_key, r.tags["drop"])
+                for r in reqs] == [("b-drop", "a-drop", None, "b-drop..a-drop"), (None, None, "c-drop", "c-drop")]
+        assert len({r.run_key for r in reqs}) == 2
     assert nightly_catalog_refresh.cron_schedule == "0 2 * * *"
     assert weekly_campaign_refresh.cron_schedule == "0 6 * * 1"
 
@@ -208,11 +215,8 @@ def test_broken_checkpoint_fails_the_blocking_embeddings_check_and_nothing_reach
 
 
 def test_collection_check_catches_orphans_and_png_check_catches_broken_images(studio, monkeypatch):
-    from dagster import AssetSelection, materialize
-
-    from assets_pkg.assets import campaign_briefs, drop_assets
-    from assets_pkg.assets import campaign_images_decode, drop_checks
-    from orchestration.definitions import build_resources
+    from assets_pkg.domain.artifacts import DropArtifacts
+    from assets_pkg.stages.campaigns.checks import campaign_images_decode
 
     draw_drop(studio.drops / "spring", spec=[("red", "circle", 2)], briefs=BRIEFS)
     assert materialize_drop("spring").success
@@ -235,13 +239,13 @@ def test_collection_check_catches_orphans_and_png_check_catches_broken_images(st
 
     png = studio.artifacts / "spring" / "campaign" / "red-hero.png"
     png.write_bytes(png.read_bytes()[:100])
-    result = materialize(
-        [*drop_assets, *drop_checks], partition_key="spring", instance=DagsterInstance.get(),
-        resources=build_resources(), raise_on_error=False,
-        # Only the check (plus the harmless briefs step, which gives the run its partitions).
-        selection=AssetSelection.checks(campaign_images_decode) | AssetSelection.assets(campaign_briefs),
-    )
-    assert check_results(result) == {"campaign_images_decode": False}
+    broken = campaign_images_decode(DropArtifacts.at(studio.artifacts, "spring"))
+    assert not broken.passed and broken.metadata["broken"].value[0].startswith("red-hero.png: ")
+    # The next run makes the broken image again (its request is unchanged, but the file is not intact), and
+    # the check, evaluated in that step, passes.
+    result = materialize_drop("spring")
+    assert result.success and check_results(result)["campaign_images_decode"] is True
+    assert campaign_images_decode(DropArtifacts.at(studio.artifacts, "spring")).passed
 
 
 def test_shipped_instance_limits_the_gpu_pool_to_one(studio):

@@ -90,31 +90,57 @@ def drops_remove(drop: str, force: bool) -> None:
     print(f"{folder.name}: deleted {rows} Milvus rows, artifacts and "
           f"{'the partition' if had_partition else 'no partition (there was none)'}")
 
-def _failure_message(result) -> str:
+def _failure(result, drop: str) -> str | None:
+    """Why `drop` failed in this run (None: it did not): the line its stage said, or else the run's first error."""
+    if result.success:
+        return None
     for event in result.all_events:
-        if event.is_step_failure:
-            data = event.step_failure_data
-            if data.user_failure_data is not None and data.user_failure_data.description:
-                return f"{event.step_key}: {data.user_failure_data.description}"
-            err = data.error
-            while err is not None and err.cause is not None:  # the user's exception, not Dagster's wrapper
-                err = err.cause
-            msg = (err.message if err else "failed").strip().splitlines()
-            return f"{event.step_key}: {msg[-1] if msg else 'failed'}"
+        if not event.is_step_failure:
+            continue
+        data = event.step_failure_data
+        user = data.user_failure_data
+        named = user.metadata.get("failed_drops") if user is not None else None
+        if named is not None:
+            if drop not in named.value:
+                continue
+            line = user.description or ""
+            mine = [part.split(": ", 1)[1] for part in line.split("; ") if part.startswith(f"{drop}: ")]
+            return f"{event.step_key}: {mine[0] if mine else line}"
+        if user is not None and user.description:
+            return f"{event.step_key}: {user.description}"
+        err = data.error
+        while err is not None and err.cause is not None:  # the user's exception, not Dagster's wrapper
+            err = err.cause
+        msg = (err.message if err else "failed").strip().splitlines()
+        return f"{event.step_key}: {msg[-1] if msg else 'failed'}"
     return "run failed"
 
 
-def check_results(result) -> dict[str, bool]:
-    """Asset check name -> passed, for the checks a run evaluated."""
+def failed_drops(result, drops: list[str]) -> list[str]:
+    """The drops of a run that failed themselves (all of them when a failure names none)."""
+    named: set[str] = set()
+    for event in result.all_events:
+        if event.is_step_failure:
+            user = event.step_failure_data.user_failure_data
+            value = user.metadata.get("failed_drops") if user is not None else None
+            if value is None:
+                return list(drops)
+            named |= set(value.value)
+    return [d for d in drops if d in named] or list(drops)
+
+
+def check_results(result, drop: str | None = None) -> dict[str, bool]:
+    """Asset check name -> passed, for the checks a run evaluated (on `drop`'s partition, when given)."""
     return {
         e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and (drop is None or e.asset_check_evaluation_data.partition in (None, drop))
     }
 
 
-def _meta(result, asset: str) -> dict:
-    events = result.asset_materializations_for_node(asset)
+def _meta(result, asset: str, drop: str) -> dict:
+    events = [m for m in result.asset_materializations_for_node(asset) if m.partition in (None, drop)]
     if not events:
         return {}
     return {k: getattr(v, "value", v) for k, v in events[-1].metadata.items()}
@@ -130,7 +156,7 @@ def summarize(drop: str, result, artifacts_dir: str) -> dict:
     art = DropArtifacts.at(artifacts_dir, drop)
     from assets_pkg import assets
 
-    raw, cat, emb, col, camp = (_meta(result, a.key.path[-1]) for a in (
+    raw, cat, emb, col, camp = (_meta(result, a.key.path[-1], drop) for a in (
         assets.raw_product_images, assets.product_catalog, assets.clip_embeddings, assets.product_image_collection,
         assets.campaign_images))
     blocked = camp.get("blocked") or []
@@ -150,9 +176,28 @@ def summarize(drop: str, result, artifacts_dir: str) -> dict:
         "briefs": len(read_briefs(art)),
         "generated": sorted(str(p) for p in campaign_pngs(art)) if camp else [],
         "blocked": [b["brief"] for b in blocked],
-        "checks": check_results(result),
-        "error": None if result.success else _failure_message(result),
+        "checks": check_results(result, drop),
+        "error": _failure(result, drop),
     }
+
+
+def run_in_batches(run_one, drops: list[str], order: list[str], size: int) -> dict:
+    """drop -> the run that settled it. `drops` go out in runs of at most `size` neighbours in `order`; a failed
+    run of several is split as the batch_split sensor splits one (the drops that failed alone, the others
+    together again) until every drop succeeded, or failed in a run of its own."""
+    from assets_pkg.partitions import batches
+
+    settled = {}
+    todo = batches(order, drops, size)
+    while todo:
+        part = todo.pop(0)
+        result = run_one(part)
+        if result.success or len(part) == 1:
+            settled.update({d: result for d in part})
+            continue
+        bad = failed_drops(result, part)
+        todo = [[d] for d in bad] + batches(part, set(part) - set(bad), size) + todo
+    return settled
 
 
 @cli.command()
@@ -188,23 +233,33 @@ def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, log_le
     unknown = [d for d in wanted if d not in names]
     if unknown:
         raise CliError(f"no such drop in {drops_dir}: {', '.join(unknown)} (known: {', '.join(names) or 'none'})")
-    summaries = []
-    for drop in wanted:
+    from assets_pkg.partitions import RANGE_END_TAG, RANGE_START_TAG
+
+    order = list(instance.get_dynamic_partitions("product_drops"))
+
+    def run_one(part: list[str]):
         if not as_json:
-            print(f"== {drop}", file=sys.stderr)
-        result = materialize(
+            print(f"== {', '.join(part)}", file=sys.stderr)
+        one = {"partition_key": part[0]} if len(part) == 1 else {}
+        span = {} if one else {RANGE_START_TAG: part[0], RANGE_END_TAG: part[-1]}
+        return materialize(
             [*drop_assets, *drop_checks],
-            partition_key=drop,
             instance=instance,
             resources=resources,
             raise_on_error=False,
-            tags={"drop": drop, "launched_by": "drop-studio", "drop_studio/pid": str(os.getpid()),
-                  "drop_studio/host": socket.gethostname()},
+            tags={"drop": part[0] if one else f"{part[0]}..{part[-1]}", "drops": str(len(part)),
+                  "launched_by": "drop-studio", "drop_studio/pid": str(os.getpid()),
+                  "drop_studio/host": socket.gethostname(), **span},
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}},
                         **({"ops": {"reference_images": {"config": {"search_again": True}}}}
                            if search_again else {})},
+            **one,
         )
-        s = summarize(drop, result, artifacts_dir)
+
+    settled = run_in_batches(run_one, wanted, order, setting("DROP_BATCH"))
+    summaries = []
+    for drop in wanted:
+        s = summarize(drop, settled[drop], artifacts_dir)
         summaries.append(s)
         if not as_json:
             if s["ok"]:

@@ -45,6 +45,8 @@ DEFAULTS: dict[str, str | int | None] = {
     "SEARCH_HOST": "127.0.0.1",  # loopback; anything else needs DROP_STUDIO_TOKEN
     "SEARCH_PORT": 8787,
     "DROP_SENSOR_INTERVAL_S": 30,
+    # Drops per run when many need work at once (sensor, schedules, UI backfills); README has the measurements.
+    "DROP_BATCH": 10,
     "AUTOMATION_INTERVAL_S": 30,
     "REFRESH_CATALOG_CRON": "0 2 * * *",  # nightly at 02:00
     "REGENERATE_CAMPAIGNS_CRON": "0 6 * * 1",  # Mondays at 06:00

@@ -9,7 +9,7 @@ from ...resources import DropLibrary, ImageGeneratorResource
 from ...stage import Outcome, drop_stage
 from ..briefs.asset import campaign_briefs
 from ..references.asset import reference_images
-from .checks import campaign_images_decode
+from .checks import CAMPAIGN_IMAGES_DECODE, campaign_images_decode
 from .logic import campaign_dir, make_campaign_images
 
 
@@ -21,6 +21,7 @@ class CampaignConfig(Config):
     deps=[reference_images, campaign_briefs],
     group_name="campaigns",
     kinds={"gemini", "png"},
+    check_specs=[CAMPAIGN_IMAGES_DECODE],
     description="Campaign images per brief (1-4 variants), generated from the prompt and its reference images; "
                 "PNG + JSON sidecar. GEMINI_MODE=batch submits a Batch API job and collects it in a later run.",
 )
@@ -39,7 +40,7 @@ def campaign_images(context: AssetExecutionContext, drop: str, config: CampaignC
         draw=lambda: contact_sheet([(p, storage.as_path(p).stem) for p in report.generated], thumb=256, cols=4,
                                    title=f"{drop}: campaign images by {gen.name}"),
     )
-    return Outcome(report.key, {
+    return Outcome(report.key, checks=[campaign_images_decode(art)], metadata={
         "generator": gen.name,
         "model": gen.model or "offline campaign board (no GEMINI_API_KEY)",
         "mode": mode,
@@ -61,4 +62,3 @@ def campaign_images(context: AssetExecutionContext, drop: str, config: CampaignC
 
 
 ASSETS = [campaign_images]
-CHECKS = [campaign_images_decode]

@@ -1,20 +1,20 @@
-"""`campaign_images_decode` is a check of its own (not inside the asset's step), so it can also be run alone
-against the files on disk."""
+"""`campaign_images_decode`, evaluated inside the asset's step on the files it just wrote, so a run of several
+drops records it on each drop's partition."""
 
-from dagster import (
-    AssetCheckExecutionContext,
-    AssetCheckResult,
-    MetadataValue,
-    asset_check,
-)
+from dagster import AssetCheckResult, AssetCheckSpec, MetadataValue
 
+from ...domain.artifacts import DropArtifacts
 from ...partitions import product_drops
-from ...resources import DropLibrary
 from .logic import campaign_pngs, png_decodes
 
-@asset_check(asset="campaign_images", partitions_def=product_drops,
-             description="Every generated campaign PNG decodes and is not empty.")
-def campaign_images_decode(context: AssetCheckExecutionContext, library: DropLibrary) -> AssetCheckResult:
-    pngs = campaign_pngs(library.artifacts(context.partition_key))
+CAMPAIGN_IMAGES_DECODE = AssetCheckSpec(
+    "campaign_images_decode", asset="campaign_images", partitions_def=product_drops,
+    description="Every generated campaign PNG decodes and is not empty.",
+)
+
+
+def campaign_images_decode(art: DropArtifacts) -> AssetCheckResult:
+    pngs = campaign_pngs(art)
     bad = [f"{png.name}: {problem}" for png in pngs if (problem := png_decodes(png))]
-    return AssetCheckResult(passed=not bad, metadata={"images": len(pngs), "broken": MetadataValue.json(bad)})
+    return AssetCheckResult(check_name=CAMPAIGN_IMAGES_DECODE.name, passed=not bad,
+                            metadata={"images": len(pngs), "broken": MetadataValue.json(bad)})
