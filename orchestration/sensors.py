@@ -20,7 +20,7 @@ from dagster import (
 from assets_pkg.assets import product_drops
 from assets_pkg.domain.artifacts import digest
 from assets_pkg.partitions import batches, drops_request, run_drops
-from assets_pkg.domain.drops import discover_drops, drop_fingerprint
+from assets_pkg.domain.drops import drop_fingerprints
 from assets_pkg.domain.errors import StudioError
 from assets_pkg.domain.settings import setting
 from assets_pkg.stages.campaigns.logic import BatchRecord, campaign_batch_path
@@ -60,12 +60,11 @@ def drop_folder_sensor(context: SensorEvaluationContext, library: DropLibrary) -
     seen: dict[str, str] = cursor.get("drops", {})
     known = set(context.instance.get_dynamic_partitions(product_drops.name))
     try:
-        listing = discover_drops(library.get("drops_dir"))
+        listing, current = drop_fingerprints(library.get("drops_dir"))
     except StudioError as e:
         # A failed tick, not "no drops": the cursor is kept, and no drop is reported gone.
         context.log.error(str(e))
         raise
-    current = {d.name: drop_fingerprint(d) for d in listing.drops}
     materialized = context.instance.get_materialized_partitions(AssetKey("product_image_collection"))
 
     reasons = {}

@@ -311,6 +311,20 @@ def unavailable(reason: str):
     pytest.skip(reason)
 
 
+def chrome():
+    """Headless Chromium under Selenium (Debian's chromium and chromium-driver, which `make test` installs)."""
+    if not shutil.which("chromedriver") or not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        unavailable("chromium and chromium-driver not installed (make test installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
+        options.add_argument(arg)
+    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
 def started(server, **start_args):
     """`server`, started; if it cannot start, a skip (or a failure under CI) with the reason."""
     try:

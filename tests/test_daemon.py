@@ -10,11 +10,14 @@ import os
 import time
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from assets_pkg.domain.store import ProductImageStore
+from assets_pkg.partitions import run_drops
 from conftest import BRIEFS, draw_drop
 from fake_gemini import FakeGemini
-from servers import DagsterDev, wait_for_runs
+from servers import DagsterDev, chrome, wait_for_runs
 
 SUMMER_BRIEFS = """briefs:
   - id: red-summer
@@ -24,15 +27,27 @@ SUMMER_BRIEFS = """briefs:
 """
 
 
+def drops_of(run) -> list[str]:
+    """The drops a run carried: its partition, or the drops of its range."""
+    span = run_drops(run.tags)
+    if span is None:
+        return [run.tags["dagster/partition"]] if "dagster/partition" in run.tags else []
+    order = DagsterInstance.get().get_dynamic_partitions("product_drops")
+    return order[order.index(span[0]):order.index(span[1]) + 1]
+
+
 def _succeeded(job: str, drop: str, after: float = 0.0, **tags):
-    """A waiter: the newest successful run of `job` for `drop` created after `after` (with `tags`)."""
+    """A waiter: the newest successful run of `job` for `drop` (alone or among others) created after `after`
+    (with `tags`)."""
 
     def done(runs):
         for r in runs:
-            if r.job_name == job and r.tags.get("dagster/partition") == drop and r.is_finished \
+            if r.job_name == job and drop in drops_of(r) and r.is_finished \
                     and all(r.tags.get(k) == v for k, v in tags.items()):
                 record = DagsterInstance.get().get_run_record_by_id(r.run_id)
                 if record.create_timestamp.timestamp() > after:
+                    if not r.is_success and len(drops_of(r)) > 1:
+                        continue  # a failed batch: batch_split runs its drops again
                     assert r.is_success, f"{job} run for {drop} failed"
                     return r
         return None
@@ -67,7 +82,29 @@ def _count(studio, drop: str) -> int:
         return store.count(drop)
 
 
+# Ten small drops besides spring and summer, one with a broken briefs.yaml: (name, pictures).
+SMALL = [(f"d{i:02}", 1 + i % 3) for i in range(1, 11)]
+BROKEN = "d05"
+
+
+def _materialization(instance, asset: str, drop: str):
+    (record,) = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[drop]), limit=1).records
+    return record
+
+
+def _check_passed(instance, asset: str, check: str, drop: str) -> bool:
+    from dagster import AssetCheckKey
+
+    (record,) = [r for r in instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(AssetKey(asset), check), limit=100) if r.partition == drop][:1]
+    return record.status.value == "SUCCEEDED"
+
+
 def test_daemon_ingests_drops_references_follow_and_only_the_weekly_run_bills(studio, tmp_path):
+    for i, (name, pictures) in enumerate(SMALL):
+        draw_drop(studio.drops / name, spec=[("red", "circle", pictures)], seed=100 + i,
+                  briefs="briefs: [unclosed\n" if name == BROKEN else None)
     draw_drop(studio.drops / "spring", briefs=BRIEFS)
     draw_drop(studio.drops / "summer", spec=[("red", "circle", 2), ("blue", "square", 2)], seed=3,
               briefs=SUMMER_BRIEFS)
@@ -80,11 +117,49 @@ def test_daemon_ingests_drops_references_follow_and_only_the_weekly_run_bills(st
         with DagsterDev(env, tmp_path / "dagster-dev.log") as dev:
             instance = DagsterInstance.get()
 
-            # Drops present at start: partitions and one ingest run each, from the sensor alone.
-            for drop in ("spring", "summer"):
-                run = wait_for_runs(instance, _succeeded("ingest_drop", drop), 300, f"{drop}'s ingest run")
-                assert run.tags["trigger"] == "new drop"
-            assert sorted(instance.get_dynamic_partitions("product_drops")) == ["spring", "summer"]
+            # Twelve drops present at start, from the sensor alone: runs of several drops (DROP_BATCH, 10),
+            # each drop with its own rows, metadata and checks; the drop with broken briefs fails alone.
+            everyone = [name for name, _ in SMALL] + ["spring", "summer"]
+            for drop in everyone:
+                if drop != BROKEN:
+                    wait_for_runs(instance, _succeeded("ingest_drop", drop), 300, f"{drop}'s ingest run")
+            alone = wait_for_runs(instance, lambda runs: next(
+                (r for r in runs if drops_of(r) == [BROKEN] and r.is_finished), None), 300, f"{BROKEN} alone")
+            assert alone.status.value == "FAILURE" and alone.tags["trigger"].startswith("split from failed run")
+            runs = [r for r in instance.get_runs() if r.job_name == "ingest_drop"]
+            # d01..d10 failed on d05's briefs and was split: d05 alone, and its neighbours on either side (a
+            # run is a range of neighbouring drops); spring..summer never met the broken drop.
+            assert sorted((r.tags["drop"], r.tags["trigger"].split(" run ")[0], r.status.value) for r in runs) == [
+                ("d01..d04", "split from failed", "SUCCESS"), ("d01..d10", "new drop", "FAILURE"),
+                ("d05", "split from failed", "FAILURE"), ("d06..d10", "split from failed", "SUCCESS"),
+                ("spring..summer", "new drop", "SUCCESS")]
+            assert sorted(instance.get_dynamic_partitions("product_drops")) == sorted(everyone)
+            for name, pictures in SMALL:
+                assert _count(studio, name) == pictures
+                collection = _materialization(instance, "product_image_collection", name).asset_materialization
+                assert (collection.metadata["indexed"].value, collection.metadata["deleted"].value) == (pictures, 0)
+                assert _check_passed(instance, "product_image_collection", "collection_matches_manifest", name)
+                assert _check_passed(instance, "clip_embeddings", "embeddings_are_sound", name)
+                if name != BROKEN:
+                    assert _materialization(instance, "reference_images", name).asset_materialization \
+                        .metadata["briefs"].value == 0
+            assert instance.get_materialized_partitions(AssetKey("campaign_briefs")) >= set(everyone) - {BROKEN}
+            assert BROKEN not in instance.get_materialized_partitions(AssetKey("campaign_briefs"))
+            # In the UI, each drop's partition page shows its own figures from the batched run.
+            browser = chrome()
+            try:
+                for name, pictures in SMALL[:3]:
+                    browser.get(f"http://127.0.0.1:{dev.port}/assets/product_image_collection"
+                                f"?view=partitions&partition={name}")
+                    cell = WebDriverWait(browser, 60).until(lambda b: b.find_elements(
+                        By.XPATH, "//td[normalize-space()='indexed']/following-sibling::td[1]"))
+                    assert cell[0].text == str(pictures), name
+            finally:
+                browser.quit()
+            failure = next(e for e in instance.all_logs(alone.run_id) if e.is_dagster_event
+                           and e.dagster_event.is_step_failure)
+            assert failure.dagster_event.step_failure_data.user_failure_data.description.startswith(
+                f"{studio.drops / BROKEN / 'briefs.yaml'}: not valid YAML")
             assert (_count(studio, "spring"), _count(studio, "summer")) == (24, 4)
             assert _products(studio, "summer") == {"red_circle_0.png": ("SUN-1", "Sun disc"),
                                                    "blue_square_0.png": ("TILE-2", "Pool tile")}
@@ -141,16 +216,18 @@ def test_daemon_ingests_drops_references_follow_and_only_the_weekly_run_bills(st
             dev.launch("refresh_catalog", "autumn")
             wait_for_runs(instance, _succeeded("refresh_catalog", "autumn", before), 300, "autumn's catalog refresh")
             time.sleep(12)  # several automation ticks
-            followers = [r for r in instance.get_runs() if r.tags.get("dagster/sensor_name") == "references_follow_inputs"]
             # (Dagster's automation tick can race a run finishing its reference search and request one more
-            # run for that drop, which then keeps its references without searching; autumn ran no search.)
-            assert "autumn" not in {r.tags["dagster/partition"] for r in followers}
-            assert "summer" in {r.tags["dagster/partition"] for r in followers}
+            # run for that drop, which then keeps its references without searching: so only runs after this
+            # refresh count.)
+            followers = [r for r in instance.get_runs() if r.tags.get("dagster/sensor_name") == "references_follow_inputs"
+                         and instance.get_run_record_by_id(r.run_id).create_timestamp.timestamp() > before]
+            assert "autumn" not in {d for r in followers for d in drops_of(r)}
 
             # Billed generation happens only on the weekly schedule or a click: none of this reached Gemini.
             assert gemini.requests == []
             assert instance.get_materialized_partitions(AssetKey("campaign_images")) == set()
-            assert all(r.is_success for r in instance.get_runs())
+            assert all(r.is_success for r in instance.get_runs() if r.tags.get("drops") not in ("10",)
+                       and drops_of(r) != [BROKEN])
 
             # The weekly campaign run (launched here as its schedule would) submits one batch job and ends;
             # the campaign_batches sensor launches the collection once the job has finished.

@@ -103,6 +103,34 @@ def test_a_server_without_bm25_gives_lite_clip_results_with_exact_filters_and_sa
         store.client.drop_collection("server_test")
 
 
+def test_on_a_server_the_drop_is_the_partition_key_and_results_equal_a_flat_search(milvus_server):
+    """Many tenants the way Milvus recommends (the drop as partition key) must not change what a search finds:
+    the top 10 of each query, across all drops and within one, are exactly those of a flat (exact) search."""
+    rng = np.random.default_rng(5)
+    drops = {f"tenant{d}": rng.normal(size=(300, 64)).astype(np.float32) for d in range(4)}
+    with ProductImageStore(milvus_server.uri, TOKEN, "tenants") as store:
+        for drop, vecs in drops.items():
+            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+            rows = [{"sha256": f"{drop}{i:060x}"[-64:], "path": f"{i}.jpg", "aliases": [], "width": 1,
+                     "height": 1, "vector": v} for i, v in enumerate(vecs)]
+            assert store.sync_drop(drop, rows, 64).upserted == 300
+        (key,) = [f["name"] for f in store.client.describe_collection("tenants")["fields"]
+                  if f.get("is_partition_key")]
+        assert key == "drop"
+        every = np.concatenate(list(drops.values()))
+        names = [(drop, i) for drop in drops for i in range(300)]
+        queries = rng.normal(size=(12, 64)).astype(np.float32)
+        for k, q in enumerate(queries):
+            q /= np.linalg.norm(q)
+            exact = [names[i] for i in np.argsort(-(every @ q))[:10]]
+            found = [(h.drop, int(h.path.split(".")[0])) for h in store.search(q, top_k=10)[0]]
+            assert found == exact, k
+            drop = f"tenant{k % 4}"
+            exact = [(drop, i) for i in np.argsort(-(drops[drop] @ q))[:10]]
+            found = [(h.drop, int(h.path.split(".")[0])) for h in store.search(q, drop=drop, top_k=10)[0]]
+            assert found == exact, k
+
+
 def test_a_wrong_token_is_an_authentication_error_that_never_echoes_it(studio, milvus_server):
     draw_drop(studio.drops / "spring", spec=[("red", "circle", 1)])
     for cmd in (("search", "a red circle"), ("run",)):

@@ -166,16 +166,25 @@ def test_sensor_notices_changes_in_a_bucket_from_listings_alone(studio, s3, buck
     instance = DagsterInstance.get()
     draw_drop(tmp_path / "spring", spec=[("red", "circle", 2), ("blue", "square", 1)])
     upload(s3, bucket, tmp_path / "spring", "drops/spring")
+    for drop in ("summer", "autumn"):
+        draw_drop(tmp_path / drop, spec=[("green", "star", 1)], seed=5)
+        upload(s3, bucket, tmp_path / drop, f"drops/{drop}")
     s3.client().put_object(Bucket=bucket, Key="drops/not a drop/x.png", Body=b"x")
 
     first = _tick(instance, None)
-    assert [(r.partition_key, r.tags["trigger"]) for r in first.run_requests] == [("spring", "new drop")]
+    (run,) = first.run_requests  # three new drops: one run of the three
+    assert (run.tags["drop"], run.tags["drops"], run.tags["trigger"]) == ("autumn..summer", "3", "new drop")
     result = materialize_drop("spring")
     assert result.success and all(check_results(result).values())
     assert metadata(result, "product_image_collection")["indexed"] == 3
 
     gets = image_gets(s3, bucket, "spring")
+    seen = len(s3.requests())
     assert _tick(instance, first.cursor).run_requests == []
+    # A tick lists the drops (one request) and every drop's files in one recursive listing (a request per
+    # 1,000 objects), however many drops there are.
+    assert [m for m, path in s3.requests()[seen:]] == ["GET", "GET"]
+    assert all("list-type=2" in path for _, path in s3.requests()[seen:])
     draw_drop(tmp_path / "new", spec=[("green", "star", 1)], seed=3)
     s3.client().put_object(Bucket=bucket, Key="drops/spring/red_circle_1.png",
                            Body=(tmp_path / "new" / "green_star_0.png").read_bytes())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import requests
 from PIL import Image
 
 from conftest import BRIEFS, ROOT, draw_drop
-from servers import free_port, port_open, unavailable
+from servers import chrome, free_port, port_open
 
 
 SUMMER_PRODUCTS = """file,sku,name,category,color
@@ -289,26 +288,13 @@ def test_a_token_guards_the_api_and_binding_beyond_loopback_needs_one(served, tm
     assert token not in (tmp_path / "guarded.log").read_text()
 
 
-def _chrome():
-    if not shutil.which("chromedriver") or not (shutil.which("chromium") or shutil.which("chromium-browser")):
-        unavailable("chromium and chromium-driver not installed (make test installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        options.add_argument(arg)
-    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
-    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-
-
 def test_the_page_in_a_browser_search_then_more_like_this(served, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     server, root, _ = served
-    browser = _chrome()
+    browser = chrome()
     try:
         browser.get(server.url + "/")
         wait = WebDriverWait(browser, 60)

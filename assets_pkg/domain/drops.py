@@ -77,6 +77,13 @@ def drops_root(drops_dir: str | Path) -> AnyPath:
     return root
 
 
+def drop_fingerprints(drops_dir: str | Path) -> tuple[DropListing, dict[str, str]]:
+    """The drops under `drops_dir` and each one's `drop_fingerprint`, from one listing of the whole tree."""
+    listing = discover_drops(drops_dir)
+    tree = storage.list_tree(drops_root(drops_dir))
+    return listing, {d.name: drop_fingerprint(d, tree.get(d.name, [])) for d in listing.drops}
+
+
 def discover_drops(drops_dir: str | Path) -> DropListing:
     """Every visible sub-folder (or sub-prefix) of `drops_dir` is a drop; badly named ones are listed apart."""
     root = drops_root(drops_dir)
@@ -139,12 +146,13 @@ def decode_problem(data: bytes, max_pixels: int) -> str | tuple[int, int, str]:
     return w, h, fmt
 
 
-def drop_fingerprint(drop: ProductDrop) -> str:
-    """A cheap fingerprint of a drop's content from one listing: names, sizes and versions (modification
-    time, or an object's ETag) of its image files, briefs.yaml and products.csv. Any add, replace or remove changes it,
-    and nothing is downloaded: reading every file on every sensor tick would not scale to large libraries."""
+def drop_fingerprint(drop: ProductDrop, entries: list[Entry] | None = None) -> str:
+    """A cheap fingerprint of a drop's content from one listing (`entries`, else the drop folder's): names,
+    sizes and versions (modification time, or an object's ETag) of its image files, briefs.yaml and
+    products.csv. Any add, replace or remove changes it, and nothing is downloaded: reading every file on
+    every sensor tick would not scale to large libraries."""
     h = hashlib.sha256()
-    entries = storage.list_files(drop.folder)
+    entries = storage.list_files(drop.folder) if entries is None else entries
     described = (drop.briefs_file.name, drop.catalog_file.name)
     for e in image_entries(entries) + [e for e in entries if e.rel in described]:
         h.update(f"{e.rel}\0{e.size}\0{e.version}\0{e.problem or ''}\n".encode())

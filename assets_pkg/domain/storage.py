@@ -295,6 +295,26 @@ def list_files(folder: AnyPath) -> list[Entry]:
     return sorted(_walk(folder), key=lambda e: e.rel)
 
 
+def list_tree(root: AnyPath) -> dict[str, list[Entry]]:
+    """`list_files` of every folder right under `root`, by folder name. In an object store this is one
+    recursive listing of the whole prefix (a request per 1,000 objects), not one per folder (at least a
+    request each, so a thousand drops cost a thousand requests)."""
+    if not is_remote(root):
+        return {name: list_files(root / name) for name, is_dir in list_folders(root) if is_dir}
+    with errors(root):
+        found = root.fs.find(root.path, detail=True)
+    base = root.path.rstrip("/") + "/"
+    tree: dict[str, list[Entry]] = {}
+    for key, info in found.items():
+        rel = key[len(base):] if key.startswith(base) else ""
+        folder, _, inner = rel.partition("/")
+        if not inner or _hidden(rel) or info.get("type") == "directory":
+            continue
+        tree.setdefault(folder, []).append(Entry(inner, root / folder / inner, int(info.get("size") or 0),
+                                                 _object_version(info)))
+    return {name: sorted(entries, key=lambda e: e.rel) for name, entries in tree.items()}
+
+
 def _walk(folder: Path) -> Iterator[Entry]:
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
