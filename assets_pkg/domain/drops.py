@@ -78,19 +78,23 @@ def drops_root(drops_dir: str | Path) -> AnyPath:
 
 
 def drop_fingerprints(drops_dir: str | Path) -> tuple[DropListing, dict[str, str]]:
-    """The drops under `drops_dir` and each one's `drop_fingerprint`, from one listing of the whole tree."""
-    listing = discover_drops(drops_dir)
-    tree = storage.list_tree(drops_root(drops_dir))
-    return listing, {d.name: drop_fingerprint(d, tree.get(d.name, [])) for d in listing.drops}
+    """The drops under `drops_dir` and each one's `drop_fingerprint`, from one listing of the whole tree (in a
+    bucket: one request to check the prefix, then one per 1,000 objects)."""
+    root = drops_root(drops_dir)
+    tree = storage.list_tree(root)
+    listing = _drops_in(root, sorted(tree))
+    return listing, {d.name: drop_fingerprint(d, tree[d.name]) for d in listing.drops}
 
 
 def discover_drops(drops_dir: str | Path) -> DropListing:
     """Every visible sub-folder (or sub-prefix) of `drops_dir` is a drop; badly named ones are listed apart."""
     root = drops_root(drops_dir)
+    return _drops_in(root, [name for name, is_folder in storage.list_folders(root) if is_folder])
+
+
+def _drops_in(root: AnyPath, folders: list[str]) -> DropListing:
     listing = DropListing([])
-    for name, is_folder in storage.list_folders(root):
-        if not is_folder:
-            continue
+    for name in folders:
         if DROP_NAME_RE.fullmatch(name):
             listing.drops.append(ProductDrop(name, root / name))
         else:

@@ -61,6 +61,7 @@ MAX_TOP_K = 100  # hits of one search: what the page shows, a brief retrieves, t
 MIN_CANDIDATES = 50
 RRF_K = 60  # RRF's damping constant, Milvus's default
 BM25_SINCE = (2, 5)
+PARTITION_KEY_SINCE = (2, 4)
 # Recorded with each verified sync: a drop synced under an older schema opens the collection once more, so
 # the first run after an upgrade brings the collection to this schema even when nothing else changed.
 SCHEMA_VERSION = 2
@@ -329,11 +330,18 @@ class ProductImageStore:
             return "Milvus Lite"
         return str(self._call("get_server_version", self.client.get_server_version))
 
-    def server_has_bm25(self, version: str | None = None) -> bool:
-        if is_lite_uri(self.uri):
-            return True
+    def _server_since(self, since: tuple[int, int], version: str | None = None) -> bool:
         m = re.match(r"v?(\d+)\.(\d+)", version or self.server_version())
-        return bool(m) and (int(m[1]), int(m[2])) >= BM25_SINCE
+        return bool(m) and (int(m[1]), int(m[2])) >= since
+
+    def server_has_bm25(self, version: str | None = None) -> bool:
+        return is_lite_uri(self.uri) or self._server_since(BM25_SINCE, version)
+
+    def drop_is_partition_key(self, version: str | None = None) -> bool:
+        """Whether a collection made here partitions by drop: on a server since 2.4. (Milvus 2.3 upserts
+        every row of a partition-key collection into one partition, so a query filtered by drop then finds
+        nothing; Milvus Lite keeps one partition anyway.)"""
+        return not is_lite_uri(self.uri) and self._server_since(PARTITION_KEY_SINCE, version)
 
     def search_note(self) -> str | None:
         """One line when text search is CLIP alone here (a server older than 2.5, or a collection it made)."""
@@ -371,12 +379,13 @@ class ProductImageStore:
     def _create(self, collection: str, dim: int) -> None:
         milvus = pymilvus()
         DataType = milvus.DataType
-        bm25 = self.server_has_bm25()
+        version = self.server_version()
+        bm25 = self.server_has_bm25(version)
         schema = milvus.MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=160)
         # On a server the drop is the partition key, as Milvus recommends for many tenants: a search or
-        # query filtered to a drop reads that drop's partition only. (Milvus Lite keeps one partition.)
-        schema.add_field("drop", DataType.VARCHAR, max_length=64, is_partition_key=not is_lite_uri(self.uri))
+        # query filtered to a drop reads that drop's partition only.
+        schema.add_field("drop", DataType.VARCHAR, max_length=64, is_partition_key=self.drop_is_partition_key(version))
         schema.add_field("sha256", DataType.VARCHAR, max_length=64)
         schema.add_field("path", DataType.VARCHAR, max_length=1024)
         schema.add_field("aliases", DataType.VARCHAR, max_length=8192)  # JSON list of other names of the same bytes
