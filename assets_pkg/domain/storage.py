@@ -316,20 +316,36 @@ def list_tree(root: AnyPath) -> dict[str, list[Entry]]:
 
 
 def _walk(folder: Path) -> Iterator[Entry]:
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if name.startswith("."):
+    """The files under a local folder, hidden ones and folder links skipped, from `os.scandir` (the type of
+    each entry comes with the listing, so a plain file costs one stat: the sensor walks every drop each
+    tick)."""
+    root: Path | None = None  # resolved only when there is a link to check
+    stack = [(folder, "")]
+    while stack:
+        where, prefix = stack.pop()
+        try:
+            with os.scandir(where) as it:
+                entries = list(it)
+        except OSError:
+            continue  # an unreadable sub-folder lists nothing, as os.walk has it
+        for e in entries:
+            if e.name.startswith("."):
                 continue
-            full = Path(dirpath) / name
-            rel = full.relative_to(folder).as_posix()
+            rel, full = prefix + e.name, Path(e.path)
             try:
-                if full.is_symlink() and not full.resolve().is_relative_to(folder.resolve()):
-                    yield Entry(rel, full, 0, "", "symbolic link leaves the drop folder")
+                link = e.is_symlink()
+                if e.is_dir():
+                    if not link:  # a link to a folder is not followed
+                        stack.append((full, rel + "/"))
                     continue
-                st = full.stat()
-            except OSError as e:
-                yield Entry(rel, full, 0, "", f"unreadable: {e.strerror or e}")
+                if link:
+                    root = root or folder.resolve()
+                    if not full.resolve().is_relative_to(root):
+                        yield Entry(rel, full, 0, "", "symbolic link leaves the drop folder")
+                        continue
+                st = e.stat()
+            except OSError as err:
+                yield Entry(rel, full, 0, "", f"unreadable: {err.strerror or err}")
                 continue
             if not stat.S_ISREG(st.st_mode):  # a FIFO or device named *.png must not block a read
                 yield Entry(rel, full, 0, "", "not a regular file")
