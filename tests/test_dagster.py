@@ -45,7 +45,7 @@ def test_dg_cli_checks_and_lists_the_same_definitions(studio):
     assert sorted(j["name"] for j in defs["jobs"]) == [
         "collect_campaign_images", "drop_graph", "ingest_drop", "refresh_catalog", "regenerate_campaigns"]
     assert sorted(s["name"] for s in defs["sensors"]) == [
-        "campaign_batches", "drop_folder_sensor", "references_follow_inputs"]
+        "batch_split", "campaign_batches", "drop_folder_sensor", "references_follow_inputs"]
 
 
 def _free_port() -> int:
