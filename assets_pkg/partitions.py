@@ -37,6 +37,11 @@ def batches(order: list[str], wanted, size: int) -> list[list[str]]:
     return out + [run] if run else out
 
 
+def split(drops: list[str], failed: list[str], size: int) -> list[list[str]]:
+    """A failed run's drops again: each that failed alone, the others in batches of neighbours."""
+    return [[d] for d in drops if d in failed] + batches(drops, set(drops) - set(failed), size)
+
+
 def run_drops(tags: dict) -> tuple[str, str] | None:
     """(first, last) drop of a run that carries a range, from its tags."""
     if RANGE_START_TAG in tags:

@@ -79,6 +79,19 @@ def failed_drops_line(failed: dict[str, str], total: int) -> str:
     return f"{len(failed)} of {total} drops failed: " + "; ".join(f"{d}: {e}" for d, e in failed.items())
 
 
+def failed_drops(step_failures, drops: list[str]) -> list[str]:
+    """The drops of a failed run that failed themselves, from its step-failure events (the `failed_drops`
+    their steps named); all of them when a failure names none (no stage put it on a drop)."""
+    named: set[str] = set()
+    for event in step_failures:
+        user = event.step_failure_data.user_failure_data
+        value = user.metadata.get("failed_drops") if user is not None else None
+        if value is None:
+            return list(drops)
+        named |= set(value.value)
+    return [d for d in drops if d in named] or list(drops)
+
+
 def drop_stage(**asset_args):
     """An asset with one partition per drop, from a body `(context, drop, **resources) -> Outcome`."""
 

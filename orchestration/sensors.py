@@ -19,7 +19,8 @@ from dagster import (
 
 from assets_pkg.assets import product_drops
 from assets_pkg.domain.artifacts import digest
-from assets_pkg.partitions import batches, drops_request, run_drops
+from assets_pkg.partitions import batches, drops_request, run_drops, split
+from assets_pkg.stage import failed_drops
 from assets_pkg.domain.drops import drop_fingerprints
 from assets_pkg.domain.errors import StudioError
 from assets_pkg.domain.settings import setting
@@ -158,21 +159,13 @@ def batch_split(context: RunFailureSensorContext):
     if span[0] not in order or span[1] not in order:
         return  # a drop of the range was removed since
     drops = order[order.index(span[0]):order.index(span[1]) + 1]
-    failed: set[str] = set()
-    for event in context.get_step_failure_events():
-        data = event.step_failure_data.user_failure_data
-        named = data.metadata.get("failed_drops") if data is not None else None
-        if named is None:
-            failed = set(drops)  # a failure no stage put on a drop: each drop alone tells which
-            break
-        failed |= set(named.value)
+    # A failure no stage put on a drop fails them all: each drop alone then tells which.
+    failed = failed_drops(context.get_step_failure_events(), drops)
     own_job = run.job_name in {j.name for j in SPLIT_JOBS}
     job, selection = (run.job_name, None) if own_job else (drop_graph_job.name, list(run.asset_selection or []))
-    alone = [[d] for d in drops if d in failed]
-    together = batches(drops, set(drops) - failed, setting("DROP_BATCH"))
-    context.log.info(f"run {run.run_id} of {len(drops)} drops failed; running {', '.join(sorted(failed))} alone "
-                     f"and {sum(map(len, together))} other drop(s) again")
-    for part in alone + together:
+    context.log.info(f"run {run.run_id} of {len(drops)} drops failed; running {', '.join(failed)} alone "
+                     f"and {len(drops) - len(failed)} other drop(s) again")
+    for part in split(drops, failed, setting("DROP_BATCH")):
         yield drops_request(part, run_key=f"split:{run.run_id}:{part[0]}", job_name=job,
                             asset_selection=selection or None,
                             tags={"trigger": f"split from failed run {run.run_id[:8]}"})

@@ -116,19 +116,6 @@ def _failure(result, drop: str) -> str | None:
     return "run failed"
 
 
-def failed_drops(result, drops: list[str]) -> list[str]:
-    """The drops of a run that failed themselves (all of them when a failure names none)."""
-    named: set[str] = set()
-    for event in result.all_events:
-        if event.is_step_failure:
-            user = event.step_failure_data.user_failure_data
-            value = user.metadata.get("failed_drops") if user is not None else None
-            if value is None:
-                return list(drops)
-            named |= set(value.value)
-    return [d for d in drops if d in named] or list(drops)
-
-
 def check_results(result, drop: str | None = None) -> dict[str, bool]:
     """Asset check name -> passed, for the checks a run evaluated (on `drop`'s partition, when given)."""
     return {
@@ -185,7 +172,8 @@ def run_in_batches(run_one, drops: list[str], order: list[str], size: int) -> di
     """drop -> the run that settled it. `drops` go out in runs of at most `size` neighbours in `order`; a failed
     run of several is split as the batch_split sensor splits one (the drops that failed alone, the others
     together again) until every drop succeeded, or failed in a run of its own."""
-    from assets_pkg.partitions import batches
+    from assets_pkg.partitions import batches, split
+    from assets_pkg.stage import failed_drops
 
     settled = {}
     todo = batches(order, drops, size)
@@ -195,8 +183,8 @@ def run_in_batches(run_one, drops: list[str], order: list[str], size: int) -> di
         if result.success or len(part) == 1:
             settled.update({d: result for d in part})
             continue
-        bad = failed_drops(result, part)
-        todo = [[d] for d in bad] + batches(part, set(part) - set(bad), size) + todo
+        failures = [e for e in result.all_events if e.is_step_failure]
+        todo = split(part, failed_drops(failures, part), size) + todo
     return settled
 
 
