@@ -2,7 +2,8 @@
 
 raw_product_images -> clip_embeddings --> product_image_collection --> reference_images --> campaign_images
   `-> product_catalog -------------------------^   `------> campaign_briefs --^                    |
-                                                                       campaign_image_index <-----'
+                                                                       campaign_image_index <-----|
+                                                                       campaign_selects <---------'
 
 Each stage is a folder of stages/: `logic.py` (what it does, no Dagster), `asset.py` (its asset, `ASSETS`,
 and checks of their own, `CHECKS`), `checks.py` (checks evaluated in its step) when it has any. A new stage
@@ -20,8 +21,9 @@ from .stages.collection import asset as collection
 from .stages.embeddings import asset as embeddings
 from .stages.references import asset as references
 from .stages.scan import asset as scan
+from .stages.selects import asset as selects
 
-STAGES = [scan, catalog, embeddings, collection, briefs, references, campaigns, campaign_index]
+STAGES = [scan, catalog, embeddings, collection, briefs, references, campaigns, campaign_index, selects]
 
 
 def stage_assets(stages: list[ModuleType]) -> tuple[list, list]:
@@ -39,7 +41,8 @@ campaign_briefs = briefs.campaign_briefs
 reference_images = references.reference_images
 campaign_images = campaigns.campaign_images
 campaign_image_index = campaign_index.campaign_image_index
+campaign_selects = selects.campaign_selects
 
 __all__ = ["STAGES", "stage_assets", "drop_assets", "drop_checks", "product_drops", "raw_product_images",
            "product_catalog", "clip_embeddings", "product_image_collection", "campaign_briefs", "reference_images",
-           "campaign_images", "campaign_image_index"]
+           "campaign_images", "campaign_image_index", "campaign_selects"]

@@ -43,10 +43,13 @@ class DropLibrary(_FromSettings):
     """Where drops are read from and where each step's files are written."""
 
     SETTINGS: ClassVar = {"drops_dir": "DROPS_DIR", "artifacts_dir": "ARTIFACTS_DIR",
-                          "max_image_pixels": "MAX_IMAGE_PIXELS"}
+                          "max_image_pixels": "MAX_IMAGE_PIXELS", "base_images_dir": "BASE_IMAGES_DIR",
+                          "publish_dir": "PUBLISH_DIR"}
     drops_dir: Optional[str] = None
     artifacts_dir: Optional[str] = None
     max_image_pixels: Optional[int] = None
+    base_images_dir: Optional[str] = None
+    publish_dir: Optional[str] = None
 
     def drop(self, name: str) -> ProductDrop:
         return ProductDrop.at(self.get("drops_dir"), name)
@@ -126,19 +129,21 @@ class MilvusResource(_FromSettings):
         if note:
             context.log.warning(note)
 
-    def store(self, lock_timeout: float = LITE_LOCK_WAIT_S) -> ProductImageStore:
+    def store(self, lock_timeout: float = LITE_LOCK_WAIT_S, share: bool = False) -> ProductImageStore:
         """The product collection. `lock_timeout`: how long to wait for a Milvus Lite file another process
-        holds (a run waits its turn; the search page answers 503 after a few seconds instead)."""
-        return self._store(self.get("collection"), self.get("uri"), lock_timeout)
+        holds (a run waits its turn; the search page answers 503 after a few seconds instead). `share`: let
+        other processes use this one's Milvus for the file while it is open (the search page)."""
+        return self._store(self.get("collection"), self.get("uri"), lock_timeout, share)
 
-    def campaign_store(self, lock_timeout: float = LITE_LOCK_WAIT_S) -> ProductImageStore:
+    def campaign_store(self, lock_timeout: float = LITE_LOCK_WAIT_S, share: bool = False) -> ProductImageStore:
         """The collection of generated campaign images (`<collection>_campaigns`; for Milvus Lite in a file
         of its own, see stages/campaign_index)."""
-        return self._store(campaign_collection(self.get("collection")), campaign_uri(self.get("uri")), lock_timeout)
+        return self._store(campaign_collection(self.get("collection")), campaign_uri(self.get("uri")), lock_timeout,
+                           share)
 
-    def _store(self, collection: str, uri: str, lock_timeout: float) -> ProductImageStore:
+    def _store(self, collection: str, uri: str, lock_timeout: float, share: bool) -> ProductImageStore:
         return ProductImageStore(uri, setting("MILVUS_TOKEN"), collection, lock_timeout=lock_timeout,
-                                 timeout=self.get("timeout_s"), retries=self.get("retries"))
+                                 timeout=self.get("timeout_s"), retries=self.get("retries"), share=share)
 
     @property
     def display_uri(self) -> str:

@@ -18,11 +18,12 @@ from .jobs import (
     collect_campaign_images_job,
     drop_graph_job,
     ingest_drop_job,
+    publish_selects_job,
     refresh_catalog_job,
     regenerate_campaigns_job,
 )
 from .schedules import nightly_catalog_refresh, weekly_campaign_refresh
-from .sensors import batch_split, campaign_batches, drop_folder_sensor, references_follow_inputs
+from .sensors import batch_split, campaign_batches, campaign_reviews, drop_folder_sensor, references_follow_inputs
 
 
 # Modules every step of a drop may need, imported once by the forkserver instead of once per step.
@@ -61,9 +62,9 @@ defs = Definitions(
     assets=drop_assets,
     asset_checks=drop_checks,
     jobs=[drop_graph_job, ingest_drop_job, refresh_catalog_job, regenerate_campaigns_job,
-          collect_campaign_images_job],
+          collect_campaign_images_job, publish_selects_job],
     schedules=[nightly_catalog_refresh, weekly_campaign_refresh],
-    sensors=[drop_folder_sensor, references_follow_inputs, campaign_batches, batch_split],
+    sensors=[drop_folder_sensor, references_follow_inputs, campaign_batches, campaign_reviews, batch_split],
     resources=build_resources(),
     executor=_executor(),
 )

@@ -7,7 +7,7 @@ CLI) and `regenerate_campaigns` (the weekly schedule) include the billed `campai
 
 from dagster import AssetSelection, define_asset_job
 
-from assets_pkg.assets import campaign_images, product_drops
+from assets_pkg.assets import campaign_images, campaign_selects, product_drops
 
 # raw_product_images, product_catalog, clip_embeddings, product_image_collection
 CATALOG = AssetSelection.groups("catalog")
@@ -49,4 +49,12 @@ collect_campaign_images_job = define_asset_job(
     description="GEMINI_MODE=batch: write the images of a finished Batch API job (launched by the "
                 "campaign_batches sensor; submits what is still needed, within GEMINI_MAX_COST_USD) "
                 "and index them for search.",
+)
+
+publish_selects_job = define_asset_job(
+    "publish_selects",
+    selection=AssetSelection.assets(campaign_selects),
+    partitions_def=product_drops,
+    description="Publish a drop's approved campaign images to PUBLISH_DIR with their manifests, and remove "
+                "those no longer approved (launched by the campaign_reviews sensor).",
 )

@@ -27,10 +27,13 @@ from assets_pkg.domain.settings import setting
 from assets_pkg.stages.campaigns.logic import BatchRecord, campaign_batch_path
 from assets_pkg.resources import DropLibrary, ImageGeneratorResource
 
+from assets_pkg.domain.reviews import Reviews
+
 from .jobs import (
     collect_campaign_images_job,
     drop_graph_job,
     ingest_drop_job,
+    publish_selects_job,
     refresh_catalog_job,
     regenerate_campaigns_job,
 )
@@ -138,6 +141,30 @@ def campaign_batches(context: SensorEvaluationContext, library: DropLibrary,
                                    tags={"drop": drop, "trigger": "batch job finished", "gemini/batch_job": job}))
     return SensorResult(run_requests=requests,
                         skip_reason=None if requests else f"{len(waiting)} batch job(s) still running")
+
+
+@sensor(
+    job=publish_selects_job,
+    minimum_interval_seconds=setting("REVIEW_SENSOR_INTERVAL_S"),
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Watches the review decisions under ARTIFACTS_DIR: a drop whose decisions changed (approve, "
+                "reject, clear) gets a run of campaign_selects, which publishes its approved images.",
+)
+def campaign_reviews(context: SensorEvaluationContext, library: DropLibrary) -> SensorResult:
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    now: dict[str, str] = {}
+    requests = []
+    for drop in context.instance.get_dynamic_partitions(product_drops.name):
+        reviews = Reviews(library.artifacts(drop))
+        if not reviews.entries() and drop not in seen:
+            continue  # never reviewed
+        now[drop] = reviews.fingerprint()
+        if seen.get(drop) != now[drop]:
+            context.log.info(f"{drop}: review decisions changed, publishing its selects")
+            requests.append(RunRequest(partition_key=drop, run_key=f"{drop}:reviews:{now[drop]}",
+                                       tags={"drop": drop, "trigger": "review decisions changed"}))
+    return SensorResult(run_requests=requests, cursor=json.dumps(now, sort_keys=True),
+                        skip_reason=None if requests else "no review decisions changed")
 
 
 SPLIT_JOBS = [ingest_drop_job, refresh_catalog_job, regenerate_campaigns_job, drop_graph_job,

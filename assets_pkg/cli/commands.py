@@ -18,6 +18,7 @@ import click
 warnings.filterwarnings("ignore", module="clip")
 warnings.filterwarnings("ignore", message=".*pkg_resources.*")
 
+from ..run_results import asset_metadata, check_results, failure  # noqa: E402  (check_results: for the tests too)
 from .instance import open_instance, reap_dead_runs, sync_drops  # noqa: E402  (after the warning filters)
 
 
@@ -90,49 +91,6 @@ def drops_remove(drop: str, force: bool) -> None:
     print(f"{folder.name}: deleted {rows} Milvus rows, artifacts and "
           f"{'the partition' if had_partition else 'no partition (there was none)'}")
 
-def _failure(result, drop: str) -> str | None:
-    """Why `drop` failed in this run (None: it did not): the line its stage said, or else the run's first error."""
-    if result.success:
-        return None
-    for event in result.all_events:
-        if not event.is_step_failure:
-            continue
-        data = event.step_failure_data
-        user = data.user_failure_data
-        named = user.metadata.get("failed_drops") if user is not None else None
-        if named is not None:
-            if drop not in named.value:
-                continue
-            line = user.description or ""
-            mine = [part.split(": ", 1)[1] for part in line.split("; ") if part.startswith(f"{drop}: ")]
-            return f"{event.step_key}: {mine[0] if mine else line}"
-        if user is not None and user.description:
-            return f"{event.step_key}: {user.description}"
-        err = data.error
-        while err is not None and err.cause is not None:  # the user's exception, not Dagster's wrapper
-            err = err.cause
-        msg = (err.message if err else "failed").strip().splitlines()
-        return f"{event.step_key}: {msg[-1] if msg else 'failed'}"
-    return "run failed"
-
-
-def check_results(result, drop: str | None = None) -> dict[str, bool]:
-    """Asset check name -> passed, for the checks a run evaluated (on `drop`'s partition, when given)."""
-    return {
-        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-        and (drop is None or e.asset_check_evaluation_data.partition in (None, drop))
-    }
-
-
-def _meta(result, asset: str, drop: str) -> dict:
-    events = [m for m in result.asset_materializations_for_node(asset) if m.partition in (None, drop)]
-    if not events:
-        return {}
-    return {k: getattr(v, "value", v) for k, v in events[-1].metadata.items()}
-
-
 def summarize(drop: str, result, artifacts_dir: str) -> dict:
     from assets_pkg.domain.artifacts import DropArtifacts
     from assets_pkg.stages.briefs.logic import read_briefs
@@ -143,7 +101,7 @@ def summarize(drop: str, result, artifacts_dir: str) -> dict:
     art = DropArtifacts.at(artifacts_dir, drop)
     from assets_pkg import assets
 
-    raw, cat, emb, col, camp = (_meta(result, a.key.path[-1], drop) for a in (
+    raw, cat, emb, col, camp = (asset_metadata(result, a.key.path[-1], drop) for a in (
         assets.raw_product_images, assets.product_catalog, assets.clip_embeddings, assets.product_image_collection,
         assets.campaign_images))
     blocked = camp.get("blocked") or []
@@ -164,7 +122,7 @@ def summarize(drop: str, result, artifacts_dir: str) -> dict:
         "generated": sorted(str(p) for p in campaign_pngs(art)) if camp else [],
         "blocked": [b["brief"] for b in blocked],
         "checks": check_results(result, drop),
-        "error": _failure(result, drop),
+        "error": failure(result, drop),
     }
 
 

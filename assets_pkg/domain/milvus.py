@@ -6,6 +6,7 @@ Kept apart from store.py, which is about the collection's rows; this is about th
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import re
@@ -70,6 +71,51 @@ def is_transient(exc: BaseException) -> bool:
 
 def is_lite_uri(uri: str) -> bool:
     return not re.match(r"^(https?|tcp|grpc|unix)://", uri)
+
+
+# -- a Milvus Lite file shared by the process that has it open -------------------------------------
+# A Lite file is served by a Milvus process its opener starts, on a local socket. `drop-studio serve` keeps the
+# file open all day, so it names that socket in a file beside the Lite file, and runs that find the file taken
+# work through the same Milvus process instead of waiting for it (milvus-lite stops that process when its
+# opener exits: a stale note names a dead process and a socket that is gone, and is ignored).
+def _share_note(path: str) -> Path:
+    return Path(f"{path}.shared.json")
+
+
+def share_lite(path: str) -> None:
+    """Name the socket of the Lite file this process has open, for other processes to use."""
+    from milvus_lite.server_manager import server_manager_instance
+
+    uri = server_manager_instance.start_and_get_uri(path)  # the server this process runs already
+    note = _share_note(path)
+    tmp = note.with_name(f".{note.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "uri": uri}))
+    tmp.replace(note)
+
+
+def unshare_lite(path: str) -> None:
+    note = _share_note(path)
+    try:
+        if json.loads(note.read_text()).get("pid") == os.getpid():
+            note.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def shared_lite_uri(path: str) -> str | None:
+    """The socket of the Milvus process serving the Lite file at `path` for its opener, if one is up."""
+    try:
+        doc = json.loads(_share_note(path).read_text())
+        pid, uri = int(doc["pid"]), str(doc["uri"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return uri if uri.startswith("unix:") and os.path.exists(uri[len("unix:"):]) else None
 
 
 def lite_fingerprint(uri: str) -> str | None:

@@ -14,6 +14,8 @@ from .image_models import DEFAULT_GEMINI_IMAGE_MODEL
 DEFAULTS: dict[str, str | int | None] = {
     "DROPS_DIR": "data/drops",
     "ARTIFACTS_DIR": "data/artifacts",
+    "BASE_IMAGES_DIR": None,  # base images briefs share (`base_image:`), besides those in a drop's own folder
+    "PUBLISH_DIR": "data/publish",  # approved campaign images with their manifests: a folder or a bucket URL
     "MAX_IMAGE_PIXELS": 64_000_000,
     "CLIP_MODEL": "ViT-B/32",
     "CLIP_DEVICE": "auto",
@@ -45,6 +47,7 @@ DEFAULTS: dict[str, str | int | None] = {
     "SEARCH_HOST": "127.0.0.1",  # loopback; anything else needs DROP_STUDIO_TOKEN
     "SEARCH_PORT": 8787,
     "DROP_SENSOR_INTERVAL_S": 30,
+    "REVIEW_SENSOR_INTERVAL_S": 30,
     # Drops per run when many need work at once (sensor, schedules, UI backfills); README has the measurements.
     "DROP_BATCH": 10,
     "AUTOMATION_INTERVAL_S": 30,

@@ -23,6 +23,7 @@ import itertools
 import json
 import logging
 import re
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,7 +36,8 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from .drops import validate_drop_name
 from .errors import StoreError
-from .milvus import IDEMPOTENT, is_auth_error, is_lite_uri, is_transient, lite_fingerprint, pymilvus
+from .milvus import (IDEMPOTENT, is_auth_error, is_lite_uri, is_transient, lite_fingerprint, pymilvus, share_lite,
+                     shared_lite_uri, unshare_lite)
 from .products import SKU_RE, filter_value, search_text
 from .settings import DEFAULTS
 
@@ -166,7 +168,9 @@ class ProductImageStore:
 
     A Milvus Lite file can be open in one process at a time, so for Lite the
     store holds a file lock while open; other runs wait for it (up to
-    `lock_timeout` seconds) instead of failing.
+    `lock_timeout` seconds) instead of failing. A store opened with `share`
+    (the search page's, open all day) lets other processes use its Milvus
+    while it has the file, and they do instead of waiting (milvus.share_lite).
     """
 
     def __init__(
@@ -178,6 +182,7 @@ class ProductImageStore:
         timeout: float = DEFAULTS["MILVUS_TIMEOUT_S"],
         retries: int = DEFAULTS["MILVUS_RETRIES"],
         retry_delay: float = 0.5,
+        share: bool = False,
     ):
         if not COLLECTION_RE.fullmatch(collection):
             raise StoreError(f"MILVUS_COLLECTION={collection!r} is not a valid collection name")
@@ -193,6 +198,8 @@ class ProductImageStore:
         self._schema: dict[str, dict] | None = None
         self.fingerprint_at_close: str | None = None
         self._lock: FileLock | None = None
+        self._connect_uri: str | None = None  # another process's Milvus for this Lite file (it shares it)
+        self.share = share
 
     # -- connection --------------------------------------------------------
     def _clean(self, msg: str) -> str:
@@ -211,15 +218,12 @@ class ProductImageStore:
                     f"embeddings in ARTIFACTS_DIR are reused, nothing is embedded twice"
                 )
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock = FileLock(str(path) + ".lock")
-            try:
-                self._lock.acquire(timeout=self.lock_timeout)
-            except Timeout:
-                raise StoreError(
-                    f"MILVUS_URI={self.uri}: Milvus Lite file still in use by another run after {self.lock_timeout:.0f}s"
-                ) from None
+            self._connect_uri = self._take_lite_file(path)
         try:
-            self._client = pymilvus().MilvusClient(uri=self.uri, token=self._token, timeout=self.timeout)
+            self._client = pymilvus().MilvusClient(uri=self._connect_uri or self.uri, token=self._token,
+                                                   timeout=self.timeout)
+            if self.share and self._lock is not None:
+                share_lite(self.uri)
         except Exception as e:
             self._release()
             what = "Milvus Lite file cannot be opened (in use by another process?)" if is_lite_uri(self.uri) \
@@ -236,6 +240,26 @@ class ProductImageStore:
             raise
         return self
 
+    def _take_lite_file(self, path: Path) -> str | None:
+        """Take the Lite file's lock (None: this process opens the file), or the socket of the process that
+        has it open and shares it (`share`); else wait for one or the other, up to `lock_timeout`."""
+        lock = FileLock(str(path) + ".lock")
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                lock.acquire(timeout=0)
+                self._lock = lock
+                return None
+            except Timeout:
+                pass
+            shared = shared_lite_uri(str(path))
+            if shared is not None:
+                return shared
+            if time.monotonic() >= deadline:
+                raise StoreError(f"MILVUS_URI={self.uri}: Milvus Lite file still in use by another run after "
+                                 f"{self.lock_timeout:.0f}s")
+            time.sleep(0.1)
+
     def _release(self):
         if self._lock is not None and self._lock.is_locked:
             self._lock.release()
@@ -245,7 +269,8 @@ class ProductImageStore:
         if self._client is not None:
             try:
                 self._client.close()
-                if is_lite_uri(self.uri):
+                if is_lite_uri(self.uri) and self._connect_uri is None:
+                    unshare_lite(self.uri)
                     # The in-process Lite server outlives the client and keeps the data folder
                     # locked; stop it so the next process (after our file lock) can open the file.
                     from milvus_lite.server_manager import server_manager_instance
@@ -255,6 +280,7 @@ class ProductImageStore:
                     self.fingerprint_at_close = lite_fingerprint(self.uri)
             finally:
                 self._client = None
+                self._connect_uri = None
                 self._schema = self._full_text = None
                 self._release()
 

@@ -2,9 +2,9 @@
 generated campaign images, the facts of each drop, and thumbnails of the files the index names.
 
 A `SearchService` serves one process (`drop-studio serve`): the CLIP model is loaded once, and the Milvus
-connection is kept open between requests. A Milvus Lite file can be open in one process at a time, so
-for Lite the connection is let go after `idle_s` without requests: runs, which queue on the file's lock,
-get their turn, and a request made while a run holds the file fails fast with a clear message.
+connection is kept open between requests. A Milvus Lite file can be open in one process at a time: the
+page keeps it open and shares it, so runs work through the page's Milvus while it searches; a request made
+while a run that started first holds the file fails fast (503) with a clear message.
 
 Only files that the index names (rows of a drop, in Milvus) or the artifacts name (contact sheets) are
 ever read for a client: a path is looked up among a drop's rows, never joined onto a folder as given.
@@ -26,11 +26,10 @@ from ..domain import storage
 from ..domain.artifacts import DropArtifacts, read_json
 from ..domain.drops import DROP_NAME_RE, decode_problem, discover_drops, load_rgb
 from ..domain.errors import StudioError
-from ..domain.milvus import is_lite_uri
 from ..domain.products import FILTER_FIELDS, InvalidFilter, filter_value
 from ..domain.store import MAX_TOP_K, ProductImageStore
 from ..stages.briefs.logic import read_briefs
-from ..stages.campaigns.logic import CampaignOutputs, campaign_dir, campaign_pngs
+from ..stages.campaigns.logic import campaign_dir, campaign_pngs
 from ..stages.catalog.logic import read_catalog_of
 from ..stages.references.logic import read_references
 from ..stages.scan.logic import read_manifest
@@ -43,7 +42,9 @@ MAX_QUERY_CHARS = 300
 THUMBNAIL_SIDE = 320
 MAX_UPLOAD_BYTES = 20_000_000  # a picture to search by
 THUMBNAILS_KEPT = 2048  # about 30 MB of JPEGs
+SIDECARS_KEPT = 20_000  # campaign images' facts, a few KB each
 SHEETS = ("drop", "references", "campaign")
+RETRY_OPEN_S = 2.0  # after Milvus could not be opened, requests answer 503 at once for this long
 
 
 class BadRequest(StudioError):
@@ -137,23 +138,24 @@ def _reference(r: dict) -> dict:
 
 
 class _Connection:
-    """The product and campaign collections, opened on demand, used by one request at a time, and (for
-    Milvus Lite files) closed after `idle_s` without use."""
+    """The product and campaign collections, opened on demand and kept open, used by one request at a time.
+    A Milvus Lite file stays open for as long as the page runs, shared: runs use this process's Milvus for
+    it rather than wait for the file (domain/milvus.share_lite)."""
 
     def __init__(self, open_products: Callable[[], ProductImageStore],
-                 open_campaigns: Callable[[], ProductImageStore], idle_s: float):
+                 open_campaigns: Callable[[], ProductImageStore]):
         self._open = (open_products, open_campaigns)
-        self._idle_s = idle_s
         self._lock = threading.RLock()
         self._store: ProductImageStore | None = None
         self._campaigns: ProductImageStore | None = None
-        self._last_use = 0.0
-        self._closer: threading.Timer | None = None
+        self._busy: tuple[float, str] | None = None  # when opening last failed, and why
 
     @contextmanager
     def use(self) -> Iterator[tuple[ProductImageStore, ProductImageStore]]:
         with self._lock:
             if self._store is None:
+                if self._busy is not None and time.monotonic() - self._busy[0] < RETRY_OPEN_S:
+                    raise Busy(self._busy[1])  # at once: the requests queued behind a failed open need not wait
                 stores = [open_store() for open_store in self._open]
                 try:
                     for store in stores:
@@ -161,29 +163,11 @@ class _Connection:
                 except StudioError as e:
                     for store in stores:
                         store.close()
+                    self._busy = (time.monotonic(), str(e))
                     raise Busy(str(e)) from None
                 self._store, self._campaigns = stores
-            try:
-                yield self._store, self._campaigns
-            finally:
-                self._last_use = time.monotonic()
-                if is_lite_uri(self._store.uri) and self._closer is None:
-                    self._schedule_close()
-
-    def _schedule_close(self) -> None:
-        self._closer = threading.Timer(self._idle_s, self._close_if_idle)
-        self._closer.daemon = True
-        self._closer.start()
-
-    def _close_if_idle(self) -> None:
-        with self._lock:
-            self._closer = None
-            if self._store is None:
-                return
-            if time.monotonic() - self._last_use >= self._idle_s:
-                self.close_now()
-            else:
-                self._schedule_close()
+                self._busy = None
+            yield self._store, self._campaigns
 
     def close_now(self) -> None:
         for store in (self._store, self._campaigns):
@@ -197,16 +181,17 @@ class SearchService:
 
     def __init__(self, drops_dir: str, artifacts_dir: str, open_products: Callable[[], ProductImageStore],
                  open_campaigns: Callable[[], ProductImageStore], load_encoder: Callable[[], "ClipEncoder"],
-                 idle_s: float = 10.0, cache_s: float = 10.0):
+                 cache_s: float = 10.0):
         self.drops_root = storage.location("DROPS_DIR", drops_dir)
         self.artifacts_dir = artifacts_dir
-        self._connection = _Connection(open_products, open_campaigns, idle_s)
+        self._connection = _Connection(open_products, open_campaigns)
         self._load_encoder = load_encoder
         self._encoder: "ClipEncoder | None" = None
         self._encoder_lock = threading.Lock()
         self._cached = TTLCache(maxsize=4096, ttl=cache_s)  # drop names, rows, facets: seconds-old is fine
         self._cache_lock = threading.Lock()
         self._thumbnails = LRUCache(maxsize=THUMBNAILS_KEPT)
+        self._sidecars = LRUCache(maxsize=SIDECARS_KEPT)
         self._thumb_lock = threading.Lock()
 
     def close(self) -> None:
@@ -222,6 +207,12 @@ class SearchService:
         with self._cache_lock:
             self._cached[key] = value
         return value
+
+    def forget(self, drop: str) -> None:
+        """Drop what is cached of `drop` (a run of this process changed it)."""
+        with self._cache_lock:
+            for key in [k for k in self._cached if k in (("drop facts",),) or (len(k) == 3 and k[2] == drop)]:
+                self._cached.pop(key, None)
 
     def drop_names(self) -> list[str]:
         return self._remember(("drops",), lambda: [d.name for d in discover_drops(self.drops_root).drops])
@@ -325,28 +316,48 @@ class SearchService:
 
         return self._remember(("drop facts",), compute)
 
+    def _sidecar(self, entry: storage.Entry) -> dict:
+        """A campaign image's sidecar, read again only when the listing shows it changed."""
+        key = (str(entry.path), entry.version)
+        with self._thumb_lock:
+            if key in self._sidecars:
+                return self._sidecars[key]
+        doc = read_json(entry.path, {}) or {}
+        with self._thumb_lock:
+            self._sidecars[key] = doc
+        return doc
+
     def drop_detail(self, drop: str) -> dict:
-        """The drop's counts, its briefs with their references, its campaign images with their sidecar facts,
-        and which contact sheets exist."""
+        """The drop's counts, its briefs with their references, its campaign images with their sidecar facts
+        and lineage (references, base image, the image a revision was made from and its note), which campaign
+        images each product picture went into, and which contact sheets exist."""
         art = DropArtifacts.at(self.artifacts_dir, drop)
         refs = read_references(art)
-        briefs = [{"id": b.id, "prompt": b.prompt, "query": b.query, "products": b.products, "where": b.where,
-                   "references": [_reference(r) for r in refs.get(b.id, [])]}
-                  for b in read_briefs(art)]
+        files = {e.rel: e for e in storage.list_files(campaign_dir(art))}
         campaign = []
-        outputs = CampaignOutputs(campaign_dir(art))
-        for png in campaign_pngs(art):
-            facts = read_json(outputs.sidecar(png.stem), {})
+        used_in: dict[str, list[str]] = {}
+        for rel in sorted(r for r in files if r.endswith(".png") and "/" not in r):
+            sidecar = files.get(rel[:-4] + ".json")
+            facts = self._sidecar(sidecar) if sidecar else {}
+            brief = facts.get("brief", {})
+            path = f"campaign/{rel}"
             campaign.append({
-                "path": f"campaign/{png.name}", "brief": facts.get("brief", {}).get("id", png.stem),
-                "prompt": facts.get("brief", {}).get("prompt", ""), "model": facts.get("model"),
-                "generator": facts.get("generator"), "finish_reason": facts.get("finish_reason"),
-                "estimated_cost_usd": facts.get("estimated_cost_usd"),
+                "path": path, "brief": brief.get("id", rel[:-4]), "prompt": brief.get("prompt", ""),
+                "model": facts.get("model"), "generator": facts.get("generator"),
+                "finish_reason": facts.get("finish_reason"), "estimated_cost_usd": facts.get("estimated_cost_usd"),
+                "image_size": facts.get("image_size"), "base_image": facts.get("base_image"),
+                "revision": facts.get("revision"),
                 "references": [_reference(r) for r in facts.get("references", [])],
             })
+            for r in facts.get("references", []):
+                used_in.setdefault(r["path"], []).append(path)
+        briefs = [{"id": b.id, "prompt": b.prompt, "query": b.query, "products": b.products, "where": b.where,
+                   "base_image": b.base_image,
+                   "references": [{**_reference(r), "used_in": used_in.get(r["path"], [])} for r in refs.get(b.id, [])]}
+                  for b in read_briefs(art)]
         summary = next((d for d in self.drops() if d["drop"] == drop), {"drop": drop})
         sheets = [name for name in SHEETS if storage.exists(art.sheet_path(name))]
-        return {**summary, "briefs": briefs, "campaign": campaign, "sheets": sheets}
+        return {**summary, "briefs": briefs, "campaign": campaign, "used_in": used_in, "sheets": sheets}
 
     # -- files -------------------------------------------------------------
     def thumbnail(self, kind: str, drop: str, path: str) -> bytes:

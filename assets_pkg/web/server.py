@@ -9,12 +9,17 @@
     GET  /api/drops/{drop}                     the drop's briefs with references, campaign images, sheets
     GET  /api/thumbnail?drop=D&path=P[&kind=]  JPEG of an indexed image, 320 px on its long side
     GET  /api/sheet?drop=D&name=drop|references|campaign   a contact sheet the artifacts hold
+    POST /api/review {"drop", "path", "decision": approve|reject|clear, "note", "reviewer"}   a decision
+    POST /api/revise {"drop", "path", "note"[, "reviewer"]}   the image changed as the note says, by the image
+                                               model, as the brief's next variant: {"path", "parent", "note"}
     POST /api/login {"token": ...}             with DROP_STUDIO_TOKEN: sets the session cookie
 
 Bad arguments are HTTP 400 with {"error": "<parameter>: <what is wrong>"}; Milvus unable to answer (a run
-holding the Lite file, a server down) is 503. With DROP_STUDIO_TOKEN set, every /api/ route wants it as
+holding the Lite file, a server down) is 503; a revision its run could not make (over GEMINI_MAX_COST_USD,
+refused by the model) is 409 with the run's one line. With DROP_STUDIO_TOKEN set, every /api/ route wants it as
 `Authorization: Bearer <token>` or the cookie /api/login sets. No CORS headers are sent, so other sites'
-pages cannot read the API from a visitor's browser, and a POST whose Origin is another site is refused.
+pages cannot read the API from a visitor's browser; a POST whose Origin (or Sec-Fetch-Site) says another site
+is refused, and the writes take JSON only, which a cross-site form cannot send.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from starlette.routing import Route
 
 from ..domain.errors import StudioError
 from ..domain.settings import DEFAULTS
+from .review import ReviewDesk, RevisionFailed
 from .search import (MAX_UPLOAD_BYTES, BadRequest, Busy, SearchService, parse_filters, parse_k, parse_kind,
                      parse_query, parse_upload)
 
@@ -58,7 +64,9 @@ def _with_thumbnails(found) -> list[dict]:
 
 
 def create_app(service: SearchService, token: str | None = None,
-               max_pixels: int = DEFAULTS["MAX_IMAGE_PIXELS"]) -> Starlette:
+               max_pixels: int = DEFAULTS["MAX_IMAGE_PIXELS"], desk: ReviewDesk | None = None) -> Starlette:
+    desk = desk or ReviewDesk(service.artifacts_dir)
+
     def search(request: Request) -> JSONResponse:
         q = request.query_params
         query = parse_query(q.get("q"))
@@ -104,8 +112,13 @@ def create_app(service: SearchService, token: str | None = None,
         for brief in detail["briefs"]:
             for ref in brief["references"]:
                 ref["thumbnail"] = thumbnail_url("product", drop, ref["path"])
+        history = desk.history(drop)
         for image in detail["campaign"]:
             image["thumbnail"] = thumbnail_url("campaign", drop, image["path"])
+            decisions = history.get(image["path"], [])
+            last = decisions[-1] if decisions and decisions[-1].decision != "clear" else None
+            image["review"] = last and {k: getattr(last, k) for k in ("decision", "note", "reviewer", "time")}
+            image["history"] = [d.to_dict() for d in decisions]
         detail["sheets"] = {name: "/api/sheet?" + urlencode({"drop": drop, "name": name}) for name in detail["sheets"]}
         return JSONResponse(detail)
 
@@ -122,6 +135,35 @@ def create_app(service: SearchService, token: str | None = None,
         drop = service.check_drop(q.get("drop"), required=True)
         return Response(service.sheet(drop, q.get("name", "")), media_type="image/jpeg",
                         headers={"Cache-Control": "private, max-age=60"})
+
+    async def json_body(request: Request) -> dict:
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            raise BadRequest("body", "send JSON (Content-Type: application/json)")
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadRequest("body", "not valid JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("body", "send a JSON object")
+        return body
+
+    async def review(request: Request) -> JSONResponse:
+        body = await json_body(request)
+        drop = service.check_drop(body.get("drop") if isinstance(body.get("drop"), str) else None, required=True)
+        made = await run_in_threadpool(desk.decide, drop, body)
+        return JSONResponse({"review": made.to_dict(),
+                             "history": [d.to_dict() for d in desk.history(drop).get(made.image, [])]})
+
+    async def revise(request: Request) -> JSONResponse:
+        body = await json_body(request)
+        drop = service.check_drop(body.get("drop") if isinstance(body.get("drop"), str) else None, required=True)
+        try:
+            path = await run_in_threadpool(desk.revise, drop, body)
+        except RevisionFailed as e:
+            return JSONResponse({"error": str(e)}, status_code=409)
+        service.forget(drop)  # the new image's row, counts and facts
+        return JSONResponse({"path": path, "parent": body["path"], "note": body["note"].strip(),
+                             "thumbnail": thumbnail_url("campaign", drop, path)})
 
     async def login(request: Request) -> JSONResponse:
         try:
@@ -154,7 +196,8 @@ def create_app(service: SearchService, token: str | None = None,
         Route("/api/search", search), Route("/api/similar", similar, methods=["GET", "POST"]),
         Route("/api/drops", drops), Route("/api/facets", facets),
         Route("/api/drops/{drop}", drop_detail), Route("/api/thumbnail", thumbnail), Route("/api/sheet", sheet),
-        Route("/api/login", login, methods=["POST"]),
+        Route("/api/login", login, methods=["POST"]), Route("/api/review", review, methods=["POST"]),
+        Route("/api/revise", revise, methods=["POST"]),
     ]
     return Starlette(
         routes=routes,
@@ -172,8 +215,11 @@ def _one_kind(raw: str | None) -> str:
 
 
 def _same_origin(request: Request) -> bool:
-    """A browser names the page a request comes from (Origin; else Referer): another site's page may not
-    post to this server. Scripts that send neither (curl, requests) are let through, to the token check."""
+    """A browser names the page a request comes from (Origin; else Referer; and Sec-Fetch-Site): another
+    site's page may not post to this server. Scripts that send none (curl, requests) are let through, to the
+    token check."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
     origin = request.headers.get("origin") or request.headers.get("referer")
     if not origin:
         return True
@@ -207,7 +253,7 @@ class _Guard(BaseHTTPMiddleware):
 
 
 # A run holding a Milvus Lite file answers a search with 503 in seconds, not after a run's wait.
-SEARCH_LOCK_WAIT_S = 5
+SEARCH_LOCK_WAIT_S = 1
 
 
 def build_service(milvus: MilvusResource) -> SearchService:
@@ -216,7 +262,8 @@ def build_service(milvus: MilvusResource) -> SearchService:
     from ..resources import ClipModel
 
     return SearchService(setting("DROPS_DIR"), setting("ARTIFACTS_DIR"),
-                         lambda: milvus.store(SEARCH_LOCK_WAIT_S), lambda: milvus.campaign_store(SEARCH_LOCK_WAIT_S),
+                         lambda: milvus.store(SEARCH_LOCK_WAIT_S, share=True),
+                         lambda: milvus.campaign_store(SEARCH_LOCK_WAIT_S, share=True),
                          ClipModel().encoder)
 
 

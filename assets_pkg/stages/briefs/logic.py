@@ -13,6 +13,9 @@
         products: [SKU-4471]        # optional: these products' images are the first references (then
                                     #   `query` is optional); SKUs from the drop's products.csv
         where: {category: hats}     # optional: the search's filters (sku, category, color)
+        base_image: models/anna.jpg # optional: a photo to change rather than a scene to invent: sent
+                                    #   first, the prompt asks the model to put the products into it.
+                                    #   A file in the drop, else under BASE_IMAGES_DIR
 
 Sizes and aspect ratios are checked against what the configured image model offers (domain/image_models.py).
 
@@ -59,6 +62,15 @@ class Brief(BaseModel):
     variants: Annotated[int, Field(ge=1, le=MAX_VARIANTS)] = 1
     products: list[Annotated[str, StringConstraints(pattern=SKU_RE.pattern)]] = []  # SKUs, references first
     where: dict[Literal[FILTER_FIELDS], str] = {}  # the search's filters
+    base_image: Optional[str] = None  # a photo to change (in the drop, else under BASE_IMAGES_DIR)
+
+    @field_validator("base_image")
+    @classmethod
+    def _relative(cls, v):
+        if v is not None and (not v.strip() or v.startswith(("/", "~")) or "\\" in v or ":" in v
+                              or ".." in v.split("/") or len(v) > 255):
+            raise ValueError("base_image")
+        return v
 
     @field_validator("where")
     @classmethod
@@ -88,7 +100,8 @@ class Brief(BaseModel):
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v  # `image_size: 512` in YAML
 
     def to_dict(self) -> dict:
-        return self.model_dump()
+        # Without a base image a brief is stored as before base images existed: its key is unchanged.
+        return self.model_dump(exclude={"base_image"} if self.base_image is None else None)
 
 
 def _problem(error: dict, raw: dict, where_size: str) -> str:
@@ -105,6 +118,9 @@ def _problem(error: dict, raw: dict, where_size: str) -> str:
     if key == "where":
         return (f"where: {error['msg'].removeprefix('Value error, ')}" if error["type"] == "value_error" else
                 f"where must map {', '.join(FILTER_FIELDS)} to a value, got {value!r}")
+    if key == "base_image":
+        return (f"base_image must be a path inside the drop (or BASE_IMAGES_DIR), like models/front.jpg; "
+                f"got {value!r}")
     if key == "id":
         return "id must be 1-64 letters, digits, '-' or '_'"
     if key == "top_k":
@@ -182,6 +198,32 @@ def check_products(briefs: list[Brief], catalog: Catalog, where: str | Path | An
                 hint = (f"products.csv lists {len(known)} SKUs" if catalog.present else
                         "the drop has no products.csv")
                 raise BriefsError(f"{where}: brief {b.id!r}: unknown SKU {sku!r} ({hint})")
+
+
+def base_image_path(brief: Brief, drop_folder: AnyPath, shared: str | None) -> AnyPath | None:
+    """Where the brief's base image is: in the drop, else under BASE_IMAGES_DIR (`shared`); None when
+    neither has it."""
+    candidates = [drop_folder / brief.base_image]
+    if shared:
+        candidates.append(storage.location("BASE_IMAGES_DIR", shared) / brief.base_image)
+    return next((c for c in candidates if storage.exists(c)), None)
+
+
+def check_base_images(briefs: list[Brief], drop_folder: AnyPath, shared: str | None, max_pixels: int,
+                      where: str | Path | AnyPath) -> None:
+    """Every base image a brief names exists and decodes: checked before anything is searched or billed."""
+    from ...domain.drops import decode_problem
+
+    for b in briefs:
+        if b.base_image is None:
+            continue
+        path = base_image_path(b, drop_folder, shared)
+        if path is None:
+            looked = "the drop" + (f" or BASE_IMAGES_DIR={shared}" if shared else " (BASE_IMAGES_DIR is not set)")
+            raise BriefsError(f"{where}: brief {b.id!r}: base_image {b.base_image!r} not found in {looked}")
+        problem = decode_problem(storage.read_bytes(path), max_pixels)
+        if isinstance(problem, str):
+            raise BriefsError(f"{where}: brief {b.id!r}: base_image {b.base_image!r} cannot be used ({problem})")
 
 
 def write_briefs(art: DropArtifacts, briefs: list[Brief]) -> str:

@@ -10,11 +10,16 @@ from ...stage import Outcome, drop_stage
 from ..briefs.asset import campaign_briefs
 from ..references.asset import reference_images
 from .checks import CAMPAIGN_IMAGES_DECODE, campaign_images_decode
-from .logic import campaign_dir, make_campaign_images
+from .logic import Revision, campaign_dir, make_campaign_images
 
 
 class CampaignConfig(Config):
     force: bool = False  # regenerate even when prompt, model, settings and references are unchanged
+    # A revision (the search page's Revise, POST /api/revise): this image, changed as the note says, becomes
+    # the next variant of its brief; nothing else is generated in that run.
+    revise: str = ""  # campaign/<stem>.png
+    note: str = ""
+    reviewer: str = ""
 
 
 @drop_stage(
@@ -29,12 +34,14 @@ def campaign_images(context: AssetExecutionContext, drop: str, config: CampaignC
                     generator: ImageGeneratorResource) -> Outcome:
     art = library.artifacts(drop)
     gen = generator.generator()  # a shut-down model fails here, before any request
-    mode = generator.run_mode()
+    revision = Revision(config.revise, config.note, config.reviewer) if config.revise else None
+    mode = "interactive" if revision else generator.run_mode()  # a person waits for a revision
     info = generator.model_info()
     price = (lambda size: info.price(size, mode)) if generator.enabled else (lambda size: 0.0)
     report = make_campaign_images(library.drop(drop), art, gen, mode, price, generator.cost_cap(),
                                   generator.get("concurrency"), config.force, log=context.log.info,
-                                  warn=context.log.warning)
+                                  warn=context.log.warning, revision=revision,
+                                  shared_base_images=library.get("base_images_dir"))
     sheet = contact_sheet_metadata(
         art.sheet_path("campaign"), "campaign", reuse=False,
         draw=lambda: contact_sheet([(p, storage.as_path(p).stem) for p in report.generated], thumb=256, cols=4,
@@ -56,6 +63,8 @@ def campaign_images(context: AssetExecutionContext, drop: str, config: CampaignC
         "estimated_cost_usd": report.estimated_cost_usd,
         "estimated_cost_per_brief": MetadataValue.json(report.per_brief_cost_usd),
         "removed_stale": MetadataValue.json(report.removed_stale),
+        **({"revision": report.revision, "revision_of": revision.parent, "revision_note": revision.note,
+            "waiting_for_full_run": report.waiting} if revision else {}),
         "output_dir": MetadataValue.path(str(campaign_dir(art))),
         **sheet,
     })

@@ -40,6 +40,20 @@ class Reference:
         return f"{self.path.name}  ({self.sku or f'{self.score:.2f}'})"
 
 
+@dataclass(frozen=True)
+class Edit:
+    """An image for the model to change (a brief's base image, or an image to revise), sent before the
+    references, and the instruction that says what to change."""
+
+    image: Path
+    instruction: str
+
+
+# An image to change goes as it is (a PNG the model made, a JPEG shot) up to this size, else as a JPEG.
+EDIT_MAX_BYTES = 7_000_000
+EDIT_MAX_SIDE = 2048
+
+
 @dataclass
 class Generation:
     brief_id: str
@@ -77,7 +91,9 @@ class BoardGenerator:
     name = "offline-board"
     model = None
 
-    def generate(self, brief: Brief, references: Sequence[Reference]) -> Generation:
+    def generate(self, brief: Brief, references: Sequence[Reference], edit: Edit | None = None) -> Generation:
+        if edit is not None:
+            return self._edit(brief, references, edit)
         W, H = _aspect_size(brief.aspect_ratio, SIZE_PIXELS[brief.image_size])
         board = Image.new("RGB", (W, H), (248, 246, 240))
         d = ImageDraw.Draw(board)
@@ -104,6 +120,31 @@ class BoardGenerator:
                    font=font(max(12, W // 70)))
         if not references:
             d.text((margin, top), "no reference images found", fill=(160, 40, 40), font=prompt_font)
+        return Generation(brief.id, self.name, None, _png(board), text="", finish_reason="STOP")
+
+    def _edit(self, brief: Brief, references: Sequence[Reference], edit: Edit) -> Generation:
+        """The image to change, warmed a little, with the instruction written under it and the references
+        in a strip beside it: what an editor would be asked, laid out."""
+        W, H = _aspect_size(brief.aspect_ratio, SIZE_PIXELS[brief.image_size])
+        board = Image.new("RGB", (W, H), (250, 244, 232))
+        d = ImageDraw.Draw(board)
+        margin = W // 32
+        strip = W // 6 if references else 0
+        banner = max(60, H // 6)
+        base = load_rgb(edit.image)
+        base.thumbnail((W - strip - 2 * margin, H - banner - 2 * margin), Image.LANCZOS)
+        warm = Image.merge("RGB", [c.point(lambda v, f=f: min(255, round(v * f)))
+                                   for c, f in zip(base.split(), (1.06, 1.0, 0.9))])
+        board.paste(warm, (margin, margin))
+        for k, ref in enumerate(references[:4]):
+            try:
+                img = load_rgb(ref.path)
+            except Exception:
+                continue
+            img.thumbnail((strip - margin, strip - margin))
+            board.paste(img, (W - strip, margin + k * strip))
+        d.multiline_text((margin, H - banner), wrap(f"Edit: {edit.instruction}", 80), fill=(40, 30, 20),
+                         font=font(max(14, W // 56)), spacing=4)
         return Generation(brief.id, self.name, None, _png(board), text="", finish_reason="STOP")
 
 
@@ -163,13 +204,14 @@ class GeminiGenerator:
         # api_key=None lets the SDK use Vertex AI settings from its own environment variables.
         self._client = genai.Client(api_key=api_key, http_options=http) if api_key else genai.Client(http_options=http)
 
-    def _request(self, brief: Brief, references: Sequence[Reference]):
+    def _request(self, brief: Brief, references: Sequence[Reference], edit: Edit | None = None):
         """(contents, config) of the request for one image of `brief`. References go as JPEG: the SDK
         would send a PIL image as PNG, several times larger for photos (and batch jobs are capped at
-        20 MB of inline requests)."""
+        20 MB of inline requests). An edit sends the image to change first, then the references, then
+        the instruction: the model's image-editing request."""
         types = self._types
         images = []
-        for r in references[: self.max_reference_images]:
+        for r in references[: self.max_reference_images - (1 if edit else 0)]:
             buf = io.BytesIO()
             prepare_reference(r.path, self.reference_max_side).save(buf, "JPEG", quality=90)
             images.append(types.Part.from_bytes(data=buf.getvalue(), mime_type="image/jpeg"))
@@ -177,7 +219,21 @@ class GeminiGenerator:
             response_modalities=["TEXT", "IMAGE"],
             image_config=types.ImageConfig(aspect_ratio=brief.aspect_ratio, image_size=brief.image_size),
         )
+        if edit is not None:
+            return [self._edit_part(edit.image), *images, edit.instruction], config
         return [brief.prompt, *images], config
+
+    def _edit_part(self, path: Path):
+        from ...domain import storage
+
+        data = storage.read_bytes(path)
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format
+        if fmt in ("PNG", "JPEG", "WEBP") and len(data) <= EDIT_MAX_BYTES:
+            return self._types.Part.from_bytes(data=data, mime_type=f"image/{fmt.lower()}")
+        buf = io.BytesIO()
+        prepare_reference(path, EDIT_MAX_SIDE).save(buf, "JPEG", quality=92)
+        return self._types.Part.from_bytes(data=buf.getvalue(), mime_type="image/jpeg")
 
     def _client_error(self, e) -> GeneratorError | None:
         """Wrong model or credentials fail every brief alike: stop the run with one clear line."""
@@ -190,10 +246,10 @@ class GeminiGenerator:
             )
         return None
 
-    def generate(self, brief: Brief, references: Sequence[Reference]) -> Generation:
+    def generate(self, brief: Brief, references: Sequence[Reference], edit: Edit | None = None) -> Generation:
         from google.genai import errors
 
-        contents, config = self._request(brief, references)
+        contents, config = self._request(brief, references, edit)
         try:
             resp = self._client.models.generate_content(model=self.model, contents=contents, config=config)
         except errors.ClientError as e:
@@ -213,14 +269,14 @@ class GeminiGenerator:
         return self._parse(brief, resp)
 
     # -- Batch API ---------------------------------------------------------------------------------
-    def batch_requests(self, items: Sequence[tuple[str, Brief, Sequence[Reference]]]) -> list:
+    def batch_requests(self, items: Sequence[tuple[str, Brief, Sequence[Reference], Edit | None]]) -> list:
         """The inline requests of one Batch API job for `items` (key, brief, references); refused in one
         line when they are over the inline limit. Each request carries its key, so results are matched by
         key, not by position."""
         types = self._types
         requests, size = [], 0
-        for key, brief, refs in items:
-            contents, config = self._request(brief, refs)
+        for key, brief, refs, edit in items:
+            contents, config = self._request(brief, refs, edit)
             size += sum(len(c.inline_data.data) * 4 // 3 if hasattr(c, "inline_data") else len(c) for c in contents)
             requests.append(types.InlinedRequest(model=self.model, contents=contents, config=config,
                                                  metadata={"key": key}))

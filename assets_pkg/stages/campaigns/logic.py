@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import itertools
+import re
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -28,10 +31,10 @@ from ...domain import storage
 from ...domain.artifacts import DropArtifacts, read_json, write_json
 from ...domain.drops import ProductDrop
 from ...domain.errors import GeneratorError
-from .generator import Generation, Reference
+from .generator import Edit, Generation, Reference
 from ...domain.record import inputs_key
 from ...domain.storage import AnyPath, write_atomic
-from ..briefs.logic import Brief, read_briefs
+from ..briefs.logic import Brief, base_image_path, read_briefs
 from ..references.logic import read_references
 
 FILES = ("campaign/", "campaign-batch.json")
@@ -62,23 +65,63 @@ def image_stem(brief_id: str, variant: int) -> str:
     return brief_id if variant == 1 else f"{brief_id}.v{variant}"
 
 
-def image_request(brief: Brief, model: str, reference_hashes: list[str], max_references: int | None) -> dict:
+def image_path(stem: str) -> str:
+    """How the API, the reviews and the manifests name a campaign image: relative to the drop's artifacts."""
+    return f"campaign/{stem}.png"
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A person's request to change one campaign image: the image (`campaign/<stem>.png`), their note, which
+    is the model's edit instruction, and who asked."""
+
+    parent: str
+    note: str
+    reviewer: str = ""
+
+
+def base_instruction(brief: Brief) -> str:
+    return (f"Change this photo (the first image) so that: {brief.prompt}. Put in the products shown in the "
+            f"other images; keep the person, the pose and the framing of the photo.")
+
+
+def revision_instruction(brief: Brief, note: str) -> str:
+    return (f"Edit the first image: {note}. Keep everything else as it is, and the products as the other "
+            f"images show them. The image was made for: {brief.prompt}")
+
+
+def image_request(brief: Brief, model: str, reference_hashes: list[str], max_references: int | None,
+                  base_sha256: str | None = None, edit_of: tuple[str, str] | None = None) -> dict:
     """What is sent for one image of `brief`: the model (or the offline board), the prompt, the image
     settings and the content hashes of the references that go with it, in order (a model takes at most
-    `max_references`)."""
-    return {"model": model, "prompt": brief.prompt, "aspect_ratio": brief.aspect_ratio,
-            "image_size": brief.image_size, "references": reference_hashes[:max_references]}
+    `max_references` images). A base image (its hash) or the image being revised and the note (`edit_of`)
+    go first and take one of those places; a brief with neither is asked for as before they existed."""
+    if base_sha256 is None and edit_of is None:
+        return {"model": model, "prompt": brief.prompt, "aspect_ratio": brief.aspect_ratio,
+                "image_size": brief.image_size, "references": reference_hashes[:max_references]}
+    places = None if max_references is None else max_references - 1
+    request = {"model": model, "prompt": brief.prompt, "aspect_ratio": brief.aspect_ratio,
+               "image_size": brief.image_size, "references": reference_hashes[:places]}
+    if base_sha256 is not None:
+        request["base_image"] = base_sha256
+    if edit_of is not None:
+        request["edit"], request["instruction"] = edit_of
+    return request
 
 
 def request_key(request: dict) -> str:
     return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
 
 
+def file_sha256(path: AnyPath) -> str:
+    return hashlib.sha256(storage.read_bytes(path)).hexdigest()
+
+
 def legacy_generation_key(brief: Brief, generator: str, model: str | None, reference_hashes: list[str],
                           variant: int) -> str | None:
     """The key the previous release gave an image (it hashed the whole brief); None for a brief that uses
     what that release did not have. An image whose sidecar holds it was made from this same request."""
-    if brief.products or brief.where or brief.query is None:
+    if brief.products or brief.where or brief.query is None or brief.base_image:
         return None
     old_brief = {k: getattr(brief, k) for k in ("id", "prompt", "query", "top_k", "aspect_ratio", "image_size")}
     payload = {"brief": old_brief, "generator": generator, "model": model, "references": reference_hashes,
@@ -109,6 +152,8 @@ class ImageRequest:
     references: list[dict]  # [{path, score, sha256, via, sku, name}]
     request: dict  # image_request(...)
     legacy_key: str | None = None
+    edit: Edit | None = None  # the image the model changes (a base image, or the image revised)
+    provenance: dict = field(default_factory=dict)  # sidecar facts: {"base_image": ...} or {"revision": ...}
 
     @property
     def key(self) -> str:
@@ -150,6 +195,8 @@ class CampaignReport:
     batch_job: str | None = None  # the Batch API job the drop waits on (GEMINI_MODE=batch)
     removed_stale: list[str] = field(default_factory=list)
     request_keys: dict[str, str] = field(default_factory=dict)  # image stem -> the key of its request
+    revision: str | None = None  # a revision run: the revised image (campaign/<stem>.png), new or already made
+    waiting: int = 0  # a revision run: images of changed briefs it left to the next full run
 
     @property
     def key(self) -> str:
@@ -159,6 +206,25 @@ class CampaignReport:
     def spend(self, req: "ImageRequest", cost: float | None) -> None:
         self.estimated_cost_usd = round(self.estimated_cost_usd + (cost or 0.0), 6)
         self.per_brief_cost_usd[req.brief.id] = round(self.per_brief_cost_usd.get(req.brief.id, 0.0) + (cost or 0.0), 6)
+
+
+class _LazySidecars(Mapping):
+    """stem -> sidecar for the stems one listing found, each read the first time it is asked for."""
+
+    def __init__(self, outputs: "CampaignOutputs", stems: list[str]):
+        self._outputs = outputs
+        self._read: dict[str, dict | None] = dict.fromkeys(stems)
+
+    def __getitem__(self, stem: str) -> dict:
+        if self._read[stem] is None:
+            self._read[stem] = read_json(self._outputs.sidecar(stem), {}) or {}
+        return self._read[stem]
+
+    def __iter__(self):
+        return iter(self._read)
+
+    def __len__(self) -> int:
+        return len(self._read)
 
 
 class CampaignOutputs:
@@ -173,24 +239,53 @@ class CampaignOutputs:
     def sidecar(self, stem: str) -> AnyPath:
         return self.folder / f"{stem}.json"
 
+    def _sidecars(self) -> Mapping[str, dict]:
+        """stem -> sidecar, from one listing of the folder (read as needed)."""
+        stems = [e.rel[:-5] for e in storage.list_files(self.folder) if e.rel.endswith(".json") and "/" not in e.rel]
+        return _LazySidecars(self, stems)
+
+    def revisions(self, brief_id: str, sidecars: Mapping[str, dict]) -> dict[int, dict]:
+        """variant number -> sidecar, for the brief's images that are revisions of another."""
+        pattern = re.compile(rf"{re.escape(brief_id)}\.v(\d+)")
+        found = {}
+        for stem in sidecars:
+            m = pattern.fullmatch(stem)
+            if m and sidecars[stem].get("revision"):
+                found[int(m.group(1))] = sidecars[stem]
+        return found
+
     def plan(self, briefs: Sequence[Brief], refs: dict[str, list[dict]], generator: str, model: str | None,
              force: bool, report: CampaignReport, log: Callable[[str], None] = lambda m: None,
-             max_references: int | None = None) -> list[ImageRequest]:
+             max_references: int | None = None, drop_folder: AnyPath | None = None,
+             shared_base_images: str | None = None) -> list[ImageRequest]:
         """The images to ask for; kept images and kept refusals go into `report`. A kept image made under
-        another key from the same request has its sidecar moved to the current key (nothing is billed)."""
+        another key from the same request has its sidecar moved to the current key (nothing is billed).
+        Revisions are kept as they are (made from an image, not from the brief alone, they are never asked
+        for again); a brief's own variants take the numbers revisions do not hold."""
         todo = []
+        sidecars = self._sidecars()
         for brief in briefs:
             brief_refs = refs.get(brief.id, [])
             if any("sha256" not in r for r in brief_refs):
                 raise GeneratorError(f"brief {brief.id!r}: its references were searched by an older Drop Studio "
                                      f"(no content hashes); materialize reference_images first")
             hashes = [r["sha256"] for r in brief_refs]
-            for variant in range(1, brief.variants + 1):
-                req = ImageRequest(brief, variant, brief_refs, image_request(brief, model or generator, hashes,
-                                                                             max_references),
-                                   legacy_generation_key(brief, generator, model, hashes, variant))
+            edit, base_sha, provenance = None, None, {}
+            if brief.base_image:
+                path = base_image_path(brief, drop_folder, shared_base_images) if drop_folder is not None else None
+                if path is None:
+                    raise GeneratorError(f"brief {brief.id!r}: base_image {brief.base_image!r} is gone; "
+                                         f"materialize campaign_briefs to check the briefs again")
+                base_sha, edit = file_sha256(path), Edit(path, base_instruction(brief))
+                provenance = {"base_image": brief.base_image, "base_image_sha256": base_sha}
+            revisions = self.revisions(brief.id, sidecars)
+            numbers = itertools.islice((n for n in itertools.count(1) if n not in revisions), brief.variants)
+            for variant in numbers:
+                req = ImageRequest(brief, variant, brief_refs,
+                                   image_request(brief, model or generator, hashes, max_references, base_sha),
+                                   legacy_generation_key(brief, generator, model, hashes, variant), edit, provenance)
                 report.request_keys[req.stem] = req.key
-                previous = read_json(self.sidecar(req.stem), {})
+                previous = sidecars.get(req.stem, {})
                 how = None if force else req.made(previous)
                 if how is not None:
                     if png_decodes(self.png(req.stem)) is None:
@@ -210,7 +305,45 @@ class CampaignOutputs:
                         report.cached += 1
                         continue
                 todo.append(req)
+            for variant, sidecar in sorted(revisions.items()):
+                stem = image_stem(brief.id, variant)
+                if png_decodes(self.png(stem)) is None:
+                    report.request_keys[stem] = sidecar.get("cache_key", "")
+                    report.generated.append(str(self.png(stem)))
+                    report.cached += 1
         return todo
+
+    def revise(self, revision: Revision, briefs: Sequence[Brief], refs: dict[str, list[dict]], generator: str,
+               model: str | None, report: CampaignReport, max_references: int | None = None) -> ImageRequest | None:
+        """The request that revises `revision.parent` with its note, or None when that same revision (same
+        image, same note, same model) was made already: `report.revision` names the image either way."""
+        stem = revision.parent.removeprefix("campaign/").removesuffix(".png")
+        parent = read_json(self.sidecar(stem), {})
+        if not revision.parent.startswith("campaign/") or png_decodes(self.png(stem)) is not None or not parent:
+            raise GeneratorError(f"path: {revision.parent!r} is not a campaign image of this drop")
+        brief_id = parent.get("brief", {}).get("id")
+        brief = next((b for b in briefs if b.id == brief_id), None)
+        if brief is None:
+            raise GeneratorError(f"path: {revision.parent!r} was made for brief {brief_id!r}, no longer in briefs.yaml")
+        brief_refs = refs.get(brief.id, [])
+        parent_sha = file_sha256(self.png(stem))
+        request = image_request(brief, model or generator, [r["sha256"] for r in brief_refs], max_references,
+                                edit_of=(parent_sha, revision.note))
+        sidecars = self._sidecars()
+        key = request_key(request)
+        for other, facts in sidecars.items():
+            if other.split(".v")[0] == brief.id and facts.get("cache_key") == key and png_decodes(self.png(other)) is None:
+                report.revision = image_path(other)
+                return None
+        used = [int(m.group(1)) for other in sidecars if (m := re.fullmatch(rf"{re.escape(brief.id)}\.v(\d+)", other))]
+        variant = max([brief.variants, *used]) + 1
+        provenance = {"revision": {"parent": revision.parent, "parent_sha256": parent_sha, "note": revision.note,
+                                   "reviewer": revision.reviewer}}
+        req = ImageRequest(brief, variant, brief_refs, request, None,
+                           Edit(self.png(stem), revision_instruction(brief, revision.note)), provenance)
+        report.revision = image_path(req.stem)
+        report.request_keys[req.stem] = req.key
+        return req
 
     def record(self, req: ImageRequest, result: Generation, drop: str, mode: str, cost: float | None,
                seconds: float | None, report: CampaignReport, log: Callable[[str], None] = lambda m: None,
@@ -234,7 +367,7 @@ class CampaignOutputs:
             "generator": result.generator, "model": result.model, "mode": mode,
             "image_size": req.brief.image_size, "finish_reason": result.finish_reason,
             "blocked_reason": result.blocked_reason, "text": result.text, "usage": result.usage,
-            "estimated_cost_usd": cost, "seconds": seconds, "cache_key": req.key,
+            "estimated_cost_usd": cost, "seconds": seconds, "cache_key": req.key, **req.provenance,
         })
         for k, v in result.usage.items():
             if isinstance(v, (int, float)):
@@ -242,9 +375,10 @@ class CampaignOutputs:
         if spent_now:
             report.spend(req, cost)
 
-    def remove_stale(self, briefs: Iterable[Brief]) -> list[str]:
-        """Outputs of briefs (or variants) no longer in briefs.yaml."""
-        wanted = {image_stem(b.id, v) for b in briefs for v in range(1, b.variants + 1)}
+    def remove_stale(self, wanted: Iterable[str]) -> list[str]:
+        """Outputs of briefs (or variants) no longer in briefs.yaml, and revisions whose image is gone:
+        every file but those of the `wanted` stems (kept, made, asked for, or refused)."""
+        wanted = set(wanted)
         removed = []
         for entry in storage.list_files(self.folder):
             stem, dot, suffix = entry.rel.rpartition(".")
@@ -321,7 +455,7 @@ def generate_interactive(gen, outputs: CampaignOutputs, drop: str, drop_folder: 
 
     def run(req: ImageRequest):
         start = time.perf_counter()
-        return req, gen.generate(req.brief, reference_paths(drop_folder, req)), round(time.perf_counter() - start, 2)
+        return req, gen.generate(req.brief, reference_paths(drop_folder, req), req.edit), round(time.perf_counter() - start, 2)
 
     report.requests += len(todo)
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
@@ -375,7 +509,7 @@ def run_batch(gen, outputs: CampaignOutputs, record_path: AnyPath, drop: str, dr
     check_budget(todo, price, cap, gen.model, "batch")  # over the cap: nothing is submitted
     for req in todo:  # the spend this run commits to, billed when the job runs
         report.spend(req, price(req.brief.image_size))
-    requests = gen.batch_requests([(r.job_key, r.brief, reference_paths(drop_folder, r)) for r in todo])
+    requests = gen.batch_requests([(r.job_key, r.brief, reference_paths(drop_folder, r), r.edit) for r in todo])
     record = BatchRecord(batch_display_name(drop, todo),
                          [{"stem": r.stem, "key": r.job_key, "brief": r.brief.id, "variant": r.variant} for r in todo])
     record.save(record_path)
@@ -390,21 +524,40 @@ def run_batch(gen, outputs: CampaignOutputs, record_path: AnyPath, drop: str, dr
 def make_campaign_images(drop: ProductDrop, art: DropArtifacts, gen, mode: str,
                          price: Callable[[str], float | None], cap: float | None, concurrency: int,
                          force: bool = False, log: Callable[[str], None] = lambda m: None,
-                         warn: Callable[[str], None] = lambda m: None) -> CampaignReport:
+                         warn: Callable[[str], None] = lambda m: None, revision: Revision | None = None,
+                         shared_base_images: str | None = None) -> CampaignReport:
     """The drop's campaign images for its briefs and references: kept, generated (interactive: now; batch:
-    submitted or collected) or refused; stale outputs removed. Fails only when no brief got an image."""
+    submitted or collected) or refused; stale outputs removed. Fails only when no brief got an image.
+
+    With `revision`, the run makes that one revision (interactively, within the cap) and nothing else:
+    images whose briefs changed wait for the next full run."""
     briefs = read_briefs(art)
+    refs = read_references(art)
     outputs = CampaignOutputs(campaign_dir(art))
     report = CampaignReport(briefs=len(briefs))
-    todo = outputs.plan(briefs, read_references(art), gen.name, gen.model, force, report, log,
-                        max_references=getattr(gen, "max_reference_images", None))
-    if mode == "batch":
+    max_references = getattr(gen, "max_reference_images", None)
+    todo = outputs.plan(briefs, refs, gen.name, gen.model, force, report, log, max_references=max_references,
+                        drop_folder=drop.folder, shared_base_images=shared_base_images)
+    if revision is not None:
+        report.waiting = len(todo)
+        if todo:
+            log(f"{len(todo)} image(s) of changed briefs wait for the next full run of campaign_images")
+        wanted = outputs.revise(revision, briefs, refs, gen.name, gen.model, report, max_references)
+        todo = [wanted] if wanted is not None else []
+        if wanted is None:
+            log(f"{report.revision} is already this revision of {revision.parent}; nothing was requested")
+    if mode == "batch" and revision is None:
         report.batch_job = run_batch(gen, outputs, campaign_batch_path(art), drop.name, drop.folder, todo, price,
                                      cap, report, log)
     else:
         check_budget(todo, price, cap, gen.model, mode)  # over the cap: nothing is requested
         generate_interactive(gen, outputs, drop.name, drop.folder, todo, price, concurrency, report, warn)
-    report.removed_stale = outputs.remove_stale(briefs)
+    if revision is not None and report.revision and report.revision not in (image_path(storage.as_path(p).stem)
+                                                                           for p in report.generated):
+        blocked = next((b for b in report.blocked if b["brief"] == todo[0].brief.id), {}) if todo else {}
+        raise GeneratorError(f"revision of {revision.parent}: the model made no image "
+                             f"({blocked.get('reason', 'NO_IMAGE')}) {blocked.get('text', '')}".rstrip())
+    report.removed_stale = outputs.remove_stale(report.request_keys)
     report.generated.sort()
     if briefs and not report.generated and not report.pending:
         raise GeneratorError(f"{drop.name}: no brief produced an image: " + ", ".join(

@@ -156,15 +156,14 @@ async function showDrop(drop) {
         el("div", { class: "refs" }, ...b.references.map((r) => el("figure", { "data-sku": r.sku },
           thumb(r.thumbnail, r.path),
           el("figcaption", {}, `${r.path.split("/").pop()} ${r.via === "sku" ? "(named)" : r.score.toFixed(3)}`),
-          product(r))))));
+          product(r),
+          el("span", { class: "used-in" }, r.used_in.length ? `in ${r.used_in.map((p) => p.split("/").pop()).join(", ")}` : ""))))));
     }
     parts.push(el("h3", {}, `Campaign images (${d.campaign.length})`));
-    parts.push(el("div", { class: "grid" }, ...d.campaign.map((c) => el("article", { class: "card campaign-image" },
-      thumb(c.thumbnail, c.path),
-      el("table", { class: "facts" }, ...[["brief", c.brief], ["prompt", c.prompt], ["by", c.model || c.generator],
-        ["finish", c.finish_reason], ["cost", c.estimated_cost_usd == null ? "–" : `$${c.estimated_cost_usd}`],
-        ["products", c.references.map((r) => r.sku).filter(Boolean).join(", ")]]
-        .map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, String(v ?? "")))))))));
+    parts.push(el("label", { class: "reviewer" }, "Your name, for your decisions: ",
+      el("input", { id: "reviewer", maxlength: "80", value: localStorage.getItem("reviewer") || "",
+                    onchange: (e) => localStorage.setItem("reviewer", e.target.value.trim()) })));
+    parts.push(el("div", { class: "grid" }, ...d.campaign.map((c) => campaignCard(d.drop, c))));
     view.replaceChildren(...parts);
     $("search-view").hidden = true;
     view.hidden = false;
@@ -172,6 +171,71 @@ async function showDrop(drop) {
   } catch (err) {
     say(err.message, true);
   }
+}
+
+function facts(c) {
+  const rows = [["brief", c.brief], ["prompt", c.prompt], ["by", c.model || c.generator],
+    ["finish", c.finish_reason], ["cost", c.estimated_cost_usd == null ? "–" : `$${c.estimated_cost_usd}`],
+    ["products", c.references.map((r) => r.sku).filter(Boolean).join(", ")],
+    ["references", c.references.map((r) => r.path.split("/").pop()).join(", ")]];
+  if (c.base_image) rows.push(["base image", c.base_image]);
+  if (c.revision) rows.push(["revised from", c.revision.parent.split("/").pop()], ["note", c.revision.note]);
+  return el("table", { class: "facts" }, ...rows.map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, String(v ?? "")))));
+}
+
+function reviewLine(c) {
+  if (!c.review) return "Not reviewed yet";
+  const when = new Date(c.review.time).toLocaleString();
+  return `${c.review.decision === "approve" ? "Approved" : "Rejected"} by ${c.review.reviewer}, ${when}` +
+    (c.review.note ? `: ${c.review.note}` : "");
+}
+
+function campaignCard(drop, c) {
+  // Every text here goes in as text (el() appends strings as text nodes), so a note is shown, never run.
+  const note = el("textarea", { class: "note", maxlength: "1000", rows: "2", placeholder: "Note (what to change)" });
+  note.value = c.review && c.review.note ? c.review.note : "";
+  const status = el("p", { class: `review ${c.review ? c.review.decision : "none"}` }, reviewLine(c));
+  const decide = (decision) => async () => {
+    const reviewer = ($("reviewer").value || "").trim();
+    if (!reviewer) { say("Type your name first (above the campaign images).", true); $("reviewer").focus(); return; }
+    localStorage.setItem("reviewer", reviewer);
+    try {
+      const r = await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ drop, path: c.path, decision, note: note.value, reviewer }) });
+      c.review = r.review.decision === "clear" ? null : r.review;
+      c.history = r.history;
+      status.textContent = reviewLine(c);
+      status.className = `review ${c.review ? c.review.decision : "none"}`;
+      history.replaceChildren(...historyItems(c));
+      say("");
+    } catch (err) { say(err.message, true); }
+  };
+  const revise = async () => {
+    if (!note.value.trim()) { say("Write in the note what to change, then revise.", true); note.focus(); return; }
+    say(`Revising ${c.path.split("/").pop()}…`);
+    try {
+      const r = await api("/api/revise", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ drop, path: c.path, note: note.value, reviewer: ($("reviewer").value || "").trim() }) });
+      say(`Made ${r.path.split("/").pop()} from ${r.parent.split("/").pop()}.`);
+      showDrop(drop);
+    } catch (err) { say(err.message, true); }
+  };
+  const history = el("ol", { class: "history" }, ...historyItems(c));
+  return el("article", { class: "card campaign-image", "data-path": c.path },
+    thumb(c.thumbnail, c.path),
+    el("span", { class: "name" }, c.path.split("/").pop()),
+    facts(c), status, note,
+    el("div", { class: "actions" },
+      el("button", { type: "button", class: "approve", onclick: decide("approve") }, "Approve"),
+      el("button", { type: "button", class: "reject", onclick: decide("reject") }, "Reject"),
+      el("button", { type: "button", class: "clear", onclick: decide("clear") }, "Clear"),
+      el("button", { type: "button", class: "revise", onclick: revise }, "Revise")),
+    el("details", {}, el("summary", {}, "History"), history));
+}
+
+function historyItems(c) {
+  return (c.history || []).slice().reverse().map((h) => el("li", {},
+    `${h.decision} by ${h.reviewer}, ${new Date(h.time).toLocaleString()}${h.note ? `: ${h.note}` : ""}`));
 }
 
 function route() {

@@ -1,0 +1,107 @@
+"""People's decisions on a drop's campaign images: approve, reject (with a note) or clear.
+
+Each decision is its own small JSON file, written once and never changed:
+`<artifacts>/<drop>/reviews/<image stem>/<time in ns>-<random>.json`. One atomic write records a decision,
+nothing is read back and rewritten, so two reviewers deciding on the same image at once (two threads, two
+processes, two servers on one bucket) both land in the history, and the latest file by name is the image's
+decision. A `clear` is a decision too: it leaves the image undecided, and stays in the history.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+import unicodedata
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+from . import storage
+from .artifacts import DropArtifacts, digest
+from .storage import AnyPath, write_atomic
+
+DECISIONS = ("approve", "reject", "clear")
+MAX_NOTE_CHARS = 1000
+MAX_REVIEWER_CHARS = 80
+FOLDER = "reviews"
+
+
+class InvalidDecision(ValueError):
+    """A decision's field is wrong; the message starts with the field's name."""
+
+
+def plain_text(field: str, value, limit: int, required: bool = False) -> str:
+    """`value` as plain text of at most `limit` characters: no control characters but line breaks and tabs."""
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidDecision(f"{field}: must be text, got {type(value).__name__}")
+    value = value.strip()
+    if required and not value:
+        raise InvalidDecision(f"{field}: missing or empty")
+    if len(value) > limit:
+        raise InvalidDecision(f"{field}: {len(value)} characters; at most {limit}")
+    bad = next((c for c in value if unicodedata.category(c) == "Cc" and c not in "\n\t"), None)
+    if bad is not None:
+        raise InvalidDecision(f"{field}: control character U+{ord(bad):04X} is not allowed in plain text")
+    return value
+
+
+@dataclass(frozen=True)
+class Decision:
+    image: str  # campaign/<stem>.png, as the API names campaign images
+    decision: str  # approve, reject or clear
+    note: str
+    reviewer: str
+    time: str  # ISO 8601, UTC
+    id: str  # the file's name: orders decisions, the latest last
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def image_stem(image: str) -> str:
+    return image.rsplit("/", 1)[-1].removesuffix(".png")
+
+
+class Reviews:
+    """The decisions on one drop's campaign images, under its artifacts."""
+
+    def __init__(self, art: DropArtifacts):
+        self.folder: AnyPath = art / FOLDER
+
+    def record(self, image: str, decision: str, note: str = "", reviewer: str = "") -> Decision:
+        """Write one decision (checked: `InvalidDecision` names the field) and return it."""
+        if decision not in DECISIONS:
+            raise InvalidDecision(f"decision: must be one of {', '.join(DECISIONS)}, got {decision!r}")
+        note = plain_text("note", note, MAX_NOTE_CHARS)
+        reviewer = plain_text("reviewer", reviewer, MAX_REVIEWER_CHARS, required=True)
+        now = time.time_ns()
+        name = f"{now:020d}-{secrets.token_hex(4)}"
+        made = Decision(image, decision, note, reviewer,
+                        datetime.fromtimestamp(now / 1e9, timezone.utc).isoformat(timespec="milliseconds"), name)
+        write_atomic(self.folder / image_stem(image) / f"{name}.json", json.dumps(made.to_dict()).encode())
+        return made
+
+    def entries(self) -> list[storage.Entry]:
+        """The decision files as one listing shows them (nothing read)."""
+        return [e for e in storage.list_files(self.folder) if e.rel.endswith(".json") and e.rel.count("/") == 1]
+
+    def history(self, read=None) -> dict[str, list[Decision]]:
+        """image -> its decisions, oldest first. `read(entry) -> dict` reads one file (a cache may stand in:
+        the files never change)."""
+        read = read or (lambda e: json.loads(storage.read_text(e.path)))
+        found: dict[str, list[Decision]] = {}
+        for entry in self.entries():  # sorted by path: per image, by the time in the name
+            doc = read(entry)
+            found.setdefault(doc["image"], []).append(Decision(**doc))
+        return found
+
+    def fingerprint(self) -> str:
+        """Changes exactly when a decision is added (or a file removed by hand)."""
+        return digest([e.rel for e in self.entries()])
+
+
+def current(history: dict[str, list[Decision]]) -> dict[str, Decision]:
+    """image -> its standing decision (approve or reject); images last cleared are left out."""
+    return {image: ds[-1] for image, ds in history.items() if ds and ds[-1].decision != "clear"}

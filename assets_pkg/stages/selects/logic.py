@@ -1,0 +1,102 @@
+"""Publishing: a drop's approved campaign images, copied to `<PUBLISH_DIR>/<drop>/` with a manifest that
+says where each came from, for the people and systems that use them.
+
+`manifest.json` and `manifest.csv` hold one row per published image: the image and its content hash, its
+brief and prompt, the model, size and cost, the references it was made from (with their content hashes and,
+where the catalog gives them, SKUs), the base image, the parent image and note of a revision, and who
+approved it when. An image approved no longer (rejected, cleared, or gone with its brief) is removed from
+the publish location; everything else there is left as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from ...domain import storage
+from ...domain.artifacts import DropArtifacts, read_json
+from ...domain.record import inputs_key
+from ...domain.reviews import Decision, Reviews, current, image_stem
+from ...domain.storage import AnyPath, write_atomic
+from ..campaigns.logic import CampaignOutputs, campaign_dir, png_decodes
+
+MANIFESTS = ("manifest.json", "manifest.csv")
+COLUMNS = ["image", "sha256", "drop", "brief", "prompt", "model", "size", "aspect_ratio", "cost_usd",
+           "references", "base_image", "parent", "note", "reviewer", "approved_at"]
+
+
+@dataclass
+class PublishReport:
+    rows: list[dict] = field(default_factory=list)
+    copied: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    approved_missing: list[str] = field(default_factory=list)  # approved, but the image is gone
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    folder: str = ""
+
+    @property
+    def key(self) -> str:
+        return inputs_key(published=[(r["image"], r["sha256"], r["reviewer"], r["approved_at"]) for r in self.rows])
+
+
+def manifest_row(drop: str, stem: str, sidecar: dict, sha256: str, decision: Decision) -> dict:
+    brief = sidecar.get("brief", {})
+    revision = sidecar.get("revision") or {}
+    return {
+        "image": f"{stem}.png", "sha256": sha256, "drop": drop, "brief": brief.get("id", ""),
+        "prompt": brief.get("prompt", ""), "model": sidecar.get("model") or sidecar.get("generator", ""),
+        "size": sidecar.get("image_size") or brief.get("image_size", ""), "aspect_ratio": brief.get("aspect_ratio") or "",
+        "cost_usd": sidecar.get("estimated_cost_usd") or 0.0,
+        "references": [{"path": r.get("path"), "sha256": r.get("sha256"), "sku": r.get("sku") or ""}
+                       for r in sidecar.get("references", [])],
+        "base_image": sidecar.get("base_image") or "", "parent": revision.get("parent", ""),
+        "note": revision.get("note", ""), "reviewer": decision.reviewer, "approved_at": decision.time,
+    }
+
+
+def manifest_csv(rows: list[dict]) -> bytes:
+    """The manifest as CSV: references as a JSON list in their column."""
+    frame = pd.DataFrame([{**r, "references": json.dumps(r["references"])} for r in rows], columns=COLUMNS)
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False)
+    return buf.getvalue().encode()
+
+
+def publish_selects(drop: str, art: DropArtifacts, publish_root: AnyPath) -> PublishReport:
+    """Bring `<publish_root>/<drop>/` in line with the drop's approved images (copied only when their
+    content changed) and write its manifests."""
+    folder = publish_root / drop
+    report = PublishReport(folder=str(folder))
+    report.decisions = current(Reviews(art).history())
+    outputs = CampaignOutputs(campaign_dir(art))
+    previous = {r["image"]: r["sha256"] for r in read_json(folder / "manifest.json", []) or []}
+    present = {e.rel for e in storage.list_files(folder)}
+    for image, decision in sorted(report.decisions.items()):
+        if decision.decision != "approve":
+            continue
+        stem = image_stem(image)
+        if png_decodes(outputs.png(stem)) is not None:
+            report.approved_missing.append(image)
+            continue
+        data = storage.read_bytes(outputs.png(stem))
+        sha = hashlib.sha256(data).hexdigest()
+        name = f"{stem}.png"
+        if previous.get(name) == sha and name in present:
+            report.unchanged.append(name)
+        else:
+            write_atomic(folder / name, data)
+            report.copied.append(name)
+        report.rows.append(manifest_row(drop, stem, read_json(outputs.sidecar(stem), {}) or {}, sha, decision))
+    published = {r["image"] for r in report.rows}
+    for name in sorted(set(previous) - published):  # only what an earlier run published
+        if name in present:
+            storage.remove(folder / name)
+            report.removed.append(name)
+    write_atomic(folder / "manifest.json", json.dumps(report.rows, indent=2, ensure_ascii=False).encode())
+    write_atomic(folder / "manifest.csv", manifest_csv(report.rows))
+    return report

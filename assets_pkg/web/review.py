@@ -1,0 +1,119 @@
+"""Review on the search page: decisions on a drop's campaign images, and revisions of them by the image model.
+
+A decision is one file written once (domain/reviews.py), so the desk only checks what it is given and caches
+what it has read. A revision is a Dagster run of `campaign_images` (and `campaign_image_index`, so the new
+image is searchable and its thumbnail can be served) for the drop, in this process and recorded in the
+instance at DAGSTER_HOME like the CLI's runs: the UI's runs and the asset's materializations show it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import threading
+from typing import Callable
+
+from cachetools import LRUCache
+
+from ..domain import storage
+from ..domain.artifacts import DropArtifacts
+from ..domain.errors import StudioError
+from ..domain.reviews import MAX_NOTE_CHARS, MAX_REVIEWER_CHARS, Decision, InvalidDecision, Reviews, plain_text
+from ..stages.campaigns.logic import Revision, campaign_png_entries
+from .search import BadRequest
+
+IMAGE_PATH_RE = re.compile(r"campaign/[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\.png")
+DECISION_FILES_KEPT = 100_000  # parsed decision files (a few hundred bytes each)
+
+
+class RevisionFailed(StudioError):
+    """The revision's run failed; the message is its one line (over the cap, refused by the model, ...)."""
+
+
+def _bad(e: InvalidDecision) -> BadRequest:
+    field, _, message = str(e).partition(": ")
+    return BadRequest(field, message)
+
+
+def run_revision(drop: str, revision: Revision) -> str:
+    """Run campaign_images (and the campaign index) for `drop` with `revision`; the revised image's path."""
+    from dagster import materialize
+
+    from ..assets import campaign_image_index, campaign_images, drop_assets, product_drops
+    from ..cli.instance import open_instance
+    from ..resources import build_resources
+    from ..run_results import asset_metadata, failure
+
+    instance = open_instance()
+    if drop not in instance.get_dynamic_partitions(product_drops.name):
+        instance.add_dynamic_partitions(product_drops.name, [drop])
+    result = materialize(
+        drop_assets, selection=[campaign_images, campaign_image_index], partition_key=drop, instance=instance,
+        resources=build_resources(), raise_on_error=False,
+        tags={"drop": drop, "trigger": "revision", "launched_by": "drop-studio", "drop_studio/pid": str(os.getpid()),
+              "drop_studio/host": socket.gethostname(), "revision/parent": revision.parent,
+              "revision/note": revision.note, "revision/reviewer": revision.reviewer},
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}},
+                    "ops": {"campaign_images": {"config": {"revise": revision.parent, "note": revision.note,
+                                                           "reviewer": revision.reviewer}}}},
+    )
+    why = failure(result, drop)
+    if why:
+        raise RevisionFailed(why.removeprefix("campaign_images: "))
+    return asset_metadata(result, "campaign_images", drop)["revision"]
+
+
+class ReviewDesk:
+    """Decisions and revisions for `drop-studio serve`."""
+
+    def __init__(self, artifacts_dir: str, revise: Callable[[str, Revision], str] = run_revision):
+        self.artifacts_dir = artifacts_dir
+        self._revise = revise
+        self._files = LRUCache(maxsize=DECISION_FILES_KEPT)  # (path, version) -> decision: files never change
+        self._revising: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def _art(self, drop: str) -> DropArtifacts:
+        return DropArtifacts.at(self.artifacts_dir, drop)
+
+    def check_image(self, drop: str, path) -> str:
+        """`path` names a campaign image of the drop (`campaign/<brief>.png`, `campaign/<brief>.v2.png`)."""
+        if not isinstance(path, str) or not path:
+            raise BadRequest("path", "missing; name a campaign image as campaign/<brief>.png")
+        if not IMAGE_PATH_RE.fullmatch(path) or path.removeprefix("campaign/") not in {
+                e.rel for e in campaign_png_entries(self._art(drop))}:
+            raise BadRequest("path", f"no campaign image {path[:100]!r} in drop {drop!r}")
+        return path
+
+    def decide(self, drop: str, body: dict) -> Decision:
+        image = self.check_image(drop, body.get("path"))
+        try:
+            return Reviews(self._art(drop)).record(image, body.get("decision"), body.get("note") or "",
+                                                   body.get("reviewer"))
+        except InvalidDecision as e:
+            raise _bad(e) from None
+
+    def history(self, drop: str) -> dict[str, list[Decision]]:
+        def read(entry: storage.Entry) -> dict:
+            key = (str(entry.path), entry.version)
+            doc = self._files.get(key)
+            if doc is None:
+                doc = self._files[key] = json.loads(storage.read_text(entry.path))
+            return doc
+
+        return Reviews(self._art(drop)).history(read)
+
+    def revise(self, drop: str, body: dict) -> str:
+        """The revised image's path once it exists: made now, or made before from this image and note."""
+        image = self.check_image(drop, body.get("path"))
+        try:
+            note = plain_text("note", body.get("note"), MAX_NOTE_CHARS, required=True)
+            reviewer = plain_text("reviewer", body.get("reviewer"), MAX_REVIEWER_CHARS)
+        except InvalidDecision as e:
+            raise _bad(e) from None
+        with self._lock:
+            lock = self._revising.setdefault(drop, threading.Lock())
+        with lock:  # one revision of a drop at a time: each takes the brief's next variant number
+            return self._revise(drop, Revision(image, note, reviewer))
