@@ -58,6 +58,15 @@ def _checkpoint(name: str, arch: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _publish_outside_the_repo(tmp_path_factory):
+    """Every run a test makes publishes under its temporary folder (unless the test names PUBLISH_DIR),
+    never into the repo's data/publish."""
+    if "PUBLISH_DIR" not in os.environ:
+        os.environ["PUBLISH_DIR"] = str(tmp_path_factory.mktemp("publish"))
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_clip() -> Path:
     """The repo's tiny CLIP checkpoint, trained once (about a minute) and reused."""
@@ -109,6 +118,7 @@ def studio(tmp_path, tiny_clip, monkeypatch) -> Studio:
         "MILVUS_COLLECTION": "product_images",
         "CLIP_MODEL": str(tiny_clip),
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "PUBLISH_DIR": str(tmp_path / "publish"),
     }
     (tmp_path / "drops").mkdir()
     (tmp_path / "dagster_home").mkdir()

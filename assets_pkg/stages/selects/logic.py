@@ -97,6 +97,7 @@ def publish_selects(drop: str, art: DropArtifacts, publish_root: AnyPath) -> Pub
         if name in present:
             storage.remove(folder / name)
             report.removed.append(name)
-    write_atomic(folder / "manifest.json", json.dumps(report.rows, indent=2, ensure_ascii=False).encode())
-    write_atomic(folder / "manifest.csv", manifest_csv(report.rows))
+    if report.rows or previous or "manifest.json" in present:  # a drop never approved from leaves no folder
+        write_atomic(folder / "manifest.json", json.dumps(report.rows, indent=2, ensure_ascii=False).encode())
+        write_atomic(folder / "manifest.csv", manifest_csv(report.rows))
     return report
