@@ -323,3 +323,45 @@ def test_a_brief_with_a_base_image_sends_it_first_and_a_missing_one_fails_before
         assert failure(failed, "spring") == (
             f"campaign_briefs: {studio.drops / 'spring' / 'briefs.yaml'}: brief 'anna-beach': base_image "
             f"'models/anna-back.jpg' not found in the drop or BASE_IMAGES_DIR={shared}")
+
+
+def test_offline_the_board_makes_revisions_and_later_runs_keep_them(studio):
+    from dagster import DagsterInstance, materialize
+
+    from assets_pkg.assets import campaign_images, drop_assets
+    from orchestration.definitions import build_resources
+
+    draw_drop(studio.drops / "spring", briefs=BRIEFS)
+    assert materialize_drop("spring").success
+    campaign = studio.artifacts / "spring" / "campaign"
+    parent = (campaign / "blue-shelf.v2.png").read_bytes()
+
+    def revise(path: str, note: str):
+        return materialize(drop_assets, selection=[campaign_images], partition_key="spring", resources=build_resources(),
+                           instance=DagsterInstance.get(), raise_on_error=False, run_config={"ops": {"campaign_images": {"config": {
+                               "revise": path, "note": note, "reviewer": "Fay"}}}})
+
+    made = revise("campaign/blue-shelf.v2.png", "bluer sky")
+    assert made.success
+    assert metadata(made, "campaign_images")["revision"] == "campaign/blue-shelf.v4.png"  # after the brief's 3
+    sidecar = json.loads((campaign / "blue-shelf.v4.json").read_text())
+    assert sidecar["generator"] == "offline-board"
+    assert sidecar["revision"] == {"parent": "campaign/blue-shelf.v2.png", "parent_sha256": hashlib.sha256(parent).hexdigest(),
+                                   "note": "bluer sky", "reviewer": "Fay"}
+    with Image.open(campaign / "blue-shelf.v4.png") as im:
+        assert im.size == Image.open(campaign / "blue-shelf.png").size  # the brief's size
+
+    again = revise("campaign/blue-shelf.v2.png", "bluer sky")
+    assert metadata(again, "campaign_images")["revision"] == "campaign/blue-shelf.v4.png"
+    assert metadata(again, "campaign_images")["requests"] == 0
+    assert sorted(p.name for p in campaign.glob("blue-shelf*.png")) == [
+        "blue-shelf.png", "blue-shelf.v2.png", "blue-shelf.v3.png", "blue-shelf.v4.png"]
+
+    full = materialize_drop("spring")  # a full run keeps the revision, asks for nothing
+    assert full.success and metadata(full, "campaign_images")["requests"] == 0
+    assert (campaign / "blue-shelf.v4.png").exists() and metadata(full, "campaign_images")["generated"] == 6
+
+    wrong = revise("campaign/blue-shelf.v9.png", "x")
+    from assets_pkg.run_results import failure
+
+    assert failure(wrong, "spring") == "campaign_images: path: 'campaign/blue-shelf.v9.png' is not a campaign image of this drop"

@@ -251,14 +251,33 @@ def test_no_file_outside_the_index_is_served_and_no_cors(served):
         "Origin": "https://elsewhere.example", "Access-Control-Request-Method": "GET"}, timeout=30).status_code == 405
 
 
-def test_a_run_gets_the_milvus_lite_file_while_the_page_is_open(served):
-    """serve lets the Lite file go when idle, so the sensor's and the CLI's runs are not locked out."""
+def test_a_run_gets_the_milvus_lite_file_while_the_page_keeps_searching(served):
+    """serve keeps the Lite file open and shares it: a run works through the page's Milvus while searches go
+    on, and every search meanwhile answers."""
+    import threading
+
     server, root, env = served
-    assert server.get("/api/search", q="a green star").status_code == 200
-    draw_drop(root / "drops" / "summer", spec=[("blue", "square", 1)], seed=3)
-    proc = subprocess.run([sys.executable, "-m", "assets_pkg.cli", "run", "--drop", "summer", "--json"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=600)
+    answers: list[int] = []
+    stop = threading.Event()
+
+    def search_until_stopped():
+        with requests.Session() as http:
+            while not stop.is_set():
+                answers.append(http.get(server.url + "/api/search", params={"q": "a green star"}, timeout=60).status_code)
+
+    searchers = [threading.Thread(target=search_until_stopped) for _ in range(4)]
+    for t in searchers:
+        t.start()
+    try:
+        draw_drop(root / "drops" / "summer", spec=[("blue", "square", 1)], seed=3)
+        proc = subprocess.run([sys.executable, "-m", "assets_pkg.cli", "run", "--drop", "summer", "--json"], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        stop.set()
+        for t in searchers:
+            t.join()
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert answers and set(answers) == {200}
     time.sleep(11)  # the server's cached facts expire
     assert [d["indexed"] for d in server.get("/api/drops").json() if d["drop"] == "summer"] == [4]
 
