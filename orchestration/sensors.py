@@ -156,7 +156,7 @@ def campaign_reviews(context: SensorEvaluationContext, library: DropLibrary) -> 
     requests = []
     for drop in context.instance.get_dynamic_partitions(product_drops.name):
         reviews = Reviews(library.artifacts(drop))
-        if not reviews.entries() and drop not in seen:
+        if drop not in seen and not reviews.names():
             continue  # never reviewed
         now[drop] = reviews.fingerprint()
         if seen.get(drop) != now[drop]:

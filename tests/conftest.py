@@ -50,11 +50,15 @@ BRIEFS = """briefs:
 
 def _checkpoint(name: str, arch: str) -> Path:
     """A checkpoint under data/models, written by the repo's own script the first time."""
-    path = MODELS / name
-    if not path.exists():
-        from assets_pkg.domain.checkpoints import write_checkpoint
+    from filelock import FileLock
 
-        write_checkpoint(path, arch, log=None)
+    path = MODELS / name
+    MODELS.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):  # test workers (pytest -n) start at once: one writes, the others wait
+        if not path.exists():
+            from assets_pkg.domain.checkpoints import write_checkpoint
+
+            write_checkpoint(path, arch, log=None)
     return path
 
 

@@ -41,11 +41,12 @@ def test_dg_cli_checks_and_lists_the_same_definitions(studio):
         "raw_product_images": "catalog", "product_catalog": "catalog", "clip_embeddings": "catalog",
         "product_image_collection": "catalog",
         "campaign_briefs": "campaigns", "reference_images": "campaigns", "campaign_images": "campaigns",
-        "campaign_image_index": "campaigns"}
+        "campaign_image_index": "campaigns", "campaign_selects": "campaigns"}
     assert sorted(j["name"] for j in defs["jobs"]) == [
-        "collect_campaign_images", "drop_graph", "ingest_drop", "refresh_catalog", "regenerate_campaigns"]
+        "collect_campaign_images", "drop_graph", "ingest_drop", "publish_selects", "refresh_catalog",
+        "regenerate_campaigns"]
     assert sorted(s["name"] for s in defs["sensors"]) == [
-        "batch_split", "campaign_batches", "drop_folder_sensor", "references_follow_inputs"]
+        "batch_split", "campaign_batches", "campaign_reviews", "drop_folder_sensor", "references_follow_inputs"]
 
 
 def _free_port() -> int:
@@ -99,6 +100,7 @@ def test_webserver_serves_the_partitioned_lineage_graph(studio):
             "reference_images": ["campaign_briefs", "product_image_collection"],
             "campaign_images": ["campaign_briefs", "reference_images"],
             "campaign_image_index": ["campaign_images"],
+            "campaign_selects": ["campaign_images"],
         }
         for n in nodes.values():
             assert n["isPartitioned"]

@@ -1,10 +1,11 @@
 """People's decisions on a drop's campaign images: approve, reject (with a note) or clear.
 
 Each decision is its own small JSON file, written once and never changed:
-`<artifacts>/<drop>/reviews/<image stem>/<time in ns>-<random>.json`. One atomic write records a decision,
+`<artifacts>/<drop>/reviews/<image stem>@<time in ns>-<random>.json`. One atomic write records a decision,
 nothing is read back and rewritten, so two reviewers deciding on the same image at once (two threads, two
 processes, two servers on one bucket) both land in the history, and the latest file by name is the image's
-decision. A `clear` is a decision too: it leaves the image undecided, and stays in the history.
+decision. A `clear` is a decision too: it leaves the image undecided, and stays in the history. The files
+lie in one folder, so the drop's decisions are one listing of names (no file is opened to list them).
 """
 
 from __future__ import annotations
@@ -80,26 +81,30 @@ class Reviews:
         name = f"{now:020d}-{secrets.token_hex(4)}"
         made = Decision(image, decision, note, reviewer,
                         datetime.fromtimestamp(now / 1e9, timezone.utc).isoformat(timespec="milliseconds"), name)
-        write_atomic(self.folder / image_stem(image) / f"{name}.json", json.dumps(made.to_dict()).encode())
+        write_atomic(self.folder / f"{image_stem(image)}@{name}.json", json.dumps(made.to_dict()).encode())
         return made
 
-    def entries(self) -> list[storage.Entry]:
-        """The decision files as one listing shows them (nothing read)."""
-        return [e for e in storage.list_files(self.folder) if e.rel.endswith(".json") and e.rel.count("/") == 1]
+    def names(self) -> list[str]:
+        """The decision files' names, sorted: per image, by time."""
+        try:
+            listed = storage.list_folders(self.folder)
+        except FileNotFoundError:
+            return []
+        return [name for name, is_dir in listed if not is_dir and "@" in name and name.endswith(".json")]
 
     def history(self, read=None) -> dict[str, list[Decision]]:
-        """image -> its decisions, oldest first. `read(entry) -> dict` reads one file (a cache may stand in:
+        """image -> its decisions, oldest first. `read(path) -> dict` reads one file (a cache may stand in:
         the files never change)."""
-        read = read or (lambda e: json.loads(storage.read_text(e.path)))
+        read = read or (lambda path: json.loads(storage.read_text(path)))
         found: dict[str, list[Decision]] = {}
-        for entry in self.entries():  # sorted by path: per image, by the time in the name
-            doc = read(entry)
+        for name in self.names():
+            doc = read(self.folder / name)
             found.setdefault(doc["image"], []).append(Decision(**doc))
         return found
 
     def fingerprint(self) -> str:
         """Changes exactly when a decision is added (or a file removed by hand)."""
-        return digest([e.rel for e in self.entries()])
+        return digest(self.names())
 
 
 def current(history: dict[str, list[Decision]]) -> dict[str, Decision]:

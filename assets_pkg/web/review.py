@@ -21,7 +21,7 @@ from ..domain import storage
 from ..domain.artifacts import DropArtifacts
 from ..domain.errors import StudioError
 from ..domain.reviews import MAX_NOTE_CHARS, MAX_REVIEWER_CHARS, Decision, InvalidDecision, Reviews, plain_text
-from ..stages.campaigns.logic import Revision, campaign_png_entries
+from ..stages.campaigns.logic import Revision, campaign_dir
 from .search import BadRequest
 
 IMAGE_PATH_RE = re.compile(r"campaign/[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\.png")
@@ -71,7 +71,7 @@ class ReviewDesk:
     def __init__(self, artifacts_dir: str, revise: Callable[[str, Revision], str] = run_revision):
         self.artifacts_dir = artifacts_dir
         self._revise = revise
-        self._files = LRUCache(maxsize=DECISION_FILES_KEPT)  # (path, version) -> decision: files never change
+        self._files = LRUCache(maxsize=DECISION_FILES_KEPT)  # path -> decision: the files never change
         self._revising: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
@@ -82,8 +82,7 @@ class ReviewDesk:
         """`path` names a campaign image of the drop (`campaign/<brief>.png`, `campaign/<brief>.v2.png`)."""
         if not isinstance(path, str) or not path:
             raise BadRequest("path", "missing; name a campaign image as campaign/<brief>.png")
-        if not IMAGE_PATH_RE.fullmatch(path) or path.removeprefix("campaign/") not in {
-                e.rel for e in campaign_png_entries(self._art(drop))}:
+        if not IMAGE_PATH_RE.fullmatch(path) or not storage.exists(campaign_dir(self._art(drop)) / path[len("campaign/"):]):
             raise BadRequest("path", f"no campaign image {path[:100]!r} in drop {drop!r}")
         return path
 
@@ -96,11 +95,10 @@ class ReviewDesk:
             raise _bad(e) from None
 
     def history(self, drop: str) -> dict[str, list[Decision]]:
-        def read(entry: storage.Entry) -> dict:
-            key = (str(entry.path), entry.version)
-            doc = self._files.get(key)
+        def read(path) -> dict:
+            doc = self._files.get(str(path))
             if doc is None:
-                doc = self._files[key] = json.loads(storage.read_text(entry.path))
+                doc = self._files[str(path)] = json.loads(storage.read_text(path))
             return doc
 
         return Reviews(self._art(drop)).history(read)

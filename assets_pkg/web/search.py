@@ -211,7 +211,7 @@ class SearchService:
     def forget(self, drop: str) -> None:
         """Drop what is cached of `drop` (a run of this process changed it)."""
         with self._cache_lock:
-            for key in [k for k in self._cached if k in (("drop facts",),) or (len(k) == 3 and k[2] == drop)]:
+            for key in [k for k in self._cached if k == ("drop facts",) or drop in k[1:]]:
                 self._cached.pop(key, None)
 
     def drop_names(self) -> list[str]:
@@ -333,7 +333,8 @@ class SearchService:
         images each product picture went into, and which contact sheets exist."""
         art = DropArtifacts.at(self.artifacts_dir, drop)
         refs = read_references(art)
-        files = {e.rel: e for e in storage.list_files(campaign_dir(art))}
+        # The listing is seconds-old at most, like the drops' facts: a new image shows on the next look.
+        files = self._remember(("campaign files", drop), lambda: {e.rel: e for e in storage.list_files(campaign_dir(art))})
         campaign = []
         used_in: dict[str, list[str]] = {}
         for rel in sorted(r for r in files if r.endswith(".png") and "/" not in r):

@@ -24,7 +24,7 @@ from ...domain.reviews import Decision, Reviews, current, image_stem
 from ...domain.storage import AnyPath, write_atomic
 from ..campaigns.logic import CampaignOutputs, campaign_dir, png_decodes
 
-MANIFESTS = ("manifest.json", "manifest.csv")
+FILES = ()  # nothing under the drop's artifacts: it reads reviews/ (domain/reviews.py) and writes PUBLISH_DIR
 COLUMNS = ["image", "sha256", "drop", "brief", "prompt", "model", "size", "aspect_ratio", "cost_usd",
            "references", "base_image", "parent", "note", "reviewer", "approved_at"]
 
