@@ -8,7 +8,6 @@ keep-alive connection; text encoding, both collections' searches and JSON includ
 import argparse
 import multiprocessing
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ from search_latency import QUERIES, fill, percentile
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from servers import free_port, port_open  # noqa: E402
+from servers import Serve  # noqa: E402
 
 
 def main(argv=None):
@@ -45,17 +44,10 @@ def main(argv=None):
             pool.apply(fill, (uri, a.vectors, dim, a.drops, "product_images"))
         for d in range(a.drops):
             os.makedirs(os.path.join(tmp, "drops", f"drop{d}"))
-        port = free_port()
         env = {**os.environ, "DROPS_DIR": os.path.join(tmp, "drops"), "ARTIFACTS_DIR": os.path.join(tmp, "artifacts"),
                "MILVUS_URI": uri, "MILVUS_COLLECTION": "product_images", "CLIP_MODEL": model}
-        server = subprocess.Popen([sys.executable, "-m", "assets_pkg.cli", "serve", "--port", str(port)], cwd=ROOT,
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            while not port_open(port):
-                if server.poll() is not None:
-                    raise SystemExit("serve did not start")
-                time.sleep(0.2)
-            url = f"http://127.0.0.1:{port}/api/search"
+        with Serve(env, Path(tmp) / "serve.log") as server:
+            url = f"{server.url}/api/search"
             with requests.Session() as http:
                 assert http.get(url, params={"q": "warm up", "k": 10}).status_code == 200
                 everywhere, one_drop = [], []
@@ -69,9 +61,6 @@ def main(argv=None):
                     assert r.status_code == r2.status_code == 200 and len(r.json()) == 10
                     everywhere.append(t1 - t0)
                     one_drop.append(t2 - t1)
-        finally:
-            server.kill()
-            server.wait()
     print_result({"vectors": a.vectors, "queries": a.queries, "model": a.model,
                   "p50_ms": percentile(everywhere, 50), "p99_ms": percentile(everywhere, 99),
                   "one_drop_p50_ms": percentile(one_drop, 50), "one_drop_p99_ms": percentile(one_drop, 99)}, a.json)

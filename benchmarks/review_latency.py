@@ -10,7 +10,6 @@ import io
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from report import print_result
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from servers import free_port, port_open  # noqa: E402
+from servers import Serve  # noqa: E402
 
 
 def _campaign(folder: Path, n: int) -> list[str]:
@@ -60,16 +59,9 @@ def main(argv=None):
         env = {**os.environ, "DROPS_DIR": str(tmp / "drops"), "ARTIFACTS_DIR": str(tmp / "artifacts"),
                "MILVUS_URI": str(tmp / "milvus.db"), "CLIP_MODEL": model, "DAGSTER_HOME": str(tmp / "home")}
         env.pop("DROP_STUDIO_TOKEN", None)
-        port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "assets_pkg.cli", "serve", "--port", str(port)], cwd=ROOT,
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         record, show, both = [], [], []
-        try:
-            while not port_open(port):
-                if server.poll() is not None:
-                    raise SystemExit("serve did not start")
-                time.sleep(0.2)
-            base = f"http://127.0.0.1:{port}"
+        with Serve(env, tmp / "serve.log") as server:
+            base = server.url
             rng = random.Random(0)
             with requests.Session() as http:
                 assert len(http.get(f"{base}/api/drops/bench", timeout=120).json()["campaign"]) == a.images
@@ -87,9 +79,6 @@ def main(argv=None):
                     record.append(t1 - t0)
                     show.append(t2 - t1)
                     both.append(t2 - t0)
-        finally:
-            server.kill()
-            server.wait()
 
     def ms(values, q):
         return round(float(np.percentile(np.asarray(values) * 1000, q)), 1)

@@ -27,7 +27,7 @@ from search_latency import QUERIES, percentile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import draw_drop  # noqa: E402
-from servers import free_port, port_open  # noqa: E402
+from servers import Serve  # noqa: E402
 
 SPEC = [(c, s, 5) for c in ("red", "blue", "green") for s in ("circle", "square")]  # 30 pictures
 
@@ -102,15 +102,8 @@ def main(argv=None):
             env.pop(k, None)
         setup = _cli(env, "run")
         extra = sorted((ROOT / "data" / "drops" / "drinkware").glob("*.png"))
-        port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "assets_pkg.cli", "serve", "--port", str(port)], cwd=ROOT,
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            while not port_open(port):
-                if server.poll() is not None:
-                    raise SystemExit("serve did not start")
-                time.sleep(0.2)
-            url = f"http://127.0.0.1:{port}/api/search"
+        with Serve(env, tmp / "serve.log") as server:
+            url = f"{server.url}/api/search"
             assert requests.get(url, params={"q": "warm up"}, timeout=120).status_code == 200
             _add_pictures(tmp / "drops" / "fruit-stand", extra, a.add, "idle")
             idle = _cli(env, "run", "--drop", "fruit-stand")
@@ -119,9 +112,6 @@ def main(argv=None):
                 time.sleep(2)  # every client in its loop
                 busy = _cli(env, "run", "--drop", "fruit-stand")
             answers = list(clients.answers)
-        finally:
-            server.kill()
-            server.wait()
     seconds = sorted(s for _, s in answers)
     ok = sum(1 for status, s in answers if status == 200 and s <= 1.0)
     print_result({

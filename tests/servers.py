@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 
@@ -398,6 +399,39 @@ class TcpRelay:
                 except OSError:
                     pass
             self._sockets.clear()
+
+
+class Serve:
+    """`drop-studio serve` on a free loopback port, its output appended to `log`, killed for sure."""
+
+    def __init__(self, env: dict, log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, "-m", "assets_pkg.cli", "serve", "--port", str(self.port)],
+                                     cwd=Path(__file__).resolve().parents[1], env=env, stdout=open(log, "a"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 120
+        while not port_open(self.port):
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise AssertionError(f"serve did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.3)
+
+    def get(self, route: str, **params) -> requests.Response:
+        return requests.get(self.url + route, params=params, timeout=60)
+
+    def post(self, route: str, data: bytes, headers: dict | None = None, **params) -> requests.Response:
+        return requests.post(self.url + route, params=params, data=data, headers=headers or {}, timeout=60)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def __enter__(self) -> "Serve":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 class DagsterDev:

@@ -19,8 +19,7 @@ from PIL import Image
 
 from conftest import ROOT, draw_drop, materialize_drop, metadata
 from fake_gemini import FakeGemini, image_reply, png_bytes
-from servers import chrome
-from test_search_app import Serve
+from servers import Serve, chrome
 
 API_KEY = "test-key-not-a-secret-0123456789"
 MODEL = "gemini-3.1-flash-image"

@@ -8,14 +8,13 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 from PIL import Image
 
 from conftest import BRIEFS, ROOT, draw_drop
-from servers import chrome, free_port, port_open
+from servers import Serve, chrome
 
 
 SUMMER_PRODUCTS = """file,sku,name,category,color
@@ -23,33 +22,6 @@ green_star_0.png,STAR-1,Star badge,Badges,Green
 green_star_1.png,STAR-1,Star badge (back),Badges,Green
 red_circle_0.png,DOT-7,Red dot pin,Pins,Red
 """
-
-
-class Serve:
-    """`drop-studio serve` on a free loopback port, killed for sure."""
-
-    def __init__(self, env: dict, log: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-m", "assets_pkg.cli", "serve", "--port", str(self.port)],
-                                     cwd=ROOT, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.time() + 120
-        while not port_open(self.port):
-            if self.proc.poll() is not None or time.time() > deadline:
-                raise AssertionError(f"serve did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.3)
-
-    def get(self, route: str, **params) -> requests.Response:
-        return requests.get(self.url + route, params=params, timeout=60)
-
-    def post(self, route: str, data: bytes, headers: dict | None = None, **params) -> requests.Response:
-        return requests.post(self.url + route, params=params, data=data, headers=headers or {}, timeout=60)
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
 
 
 @pytest.fixture(scope="module")

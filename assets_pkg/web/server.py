@@ -40,6 +40,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..domain.errors import StudioError
+from ..domain.reviews import current
 from ..domain.settings import DEFAULTS
 from .review import ReviewDesk, RevisionFailed
 from .search import (MAX_UPLOAD_BYTES, BadRequest, Busy, SearchService, parse_filters, parse_k, parse_kind,
@@ -113,12 +114,12 @@ def create_app(service: SearchService, token: str | None = None,
             for ref in brief["references"]:
                 ref["thumbnail"] = thumbnail_url("product", drop, ref["path"])
         history = desk.history(drop)
+        standing = current(history)
         for image in detail["campaign"]:
             image["thumbnail"] = thumbnail_url("campaign", drop, image["path"])
-            decisions = history.get(image["path"], [])
-            last = decisions[-1] if decisions and decisions[-1].decision != "clear" else None
+            last = standing.get(image["path"])
             image["review"] = last and {k: getattr(last, k) for k in ("decision", "note", "reviewer", "time")}
-            image["history"] = [d.to_dict() for d in decisions]
+            image["history"] = [d.to_dict() for d in history.get(image["path"], [])]
         detail["sheets"] = {name: "/api/sheet?" + urlencode({"drop": drop, "name": name}) for name in detail["sheets"]}
         return JSONResponse(detail)
 
@@ -147,16 +148,19 @@ def create_app(service: SearchService, token: str | None = None,
             raise BadRequest("body", "send a JSON object")
         return body
 
+    def body_drop(body: dict) -> str:
+        return service.check_drop(body.get("drop") if isinstance(body.get("drop"), str) else None, required=True)
+
     async def review(request: Request) -> JSONResponse:
         body = await json_body(request)
-        drop = service.check_drop(body.get("drop") if isinstance(body.get("drop"), str) else None, required=True)
+        drop = body_drop(body)
         made = await run_in_threadpool(desk.decide, drop, body)
         return JSONResponse({"review": made.to_dict(),
                              "history": [d.to_dict() for d in desk.history(drop).get(made.image, [])]})
 
     async def revise(request: Request) -> JSONResponse:
         body = await json_body(request)
-        drop = service.check_drop(body.get("drop") if isinstance(body.get("drop"), str) else None, required=True)
+        drop = body_drop(body)
         try:
             path = await run_in_threadpool(desk.revise, drop, body)
         except RevisionFailed as e:

@@ -65,6 +65,12 @@ def image_stem(brief_id: str, variant: int) -> str:
     return brief_id if variant == 1 else f"{brief_id}.v{variant}"
 
 
+def variant_number(brief_id: str, stem: str) -> int | None:
+    """n for `<brief_id>.v<n>` (None for the brief's first image or another brief's)."""
+    m = re.fullmatch(rf"{re.escape(brief_id)}\.v(\d+)", stem)
+    return int(m.group(1)) if m else None
+
+
 def image_path(stem: str) -> str:
     """How the API, the reviews and the manifests name a campaign image: relative to the drop's artifacts."""
     return f"campaign/{stem}.png"
@@ -96,10 +102,8 @@ def image_request(brief: Brief, model: str, reference_hashes: list[str], max_ref
     settings and the content hashes of the references that go with it, in order (a model takes at most
     `max_references` images). A base image (its hash) or the image being revised and the note (`edit_of`)
     go first and take one of those places; a brief with neither is asked for as before they existed."""
-    if base_sha256 is None and edit_of is None:
-        return {"model": model, "prompt": brief.prompt, "aspect_ratio": brief.aspect_ratio,
-                "image_size": brief.image_size, "references": reference_hashes[:max_references]}
-    places = None if max_references is None else max_references - 1
+    edits = base_sha256 is not None or edit_of is not None
+    places = max_references - 1 if edits and max_references is not None else max_references
     request = {"model": model, "prompt": brief.prompt, "aspect_ratio": brief.aspect_ratio,
                "image_size": brief.image_size, "references": reference_hashes[:places]}
     if base_sha256 is not None:
@@ -246,12 +250,11 @@ class CampaignOutputs:
 
     def revisions(self, brief_id: str, sidecars: Mapping[str, dict]) -> dict[int, dict]:
         """variant number -> sidecar, for the brief's images that are revisions of another."""
-        pattern = re.compile(rf"{re.escape(brief_id)}\.v(\d+)")
         found = {}
         for stem in sidecars:
-            m = pattern.fullmatch(stem)
-            if m and sidecars[stem].get("revision"):
-                found[int(m.group(1))] = sidecars[stem]
+            n = variant_number(brief_id, stem)
+            if n is not None and sidecars[stem].get("revision"):
+                found[n] = sidecars[stem]
         return found
 
     def plan(self, briefs: Sequence[Brief], refs: dict[str, list[dict]], generator: str, model: str | None,
@@ -331,12 +334,12 @@ class CampaignOutputs:
                                 edit_of=(parent_sha, revision.note))
         sidecars = self._sidecars()
         key = request_key(request)
-        for other, facts in sidecars.items():
-            if other.split(".v")[0] == brief.id and facts.get("cache_key") == key and png_decodes(self.png(other)) is None:
+        used = {other: variant_number(brief.id, other) for other in sidecars}
+        for other, n in used.items():
+            if n is not None and sidecars[other].get("cache_key") == key and png_decodes(self.png(other)) is None:
                 report.revision = image_path(other)
                 return None
-        used = [int(m.group(1)) for other in sidecars if (m := re.fullmatch(rf"{re.escape(brief.id)}\.v(\d+)", other))]
-        variant = max([brief.variants, *used]) + 1
+        variant = max([brief.variants, *(n for n in used.values() if n is not None)]) + 1
         provenance = {"revision": {"parent": revision.parent, "parent_sha256": parent_sha, "note": revision.note,
                                    "reviewer": revision.reviewer}}
         req = ImageRequest(brief, variant, brief_refs, request, None,
