@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from assets_pkg.domain.artifacts import DropArtifacts
+from assets_pkg.domain.reviews import Reviews
 from assets_pkg.domain.store import ProductImageStore
 from assets_pkg.partitions import run_drops
 from conftest import BRIEFS, draw_drop
@@ -113,7 +116,7 @@ def test_daemon_ingests_drops_references_follow_and_only_the_weekly_run_bills(st
         # A Gemini key is set: any billed generation would reach this server.
         env = {**os.environ, **studio.env, "GEMINI_API_KEY": "test-key-not-a-secret",
                "GOOGLE_GEMINI_BASE_URL": gemini.url, "DROP_SENSOR_INTERVAL_S": "3", "AUTOMATION_INTERVAL_S": "3",
-               "GEMINI_MODE": "batch", "GEMINI_BATCH_POLL_S": "3"}
+               "GEMINI_MODE": "batch", "GEMINI_BATCH_POLL_S": "3", "REVIEW_SENSOR_INTERVAL_S": "3"}
         with DagsterDev(env, tmp_path / "dagster-dev.log") as dev:
             instance = DagsterInstance.get()
 
@@ -243,3 +246,14 @@ def test_daemon_ingests_drops_references_follow_and_only_the_weekly_run_bills(st
             assert sorted(p.name for p in (studio.artifacts / "spring" / "campaign").glob("*.png")) == \
                 ["blue-shelf.png", "red-hero.png"]
             assert len(gemini.batch_creations) == 1
+
+            # A reviewer approves one image (as the page's Approve writes it): the campaign_reviews sensor
+            # launches campaign_selects for spring, which publishes exactly that image.
+            before = time.time()
+            Reviews(DropArtifacts.at(studio.env["ARTIFACTS_DIR"], "spring")).record("campaign/red-hero.png", "approve",
+                                                                                   reviewer="Gus")
+            published = wait_for_runs(instance, _succeeded("publish_selects", "spring", before), 120,
+                                      "the reviews sensor's publish run")
+            assert published.tags["trigger"] == "review decisions changed"
+            assert sorted(p.name for p in (Path(studio.env["PUBLISH_DIR"]) / "spring").iterdir()) == [
+                "manifest.csv", "manifest.json", "red-hero.png"]

@@ -39,6 +39,7 @@ red_circle_0.png,DOT-7,Red dot pin,Pins,Red
 blue_square_0.png,SQ-2,Blue square badge,Badges,Blue
 """
 NOTE = "warmer light, no text on the bag"
+MARKUP = '<b>keep</b> <img src=x onerror="document.title=1">'  # a note is plain text, never markup
 
 
 def decoded(inline: dict) -> bytes:
@@ -100,9 +101,14 @@ def test_in_the_browser_approve_reject_and_revise_with_the_model(world):
         card = lambda path: browser.find_element(By.CSS_SELECTOR, f'article.campaign-image[data-path="{path}"]')
         wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "article.campaign-image")) == 5)
         browser.find_element(By.ID, "reviewer").send_keys("Ada Lovelace")
-        card("campaign/red-hero.png").find_element(By.CSS_SELECTOR, "button.approve").click()
+        hero = card("campaign/red-hero.png")
+        hero.find_element(By.CSS_SELECTOR, "textarea.note").send_keys(MARKUP)
+        hero.find_element(By.CSS_SELECTOR, "button.approve").click()
         wait.until(lambda b: card("campaign/red-hero.png").find_element(By.CSS_SELECTOR, "p.review").text
                    .startswith("Approved by Ada Lovelace"))
+        status = card("campaign/red-hero.png").find_element(By.CSS_SELECTOR, "p.review")
+        assert status.text.endswith(f": {MARKUP}")  # shown as the text it is
+        assert status.find_elements(By.TAG_NAME, "b") == [] and status.find_elements(By.TAG_NAME, "img") == []
         v2 = card("campaign/red-hero.v2.png")
         v2.find_element(By.CSS_SELECTOR, "textarea.note").send_keys(NOTE)
         v2.find_element(By.CSS_SELECTOR, "button.reject").click()
@@ -113,6 +119,7 @@ def test_in_the_browser_approve_reject_and_revise_with_the_model(world):
         facts = card("campaign/red-hero.v3.png").find_element(By.CSS_SELECTOR, "table.facts").text
         assert "revised from red-hero.v2.png" in facts and f"note {NOTE}" in facts
         browser.save_screenshot(str(root / "review.png"))
+        browser_title = browser.title
     finally:
         browser.quit()
 
@@ -125,11 +132,17 @@ def test_in_the_browser_approve_reject_and_revise_with_the_model(world):
     detail = images(server)
     assert detail["campaign/red-hero.png"]["review"]["decision"] == "approve"
     assert detail["campaign/red-hero.png"]["review"]["reviewer"] == "Ada Lovelace"
+    assert detail["campaign/red-hero.png"]["review"]["note"] == MARKUP
     assert (detail["campaign/red-hero.v2.png"]["review"]["decision"], detail["campaign/red-hero.v2.png"]["review"]["note"]) == ("reject", NOTE)
     v3 = detail["campaign/red-hero.v3.png"]
     assert v3["revision"]["parent"] == "campaign/red-hero.v2.png" and v3["revision"]["note"] == NOTE
     assert v3["revision"]["reviewer"] == "Ada Lovelace"
     assert requests.get(server.url + v3["thumbnail"], timeout=60).status_code == 200  # indexed, so served
+    assert browser_title != "1"
+    # From a product picture to what was made from it: red-hero's references went into its three images.
+    brief = next(b for b in server.get("/api/drops/spring").json()["briefs"] if b["id"] == "red-hero")
+    for ref in brief["references"]:
+        assert ref["used_in"] == ["campaign/red-hero.png", "campaign/red-hero.v2.png", "campaign/red-hero.v3.png"]
 
     # The same revision again bills nothing: the image made from that parent and note is the answer.
     again = requests.post(server.url + "/api/revise", json={"drop": "spring", "path": "campaign/red-hero.v2.png",
@@ -273,8 +286,8 @@ def test_the_reviews_sensor_asks_for_a_publish_run_when_decisions_change(world, 
     with DagsterInstance.get() as instance:
         library = DropLibrary(drops_dir=env["DROPS_DIR"], artifacts_dir=env["ARTIFACTS_DIR"])
         first = campaign_reviews(build_sensor_context(instance=instance, resources={"library": library}))
+        assert campaign_reviews.job_name == "publish_selects"
         assert [r.partition_key for r in first.run_requests] == ["spring"]
-        assert first.run_requests[0].job_name in (None, "publish_selects")
         quiet = campaign_reviews(build_sensor_context(instance=instance, cursor=first.cursor,
                                                       resources={"library": library}))
         assert quiet.run_requests == []
