@@ -295,10 +295,12 @@ def serve(host: str | None, port: int | None) -> None:
 
 @cli.command("make-checkpoint")
 @click.option("--out", required=True, help="where to write the checkpoint")
-@click.option("--arch", default="tiny", show_default=True, help="tiny (trained here) or vit-b-32 (random weights)")
+@click.option("--arch", default="tiny", show_default=True,
+              help="tiny (trained here), vit-b-32 (random weights), or open_clip:<architecture> (random weights, "
+                   "for CLIP_MODEL=open_clip:<architecture>:<file>)")
 @click.option("--steps", type=int, help="training steps of the tiny model")
 def make_checkpoint(out: str, arch: str, steps: int | None) -> None:
-    """Write a local CLIP checkpoint (tiny trained, or ViT-B/32-shaped)."""
+    """Write a local CLIP checkpoint (tiny trained, ViT-B/32-shaped, or an open_clip architecture's shapes)."""
     from assets_pkg.domain.checkpoints import write_checkpoint
 
     path = write_checkpoint(out, arch, steps, log=lambda m: print(m, file=sys.stderr))

@@ -140,10 +140,31 @@ def retrieval_accuracy(model: CLIP, samples_per_class: int = 3, seed: int = 123)
     return hits / total
 
 
+def write_open_clip_weights(out: str | Path, arch: str, seed: int = 0) -> Path:
+    """An open_clip architecture with random weights (`pretrained=None`), saved as a state dict: the file
+    `CLIP_MODEL=open_clip:<arch>:<out>` loads the way downloaded weights in a file load (no weights can be
+    downloaded on an offline machine; this gives each architecture's exact shapes)."""
+    import open_clip
+
+    if arch not in open_clip.list_models():
+        raise StudioError(f"--arch open_clip:{arch}: open_clip has no such architecture")
+    torch.manual_seed(seed)
+    model = open_clip.create_model(arch, pretrained=None)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(out)
+    return out
+
+
 def write_checkpoint(out: str | Path, arch: str = "tiny", steps: int | None = None, seed: int = 0, log=print) -> Path:
-    """`arch`: one of ARCHS; `steps`: training steps of the tiny model (default TINY_STEPS)."""
+    """`arch`: one of ARCHS, or `open_clip:<architecture>` (random weights); `steps`: training steps of the
+    tiny model (default TINY_STEPS)."""
+    if arch.startswith("open_clip:"):
+        return write_open_clip_weights(out, arch[len("open_clip:"):], seed)
     if arch not in ARCHS:
-        raise StudioError(f"--arch {arch!r}: use one of {', '.join(ARCHS)}")
+        raise StudioError(f"--arch {arch!r}: use one of {', '.join(ARCHS)}, or open_clip:<architecture>")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if arch == "tiny":

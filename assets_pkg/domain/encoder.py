@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .drops import load_rgb
 from .errors import EncoderError, StudioError
-from .model_id import FIT_MODES, clip_model_id
+from .model_id import FIT_MODES, clip_model_id, open_clip_parts
 from .storage import URL_RE, as_path, image_source
 from .settings import DEFAULTS
 
@@ -136,9 +136,25 @@ class EmbedProgress:
         return self.done / self.seconds if self.seconds > 0 else 0.0
 
 
-def load_clip(name: str, device: str, download_root: str | None = None):
-    """(model, preprocess) in eval mode; one clear line when the weights are missing or not CLIP's."""
+@dataclass
+class LoadedModel:
+    """Weights in eval mode with what using them takes: their own preprocessing and tokenizer, the embedding
+    dimension and the input side their preprocessing produces."""
+
+    model: torch.nn.Module
+    preprocess: Callable
+    tokenize: Callable[[list[str]], torch.Tensor]
+    dim: int
+    resolution: int
+    trim_padding: bool  # OpenAI CLIP's causal text tower reads the end-of-text token: zero padding can go
+
+
+def load_clip(name: str, device: str, download_root: str | None = None) -> LoadedModel:
+    """OpenAI CLIP weights through `clip` (a name or a checkpoint file), or open_clip's (`open_clip:...`); one
+    clear line when the weights are missing or not what the name says."""
     clip_model_id(name)  # a name or a file, else one clear line
+    if open_clip_parts(name) is not None:
+        return _load_open_clip(name, device, download_root)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -154,7 +170,59 @@ def load_clip(name: str, device: str, download_root: str | None = None):
                 f"or set CLIP_MODEL to a local checkpoint"
             ) from None
         raise EncoderError(f"CLIP_MODEL={name!r}: not a loadable CLIP checkpoint ({type(e).__name__}: {e})") from None
-    return model.eval(), preprocess
+    model = model.eval()
+    return LoadedModel(model, preprocess, lambda texts: clip.tokenize(texts, truncate=True),
+                       int(model.text_projection.shape[1]), int(model.visual.input_resolution), True)
+
+
+def _load_open_clip(name: str, device: str, download_root: str | None) -> LoadedModel:
+    """open_clip weights by pretrained tag (from open_clip's cache, downloaded there on first use) or from a
+    file, with the architecture's own transforms, tokenizer and context length; half precision on a GPU."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import open_clip
+    arch, pretrained = open_clip_parts(name)
+    if arch not in open_clip.list_models():
+        raise EncoderError(f"CLIP_MODEL={name!r}: open_clip has no architecture {arch!r} "
+                           f"(open_clip.list_models() lists {len(open_clip.list_models())}, e.g. ViT-B-32, "
+                           f"ViT-B-16-SigLIP2, MobileCLIP-S2)")
+    precision = "fp16" if device.startswith("cuda") else "fp32"
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            arch, pretrained=pretrained, device=device, precision=precision, cache_dir=download_root)
+    except Exception as e:
+        if Path(pretrained).is_file():
+            raise EncoderError(f"CLIP_MODEL={name!r}: {pretrained} is not {arch} weights ({_first_line(e)})") from None
+        raise EncoderError(
+            f"CLIP_MODEL={name!r}: the weights are not in open_clip's cache and could not be downloaded "
+            f"({_first_line(e)}); download them where there is internet, or set open_clip:{arch}:/path/to/weights"
+        ) from None
+    tokenizer = None
+
+    def tokenize(texts: list[str]) -> torch.Tensor:
+        # Loaded on first use: a run that only embeds images needs no tokenizer (some come from the
+        # Hugging Face hub, e.g. SigLIP 2's multilingual one).
+        nonlocal tokenizer
+        if tokenizer is None:
+            try:
+                tokenizer = open_clip.get_tokenizer(arch, cache_dir=download_root)
+            except ModuleNotFoundError as e:
+                raise EncoderError(f"CLIP_MODEL={name!r}: its tokenizer needs the {e.name!r} package: "
+                                   f"pip install -e '.[multilingual]'") from None
+            except Exception as e:
+                raise EncoderError(f"CLIP_MODEL={name!r}: its tokenizer is not in the Hugging Face cache and could "
+                                   f"not be downloaded ({_first_line(e)})") from None
+        return tokenizer(texts)
+
+    config = open_clip.get_model_config(arch)
+    side = config["vision_cfg"].get("image_size", 224)
+    return LoadedModel(model.eval(), preprocess, tokenize, int(config["embed_dim"]),
+                       int(max(side) if isinstance(side, (tuple, list)) else side), False)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
 
 
 class ClipEncoder:
@@ -177,17 +245,23 @@ class ClipEncoder:
         self.fit = fit
         self._batch_size = batch_size
         self._num_workers = num_workers
-        self.model, self.preprocess = load_clip(model, self.device, download_root)
+        self.loaded = load_clip(model, self.device, download_root)
+        self.model, self.preprocess = self.loaded.model, self.loaded.preprocess
 
     def close(self) -> None:
         """Free the weights (and, on a GPU, the memory they held) now rather than at garbage collection."""
-        self.model = self.preprocess = None
+        self.model = self.preprocess = self.loaded = None
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
 
     @property
     def dim(self) -> int:
-        return int(self.model.text_projection.shape[1])
+        return self.loaded.dim
+
+    @property
+    def resolution(self) -> int:
+        """The side of the square the model's own preprocessing makes."""
+        return self.loaded.resolution
 
     @property
     def model_id(self) -> str:
@@ -214,7 +288,7 @@ class ClipEncoder:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.visual.conv1.weight.dtype
+        return next(self.model.visual.parameters()).dtype
 
     # -- mapper ------------------------------------------------------------
     @torch.inference_mode()
@@ -226,12 +300,14 @@ class ClipEncoder:
 
     @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-norm float32 text embeddings; texts over 77 tokens are truncated."""
-        tokens = clip.tokenize(list(texts), truncate=True)
-        # The text transformer is causal and reads its output at the end-of-text token, so
-        # the zero padding after it changes nothing: dropping it gives the same vectors
-        # several times faster (a 6-token query costs 8 positions instead of 77).
-        tokens = tokens[:, : int((tokens != 0).sum(dim=1).max())].to(self.device)
+        """Unit-norm float32 text embeddings; texts longer than the model's context are truncated."""
+        tokens = self.loaded.tokenize(list(texts))
+        if self.loaded.trim_padding:
+            # The text transformer is causal and reads its output at the end-of-text token, so
+            # the zero padding after it changes nothing: dropping it gives the same vectors
+            # several times faster (a 6-token query costs 8 positions instead of 77).
+            tokens = tokens[:, : int((tokens != 0).sum(dim=1).max())]
+        tokens = tokens.to(self.device)
         feats = self.model.encode_text(tokens).float()
         feats = feats / feats.norm(dim=-1, keepdim=True)
         return feats.cpu().numpy().astype(np.float32, copy=False)
@@ -239,7 +315,7 @@ class ClipEncoder:
     def embed_image_bytes(self, data: bytes) -> np.ndarray:
         """The (1, dim) embedding of one image held in memory (a picture to search by), preprocessed exactly
         as a drop's images are."""
-        pixels = prepare(io.BytesIO(data), self.preprocess, self.fit, self.model.visual.input_resolution)
+        pixels = prepare(io.BytesIO(data), self.preprocess, self.fit, self.resolution)
         return self._encode_pixels(pixels[None])
 
     # -- reader + mapper ---------------------------------------------------
@@ -252,7 +328,7 @@ class ClipEncoder:
         if not paths:
             return
         workers = self.num_workers if len(paths) > self.batch_size else 0
-        dataset = _ImageFiles(paths, self.preprocess, self.fit, self.model.visual.input_resolution)
+        dataset = _ImageFiles(paths, self.preprocess, self.fit, self.resolution)
         loader = DataLoader(
             dataset,
             batch_size=self.batch_size,

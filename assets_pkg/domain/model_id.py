@@ -60,8 +60,37 @@ def checkpoint_sha256(path: str | Path) -> str:
         return digest
 
 
+OPEN_CLIP = "open_clip:"
+
+
+def open_clip_parts(name: str) -> tuple[str, str] | None:
+    """(architecture, pretrained tag or weights file) of `open_clip:<architecture>:<tag or path>`; None for
+    a `clip` name or checkpoint."""
+    if not name.startswith(OPEN_CLIP):
+        return None
+    arch, sep, pretrained = name[len(OPEN_CLIP):].partition(":")
+    if not arch or not sep or not pretrained:
+        raise EncoderError(f"CLIP_MODEL={name!r}: write open_clip:<architecture>:<pretrained tag>, e.g. "
+                           f"open_clip:ViT-B-32:laion2b_s34b_b79k, or open_clip:<architecture>:/path/to/weights")
+    return arch, pretrained
+
+
+def _is_weights_path(pretrained: str) -> bool:
+    return "/" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
 def clip_model_id(name: str) -> str:
-    """`ViT-B/32` for a named model; `<file name>@<first 16 hex of sha256>` for a checkpoint file."""
+    """`ViT-B/32` for a named model; `<file name>@<first 16 hex of sha256>` for a checkpoint file;
+    `open_clip:<architecture>:<tag>` for open_clip weights by tag, `open_clip:<architecture>:<file name>@<hash>`
+    for open_clip weights in a file."""
+    parts = open_clip_parts(name)
+    if parts is not None:
+        arch, pretrained = parts
+        if Path(pretrained).is_file():
+            return f"{OPEN_CLIP}{arch}:{Path(pretrained).name}@{checkpoint_sha256(pretrained)[:16]}"
+        if _is_weights_path(pretrained):
+            raise EncoderError(f"CLIP_MODEL={name!r}: no such weights file {pretrained!r}")
+        return name
     if Path(name).is_file():
         return f"{Path(name).name}@{checkpoint_sha256(name)[:16]}"
     if name in CLIP_MODEL_NAMES:
