@@ -197,6 +197,11 @@ def _load_open_clip(name: str, device: str, download_root: str | None) -> Loaded
             f"CLIP_MODEL={name!r}: the weights are not in open_clip's cache and could not be downloaded "
             f"({_first_line(e)}); download them where there is internet, or set open_clip:{arch}:/path/to/weights"
         ) from None
+    from timm.utils import reparameterize_model
+
+    # MobileCLIP's FastViT branches fuse into single convolutions for inference (same outputs, faster);
+    # other architectures have nothing to fuse.
+    model = reparameterize_model(model.eval(), inplace=True)
     tokenizer = None
 
     def tokenize(texts: list[str]) -> torch.Tensor:
