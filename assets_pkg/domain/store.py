@@ -625,6 +625,11 @@ class ProductImageStore:
         expr = filter_expr(drop, where)
         if not self.exists():
             return [[] for _ in vectors]
+        have = self.dim()
+        if have is not None and vectors.shape[1] != have:
+            raise StoreError(f"collection {self.collection!r} at {self.uri} holds {have}-d vectors but the query is "
+                             f"{vectors.shape[1]}-d: CLIP_MODEL is not the model the collection was built with (set "
+                             f"it back, or run the drops with this model into a new MILVUS_COLLECTION)")
         fields = HIT_FIELDS if "sku" in self._fields() else HIT_FIELDS[:3]
         if texts is None:
             return [[Hit.from_milvus(h, "clip") for h in hits] for hits in self._dense(vectors, expr, top_k, fields)]
