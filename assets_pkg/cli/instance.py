@@ -8,6 +8,8 @@ import shutil
 import socket
 from pathlib import Path
 
+from ..domain.processes import alive
+
 DEFAULT_DAGSTER_HOME = "data/dagster_home"
 # The instance configs ship with the code location (they are what `dagster dev` and the deployments run with):
 # data files, read, not imported.
@@ -47,22 +49,12 @@ def reap_dead_runs(instance) -> list[str]:
     live = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.NOT_STARTED]
     for run in instance.get_runs(RunsFilter(statuses=live, tags={"launched_by": "drop-studio"})):
         pid = int(run.tags.get("drop_studio/pid", "0"))
-        if run.tags.get("drop_studio/host") != socket.gethostname() or not pid or _alive(pid):
+        if run.tags.get("drop_studio/host") != socket.gethostname() or not pid or alive(pid):
             continue
         instance.report_run_failed(run, f"the drop-studio process {pid} that ran it is gone")
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         reaped.append(run.run_id)
     return reaped
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def sync_drops(instance, drops_dir: str) -> tuple[list[str], list[str], list[str]]:

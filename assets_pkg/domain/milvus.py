@@ -12,6 +12,8 @@ import os
 import re
 from pathlib import Path
 
+from .processes import alive
+
 
 @functools.cache
 def pymilvus():
@@ -109,12 +111,8 @@ def shared_lite_uri(path: str) -> str | None:
         pid, uri = int(doc["pid"]), str(doc["uri"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not alive(pid):
         return None
-    except PermissionError:
-        pass
     return uri if uri.startswith("unix:") and os.path.exists(uri[len("unix:"):]) else None
 
 
