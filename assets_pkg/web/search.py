@@ -29,7 +29,7 @@ from ..domain.errors import StudioError
 from ..domain.products import FILTER_FIELDS, InvalidFilter, filter_value
 from ..domain.store import MAX_TOP_K, ProductImageStore
 from ..stages.briefs.logic import read_briefs
-from ..stages.campaigns.logic import campaign_dir, campaign_pngs
+from ..stages.campaigns.logic import campaign_dir, campaign_pngs, image_path
 from ..stages.catalog.logic import read_catalog_of
 from ..stages.references.logic import read_references
 from ..stages.scan.logic import read_manifest
@@ -192,6 +192,7 @@ class SearchService:
         self._cache_lock = threading.Lock()
         self._thumbnails = LRUCache(maxsize=THUMBNAILS_KEPT)
         self._sidecars = LRUCache(maxsize=SIDECARS_KEPT)
+        self._sidecar_lock = threading.Lock()
         self._thumb_lock = threading.Lock()
 
     def close(self) -> None:
@@ -319,11 +320,11 @@ class SearchService:
     def _sidecar(self, entry: storage.Entry) -> dict:
         """A campaign image's sidecar, read again only when the listing shows it changed."""
         key = (str(entry.path), entry.version)
-        with self._thumb_lock:
+        with self._sidecar_lock:
             if key in self._sidecars:
                 return self._sidecars[key]
         doc = read_json(entry.path, {}) or {}
-        with self._thumb_lock:
+        with self._sidecar_lock:
             self._sidecars[key] = doc
         return doc
 
@@ -341,7 +342,7 @@ class SearchService:
             sidecar = files.get(rel[:-4] + ".json")
             facts = self._sidecar(sidecar) if sidecar else {}
             brief = facts.get("brief", {})
-            path = f"campaign/{rel}"
+            path = image_path(rel[:-len(".png")])
             campaign.append({
                 "path": path, "brief": brief.get("id", rel[:-4]), "prompt": brief.get("prompt", ""),
                 "model": facts.get("model"), "generator": facts.get("generator"),

@@ -16,6 +16,7 @@ campaign-batch.json (the Batch API job the drop's images wait on, GEMINI_MODE=ba
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import itertools
 import re
@@ -33,6 +34,7 @@ from ...domain.drops import ProductDrop
 from ...domain.errors import GeneratorError
 from .generator import Edit, Generation, Reference
 from ...domain.record import inputs_key
+from ...domain.reviews import image_stem as image_stem_of
 from ...domain.storage import AnyPath, write_atomic
 from ..briefs.logic import Brief, base_image_path, read_briefs
 from ..references.logic import read_references
@@ -133,18 +135,24 @@ def legacy_generation_key(brief: Brief, generator: str, model: str | None, refer
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def png_decodes(path: AnyPath) -> str | None:
-    """None when the PNG decodes and is not empty, else what is wrong with it."""
+def png_problem(data: bytes) -> str | None:
+    """None when the bytes are an image that decodes and is not empty, else what is wrong with it."""
     try:
-        with Image.open(storage.image_source(path)) as im:
+        with Image.open(io.BytesIO(data)) as im:
             im.load()
             if im.width == 0 or im.height == 0:
                 return "empty image"
-    except FileNotFoundError:
-        return "missing"
     except Exception as e:  # any decoder complaint means a broken file
         return str(e) or type(e).__name__
     return None
+
+
+def png_decodes(path: AnyPath) -> str | None:
+    """None when the PNG decodes and is not empty, else what is wrong with it."""
+    try:
+        return png_problem(storage.read_bytes(path))
+    except FileNotFoundError:
+        return "missing"
 
 
 @dataclass
@@ -555,8 +563,7 @@ def make_campaign_images(drop: ProductDrop, art: DropArtifacts, gen, mode: str,
     else:
         check_budget(todo, price, cap, gen.model, mode)  # over the cap: nothing is requested
         generate_interactive(gen, outputs, drop.name, drop.folder, todo, price, concurrency, report, warn)
-    if revision is not None and report.revision and report.revision not in (image_path(storage.as_path(p).stem)
-                                                                           for p in report.generated):
+    if revision is not None and str(outputs.png(image_stem_of(report.revision))) not in report.generated:
         blocked = next((b for b in report.blocked if b["brief"] == todo[0].brief.id), {}) if todo else {}
         raise GeneratorError(f"revision of {revision.parent}: the model made no image "
                              f"({blocked.get('reason', 'NO_IMAGE')}) {blocked.get('text', '')}".rstrip())

@@ -22,7 +22,7 @@ from ...domain.artifacts import DropArtifacts, read_json
 from ...domain.record import inputs_key
 from ...domain.reviews import Decision, Reviews, current, image_stem
 from ...domain.storage import AnyPath, write_atomic
-from ..campaigns.logic import CampaignOutputs, campaign_dir, png_decodes
+from ..campaigns.logic import CampaignOutputs, campaign_dir, png_problem
 
 FILES = ()  # nothing under the drop's artifacts: it reads reviews/ (domain/reviews.py) and writes PUBLISH_DIR
 COLUMNS = ["image", "sha256", "drop", "brief", "prompt", "model", "size", "aspect_ratio", "cost_usd",
@@ -80,10 +80,13 @@ def publish_selects(drop: str, art: DropArtifacts, publish_root: AnyPath) -> Pub
         if decision.decision != "approve":
             continue
         stem = image_stem(image)
-        if png_decodes(outputs.png(stem)) is not None:
+        try:
+            data = storage.read_bytes(outputs.png(stem))
+        except FileNotFoundError:
+            data = b""
+        if png_problem(data) is not None:
             report.approved_missing.append(image)
             continue
-        data = storage.read_bytes(outputs.png(stem))
         sha = hashlib.sha256(data).hexdigest()
         name = f"{stem}.png"
         if previous.get(name) == sha and name in present:
