@@ -4,6 +4,7 @@ raw_product_images -> clip_embeddings --> product_image_collection --> reference
   `-> product_catalog -------------------------^   `------> campaign_briefs --^                    |
                                                                        campaign_image_index <-----|
                                                                        campaign_selects <---------'
+product_image_collection, campaign_image_index (every drop) -> search_model (which model search answers from)
 
 Each stage is a folder of stages/: `logic.py` (what it does, no Dagster), `asset.py` (its asset, `ASSETS`,
 and checks of their own, `CHECKS`), `checks.py` (checks evaluated in its step) when it has any. A new stage
@@ -21,6 +22,7 @@ from .stages.collection import asset as collection
 from .stages.embeddings import asset as embeddings
 from .stages.references import asset as references
 from .stages.scan import asset as scan
+from .stages.search_model import asset as search_model_stage
 from .stages.selects import asset as selects
 
 STAGES = [scan, catalog, embeddings, collection, briefs, references, campaigns, campaign_index, selects]
@@ -32,6 +34,8 @@ def stage_assets(stages: list[ModuleType]) -> tuple[list, list]:
 
 
 drop_assets, drop_checks = stage_assets(STAGES)
+# Not a drop's stage: one asset over every drop (its state is domain/search_models.py's file).
+search_assets = search_model_stage.ASSETS
 
 raw_product_images = scan.raw_product_images
 product_catalog = catalog.product_catalog
@@ -42,7 +46,8 @@ reference_images = references.reference_images
 campaign_images = campaigns.campaign_images
 campaign_image_index = campaign_index.campaign_image_index
 campaign_selects = selects.campaign_selects
+search_model = search_model_stage.search_model  # not partitioned: the one model search answers from
 
-__all__ = ["STAGES", "stage_assets", "drop_assets", "drop_checks", "product_drops", "raw_product_images",
+__all__ = ["STAGES", "stage_assets", "drop_assets", "drop_checks", "search_assets", "product_drops", "raw_product_images",
            "product_catalog", "clip_embeddings", "product_image_collection", "campaign_briefs", "reference_images",
-           "campaign_images", "campaign_image_index", "campaign_selects"]
+           "campaign_images", "campaign_image_index", "campaign_selects", "search_model"]

@@ -18,12 +18,13 @@ from pydantic import PrivateAttr
 
 from .domain.artifacts import DropArtifacts
 from .domain.drops import ProductDrop
-from .domain.errors import GeneratorError, StudioError
+from .domain.errors import EncoderError, GeneratorError, StudioError
 from .stages.campaigns.generator import BoardGenerator, GeminiGenerator
 from .domain.image_models import MODES, ImageModel, image_model
 from .domain.milvus import campaign_collection, campaign_uri
 from .domain.model_id import clip_model_id, embedding_id
 from .domain.settings import setting
+from .domain.search_models import ModelEntry, SearchModels
 from .domain.store import LITE_LOCK_WAIT_S, ProductImageStore, is_lite_uri
 
 if TYPE_CHECKING:
@@ -76,14 +77,47 @@ class ClipModel(_FromSettings):
     download_root: Optional[str] = None  # where named models are cached (clip's default: ~/.cache/clip)
     progress_bar: bool = False  # a terminal progress bar (the CLI turns it on)
     _encoder: Optional["ClipEncoder"] = PrivateAttr(default=None)
+    _serving: Optional["ClipModel"] = PrivateAttr(default=None)  # the serving model, while CLIP_MODEL is another
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        self._encoder = None
+        self._encoder = self._serving = None
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
-        if self._encoder is not None:
-            self._encoder.close()
-            self._encoder = None
+        self.close()
+
+    def close(self) -> None:
+        for clip in (self, self._serving):
+            if clip is not None and clip._encoder is not None:
+                clip._encoder.close()
+                clip._encoder = None
+        self._serving = None
+
+    def use_in(self, models: SearchModels) -> ModelEntry:
+        """This model, registered with the models of the collection (domain/search_models.py)."""
+        return models.use(self.model_id(), self.get("model"), self.get("fit"))
+
+    def serving_encoder(self, serving: ModelEntry) -> "ClipEncoder":
+        """The encoder of the model search answers from: this one, or while a change of model is being
+        built, the previous model (loaded from where its weights were, and checked to be those weights)."""
+        if serving.id == self.model_id():
+            if self._serving is not None:  # search moved to this model: the previous one is not needed
+                self._serving.close()
+                self._serving = None
+            return self.encoder()
+        if self._serving is None or self._serving.model_id() != serving.id:
+            if not serving.spec:
+                raise EncoderError(f"search answers from {serving.id}, whose weights are not known here: set "
+                                   f"CLIP_MODEL to them once (the name or file they were loaded from)")
+            other = ClipModel(model=serving.spec, fit=serving.fit, device=self.get("device"),
+                              batch_size=self.get("batch_size"), num_workers=self.get("num_workers"),
+                              download_root=self.download_root)
+            if other.model_id() != serving.id:
+                raise EncoderError(f"search answers from {serving.id}, but {serving.spec} now holds other weights "
+                                   f"({other.model_id()}): put those weights back, or finish the change of model")
+            if self._serving is not None:
+                self._serving.close()
+            self._serving = other
+        return self._serving.encoder()
 
     def model_id(self) -> str:
         """What the vectors depend on (the weights' identity and the fit), without importing torch or loading
@@ -129,17 +163,20 @@ class MilvusResource(_FromSettings):
         if note:
             context.log.warning(note)
 
-    def store(self, lock_timeout: float = LITE_LOCK_WAIT_S, share: bool = False) -> ProductImageStore:
-        """The product collection. `lock_timeout`: how long to wait for a Milvus Lite file another process
-        holds (a run waits its turn; the search page answers 503 after a few seconds instead). `share`: let
-        other processes use this one's Milvus for the file while it is open (the search page)."""
-        return self._store(self.get("collection"), self.get("uri"), lock_timeout, share)
+    def store(self, lock_timeout: float = LITE_LOCK_WAIT_S, share: bool = False,
+              collection: str | None = None) -> ProductImageStore:
+        """A product collection: MILVUS_COLLECTION, or `collection` (a model's own, domain/search_models.py).
+        `lock_timeout`: how long to wait for a Milvus Lite file another process holds (a run waits its turn;
+        the search page answers 503 after a few seconds instead). `share`: let other processes use this
+        one's Milvus for the file while it is open (the search page)."""
+        return self._store(collection or self.get("collection"), self.get("uri"), lock_timeout, share)
 
-    def campaign_store(self, lock_timeout: float = LITE_LOCK_WAIT_S, share: bool = False) -> ProductImageStore:
-        """The collection of generated campaign images (`<collection>_campaigns`; for Milvus Lite in a file
-        of its own, see stages/campaign_index)."""
-        return self._store(campaign_collection(self.get("collection")), campaign_uri(self.get("uri")), lock_timeout,
-                           share)
+    def campaign_store(self, lock_timeout: float = LITE_LOCK_WAIT_S, share: bool = False,
+                       collection: str | None = None) -> ProductImageStore:
+        """The collection of generated campaign images beside a product collection (`<collection>_campaigns`;
+        for Milvus Lite in a file of its own, see stages/campaign_index)."""
+        return self._store(campaign_collection(collection or self.get("collection")), campaign_uri(self.get("uri")),
+                           lock_timeout, share)
 
     def _store(self, collection: str, uri: str, lock_timeout: float, share: bool) -> ProductImageStore:
         return ProductImageStore(uri, setting("MILVUS_TOKEN"), collection, lock_timeout=lock_timeout,
@@ -209,6 +246,11 @@ class ImageGeneratorResource(_FromSettings):
         if cap < 0:
             raise GeneratorError(f"GEMINI_MAX_COST_USD={raw!r} is negative")
         return cap
+
+
+def search_models(library: DropLibrary, milvus: "MilvusResource") -> SearchModels:
+    """Which model search answers from, and each model's collection and files."""
+    return SearchModels.load(library.get("artifacts_dir"), milvus.get("collection"))
 
 
 def build_resources(progress_bar: bool = False) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dagster import Definitions, in_process_executor, multiprocess_executor
 
-from assets_pkg.assets import drop_assets, drop_checks
+from assets_pkg.assets import drop_assets, drop_checks, search_assets
 from assets_pkg.domain.errors import StudioError
 from assets_pkg.domain.settings import setting
 from assets_pkg.resources import build_resources
@@ -19,11 +19,15 @@ from .jobs import (
     drop_graph_job,
     ingest_drop_job,
     publish_selects_job,
+    rebuild_for_model_job,
     refresh_catalog_job,
     regenerate_campaigns_job,
+    search_references_job,
+    switch_search_model_job,
 )
 from .schedules import nightly_catalog_refresh, weekly_campaign_refresh
-from .sensors import batch_split, campaign_batches, campaign_reviews, drop_folder_sensor, references_follow_inputs
+from .sensors import (batch_split, campaign_batches, campaign_reviews, drop_folder_sensor, model_changes,
+                      references_follow_inputs)
 
 
 # Modules every step of a drop may need, imported once by the forkserver instead of once per step.
@@ -59,12 +63,14 @@ def _executor():
 
 
 defs = Definitions(
-    assets=drop_assets,
+    assets=[*drop_assets, *search_assets],
     asset_checks=drop_checks,
     jobs=[drop_graph_job, ingest_drop_job, refresh_catalog_job, regenerate_campaigns_job,
-          collect_campaign_images_job, publish_selects_job],
+          collect_campaign_images_job, publish_selects_job, rebuild_for_model_job, switch_search_model_job,
+          search_references_job],
     schedules=[nightly_catalog_refresh, weekly_campaign_refresh],
-    sensors=[drop_folder_sensor, references_follow_inputs, campaign_batches, campaign_reviews, batch_split],
+    sensors=[drop_folder_sensor, model_changes, references_follow_inputs, campaign_batches, campaign_reviews,
+             batch_split],
     resources=build_resources(),
     executor=_executor(),
 )

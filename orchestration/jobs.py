@@ -7,21 +7,24 @@ CLI) and `regenerate_campaigns` (the weekly schedule) include the billed `campai
 
 from dagster import AssetSelection, define_asset_job
 
-from assets_pkg.assets import campaign_images, campaign_selects, product_drops
+from assets_pkg.assets import (campaign_image_index, campaign_images, campaign_selects, product_drops, reference_images,
+                               search_model)
 
 # raw_product_images, product_catalog, clip_embeddings, product_image_collection
 CATALOG = AssetSelection.groups("catalog")
+# Every asset partitioned by drop (search_model is the one that is not).
+DROP_GRAPH = AssetSelection.all() - AssetSelection.assets(search_model)
 
 drop_graph_job = define_asset_job(
     "drop_graph",
-    selection=AssetSelection.all(),
+    selection=DROP_GRAPH,
     partitions_def=product_drops,
     description="Every step for one product drop, campaign images (billed) included: for a click or the CLI.",
 )
 
 ingest_drop_job = define_asset_job(
     "ingest_drop",
-    selection=AssetSelection.all() - AssetSelection.assets(campaign_images).downstream(),
+    selection=DROP_GRAPH - AssetSelection.assets(campaign_images).downstream(),
     partitions_def=product_drops,
     description="A new or changed drop: images, embeddings, Milvus rows, briefs and references; no billed "
                 "generation (campaign images wait for the weekly run or a click).",
@@ -57,4 +60,28 @@ publish_selects_job = define_asset_job(
     partitions_def=product_drops,
     description="Publish a drop's approved campaign images to PUBLISH_DIR with their manifests, and remove "
                 "those no longer approved (launched by the campaign_reviews sensor).",
+)
+
+rebuild_for_model_job = define_asset_job(
+    "rebuild_for_model",
+    selection=CATALOG | AssetSelection.assets(campaign_image_index),
+    partitions_def=product_drops,
+    description="CLIP_MODEL changed: the drop's embeddings, product rows and campaign image rows for the new "
+                "model, in its own collections, while search answers from the previous one (launched by the "
+                "model_changes sensor for every drop).",
+)
+
+switch_search_model_job = define_asset_job(
+    "switch_search_model",
+    selection=AssetSelection.assets(search_model),
+    description="Move search to the new model once every drop is built for it (launched by the model_changes "
+                "sensor; at any time from the UI, where it only records where things stand).",
+)
+
+search_references_job = define_asset_job(
+    "search_references",
+    selection=AssetSelection.assets(reference_images),
+    partitions_def=product_drops,
+    description="Search every brief's references again with the model search now answers from (launched by "
+                "the model_changes sensor after a switch).",
 )

@@ -25,7 +25,7 @@ from assets_pkg.domain.drops import drop_fingerprints
 from assets_pkg.domain.errors import StudioError
 from assets_pkg.domain.settings import setting
 from assets_pkg.stages.campaigns.logic import BatchRecord, campaign_batch_path
-from assets_pkg.resources import DropLibrary, ImageGeneratorResource
+from assets_pkg.resources import ClipModel, DropLibrary, ImageGeneratorResource, MilvusResource, search_models
 
 from assets_pkg.domain.reviews import Reviews
 
@@ -34,8 +34,11 @@ from .jobs import (
     drop_graph_job,
     ingest_drop_job,
     publish_selects_job,
+    rebuild_for_model_job,
     refresh_catalog_job,
     regenerate_campaigns_job,
+    search_references_job,
+    switch_search_model_job,
 )
 
 # Declared rather than left to Dagster's default automation sensor, which a fresh instance creates
@@ -167,8 +170,57 @@ def campaign_reviews(context: SensorEvaluationContext, library: DropLibrary) -> 
                         skip_reason=None if requests else "no review decisions changed")
 
 
+@sensor(
+    jobs=[rebuild_for_model_job, switch_search_model_job, search_references_job],
+    minimum_interval_seconds=setting("DROP_SENSOR_INTERVAL_S"),
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Watches CLIP_MODEL: when it names another model than the one search answers from, every drop "
+                "gets a rebuild_for_model run (in runs of DROP_BATCH drops; the gpu pool embeds one at a time); "
+                "once every drop is built, a switch_search_model run moves search to the new model in one "
+                "step, and each drop's references are searched again with it.",
+)
+def model_changes(context: SensorEvaluationContext, library: DropLibrary, milvus: MilvusResource,
+                  clip: ClipModel) -> SensorResult:
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    models = search_models(library, milvus)
+    if models.serving is None:
+        return SensorResult(skip_reason="no model has built a collection yet")
+    clip.use_in(models)  # CLIP_MODEL as the daemon sees it: begins (or calls off) a change of model
+    drops = list(context.instance.get_dynamic_partitions(product_drops.name))
+    serving, target, transition = models.serving, models.target, models.transition
+    requests = []
+    if transition and cursor.get("rebuilt") != transition:
+        context.log.info(f"CLIP_MODEL is {target.id}; building its collection for {len(drops)} drop(s) while "
+                         f"search answers from {serving.id}")
+        requests = [drops_request(run, run_key=f"model:{transition}:{run[0]}..{run[-1]}",
+                                  job_name=rebuild_for_model_job.name,
+                                  tags={"trigger": f"model changed to {target.id}"})
+                    for run in batches(drops, drops, setting("DROP_BATCH"))]
+        cursor["rebuilt"] = transition
+    elif transition:
+        progress = models.progress(drops)
+        waiting = [d for d, p in progress.items() if p["serving_images"] is not None and not p["built"]]
+        if not waiting:
+            context.log.info(f"every drop is built for {target.id}: switching search to it")
+            requests = [RunRequest(run_key=f"switch:{transition}", job_name=switch_search_model_job.name,
+                                   tags={"trigger": f"every drop built for {target.id}"})]
+        else:
+            return SensorResult(cursor=json.dumps(cursor), skip_reason=(
+                f"search answers from {serving.id}; {len(drops) - len(waiting)} of {len(drops)} drops built "
+                f"for {target.id}"))
+    elif len(models.state["history"]) > 1 and cursor.get("searched") != (switch := digest(models.state["history"])):
+        # Search moved to this model: every brief's references are searched with it.
+        requests = [drops_request(run, run_key=f"references:{switch}:{run[0]}..{run[-1]}",
+                                  job_name=search_references_job.name,
+                                  tags={"trigger": f"search moved to {serving.id}"})
+                    for run in batches(drops, drops, setting("DROP_BATCH"))]
+        cursor["searched"] = switch
+    return SensorResult(run_requests=requests, cursor=json.dumps(cursor),
+                        skip_reason=None if requests else f"search answers from {serving.id}")
+
+
 SPLIT_JOBS = [ingest_drop_job, refresh_catalog_job, regenerate_campaigns_job, drop_graph_job,
-              collect_campaign_images_job]
+              collect_campaign_images_job, rebuild_for_model_job, search_references_job]
 
 
 @run_failure_sensor(

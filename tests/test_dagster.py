@@ -41,12 +41,13 @@ def test_dg_cli_checks_and_lists_the_same_definitions(studio):
         "raw_product_images": "catalog", "product_catalog": "catalog", "clip_embeddings": "catalog",
         "product_image_collection": "catalog",
         "campaign_briefs": "campaigns", "reference_images": "campaigns", "campaign_images": "campaigns",
-        "campaign_image_index": "campaigns", "campaign_selects": "campaigns"}
+        "campaign_image_index": "campaigns", "campaign_selects": "campaigns", "search_model": "search"}
     assert sorted(j["name"] for j in defs["jobs"]) == [
-        "collect_campaign_images", "drop_graph", "ingest_drop", "publish_selects", "refresh_catalog",
-        "regenerate_campaigns"]
+        "collect_campaign_images", "drop_graph", "ingest_drop", "publish_selects", "rebuild_for_model",
+        "refresh_catalog", "regenerate_campaigns", "search_references", "switch_search_model"]
     assert sorted(s["name"] for s in defs["sensors"]) == [
-        "batch_split", "campaign_batches", "campaign_reviews", "drop_folder_sensor", "references_follow_inputs"]
+        "batch_split", "campaign_batches", "campaign_reviews", "drop_folder_sensor", "model_changes",
+        "references_follow_inputs"]
 
 
 def _free_port() -> int:
@@ -101,7 +102,9 @@ def test_webserver_serves_the_partitioned_lineage_graph(studio):
             "campaign_images": ["campaign_briefs", "reference_images"],
             "campaign_image_index": ["campaign_images"],
             "campaign_selects": ["campaign_images"],
+            "search_model": ["campaign_image_index", "product_image_collection"],
         }
+        assert not nodes.pop("search_model")["isPartitioned"]  # one model serves every drop
         for n in nodes.values():
             assert n["isPartitioned"]
             assert n["partitionDefinition"]["name"] == "product_drops"

@@ -69,12 +69,10 @@ def test_a_drop_runs_end_to_end_on_an_open_clip_model(studio, weights, monkeypat
     hits = json.loads(studio.cli("search", "a red circle", "--drop", "spring", "--json",
                                  extra_env={"CLIP_MODEL": model}).stdout)
     assert len(hits) == 10 and all(h["drop"] == "spring" for h in hits)
-    other = studio.cli("search", "a red circle", "--drop", "spring", check=False)  # the tiny 64-d model
-    assert other.returncode == 2
-    assert other.stderr.strip().splitlines() == [
-        f"drop-studio: error: collection 'product_images' at {studio.env['MILVUS_URI']} holds 384-d vectors but the "
-        f"query is 64-d: CLIP_MODEL is not the model the collection was built with (set it back, or run the drops "
-        f"with this model into a new MILVUS_COLLECTION)"]
+    # CLIP_MODEL back at the tiny 64-d model: search still answers from the model the collection was built
+    # with (search moves to another model only once every drop is built for it).
+    again = json.loads(studio.cli("search", "a red circle", "--drop", "spring", "--json").stdout)
+    assert again == hits
 
 
 @pytest.mark.parametrize("model, error", [

@@ -74,16 +74,21 @@ def drops_remove(drop: str, force: bool) -> None:
     from assets_pkg.domain.artifacts import DropArtifacts
     from assets_pkg.domain.drops import ProductDrop
     from assets_pkg.domain.settings import setting
-    from assets_pkg.resources import MilvusResource
+    from assets_pkg.resources import DropLibrary, MilvusResource, search_models
 
     folder = ProductDrop.at(setting("DROPS_DIR"), drop)
     if storage.is_folder(folder.folder) and not force:
         raise CliError(f"{folder.folder} still exists; move it away first (or pass --force to drop its data anyway)")
     instance = open_instance()
-    with MilvusResource().store() as store:
-        rows = store.remove_drop(folder.name)
-    with MilvusResource().campaign_store() as store:
-        rows += store.remove_drop(folder.name) if store.exists() else 0
+    milvus = MilvusResource()
+    rows = 0
+    # Every model's collections (domain/search_models.py); MILVUS_COLLECTION when no model was ever recorded.
+    collections = [m.collection for m in search_models(DropLibrary(), milvus).models()] or [None]
+    for collection in collections:
+        with milvus.store(collection=collection) as store:
+            rows += store.remove_drop(folder.name) if store.exists() else 0
+        with milvus.campaign_store(collection=collection) as store:
+            rows += store.remove_drop(folder.name) if store.exists() else 0
     storage.remove_tree(DropArtifacts.at(setting("ARTIFACTS_DIR"), folder.name).root)
     had_partition = folder.name in instance.get_dynamic_partitions(product_drops.name)
     if had_partition:
@@ -91,7 +96,8 @@ def drops_remove(drop: str, force: bool) -> None:
     print(f"{folder.name}: deleted {rows} Milvus rows, artifacts and "
           f"{'the partition' if had_partition else 'no partition (there was none)'}")
 
-def summarize(drop: str, result, artifacts_dir: str) -> dict:
+def summarize(drop: str, result, artifacts_dir: str, files=None) -> dict:
+    """`files`: the files of the model the run encoded with (domain/search_models.py)."""
     from assets_pkg.domain.artifacts import DropArtifacts
     from assets_pkg.stages.briefs.logic import read_briefs
     from assets_pkg.stages.campaigns.logic import campaign_pngs
@@ -112,7 +118,7 @@ def summarize(drop: str, result, artifacts_dir: str) -> dict:
         "distinct": raw.get("distinct_contents"),
         "encoded": emb.get("encoded"),
         "reused": emb.get("reused"),
-        "rejected": rejected_files(art),
+        "rejected": rejected_files(art, files(art) if files else None),
         "products": cat.get("products"),
         "catalog_rejected": read_catalog_of(art).rejected if cat else [],
         "indexed": col.get("indexed"),
@@ -157,10 +163,10 @@ def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, log_le
     """Materialize the whole graph for drops (default: all)."""
     from dagster import materialize
 
-    from assets_pkg.assets import drop_assets, drop_checks
+    from assets_pkg.assets import drop_assets, drop_checks, reference_images, search_model
     from assets_pkg.domain.artifacts import check_artifacts_dir
     from assets_pkg.domain.settings import setting
-    from assets_pkg.resources import MilvusResource, build_resources
+    from assets_pkg.resources import ClipModel, DropLibrary, MilvusResource, build_resources, search_models
 
     resources = build_resources(progress_bar=sys.stderr.isatty() and not as_json)
     instance = open_instance()
@@ -183,13 +189,14 @@ def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, log_le
 
     order = list(instance.get_dynamic_partitions("product_drops"))
 
-    def run_one(part: list[str]):
+    def run_one(part: list[str], selection=None):
         if not as_json:
             print(f"== {', '.join(part)}", file=sys.stderr)
         one = {"partition_key": part[0]} if len(part) == 1 else {}
         span = {} if one else {RANGE_START_TAG: part[0], RANGE_END_TAG: part[-1]}
         return materialize(
             [*drop_assets, *drop_checks],
+            selection=selection,
             instance=instance,
             resources=resources,
             raise_on_error=False,
@@ -203,9 +210,25 @@ def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, log_le
         )
 
     settled = run_in_batches(run_one, wanted, order, setting("DROP_BATCH"))
+    models = search_models(DropLibrary(), MilvusResource())
+    if models.target is not None and all(r.success for r in settled.values()):
+        # A change of CLIP_MODEL: search moves to it once every drop is built, and briefs search with it.
+        switch = materialize([search_model], instance=instance, resources=resources, raise_on_error=False,
+                             tags={"launched_by": "drop-studio"})
+        models = search_models(DropLibrary(), MilvusResource())
+        if switch.success and models.target is None:
+            print(f"search now answers from {models.serving.id}; searching every brief's references with it",
+                  file=sys.stderr)
+            run_in_batches(lambda part: run_one(part, selection=[reference_images]), order, order,
+                           setting("DROP_BATCH"))
+        elif models.target is not None:
+            print(f"search answers from {models.serving.id} until every drop is built for {models.target.id} "
+                  f"(drop-studio models)", file=sys.stderr)
+    model = models.find(ClipModel().model_id())
+    files = model.files if model else None
     summaries = []
     for drop in wanted:
-        s = summarize(drop, settled[drop], artifacts_dir)
+        s = summarize(drop, settled[drop], artifacts_dir, files)
         summaries.append(s)
         if not as_json:
             if s["ok"]:
@@ -245,7 +268,7 @@ def search(query: str, drop: str | None, top_k: int, sku: str | None, category: 
     from assets_pkg.domain.settings import setting
     from assets_pkg.domain.storage import location
     from assets_pkg.domain.store import MAX_TOP_K
-    from assets_pkg.resources import ClipModel, MilvusResource
+    from assets_pkg.resources import ClipModel, DropLibrary, MilvusResource, search_models
 
     if not query.strip():
         raise CliError("the search query is empty")
@@ -259,8 +282,14 @@ def search(query: str, drop: str | None, top_k: int, sku: str | None, category: 
             filter_value(f, v)
         except InvalidFilter as e:
             raise CliError(f"--{e}") from None
-    store = MilvusResource().store()
-    encoder = ClipModel().encoder()
+    milvus, clip = MilvusResource(), ClipModel()
+    models = search_models(DropLibrary(), milvus)
+    serving = models.serving  # the model search answers from; None before any drop was built
+    if serving is not None and models.target is not None:
+        print(f"drop-studio: search answers from {serving.id} until every drop is built for {models.target.id} "
+              f"(drop-studio models)", file=sys.stderr)
+    store = milvus.store(collection=serving.collection if serving else None)
+    encoder = clip.serving_encoder(serving) if serving else clip.encoder()
     with store:
         if drop and store.count(drop) == 0:
             raise CliError(f"drop {drop!r} has no images in collection {store.collection!r} (run it first)")
@@ -291,6 +320,131 @@ def serve(host: str | None, port: int | None) -> None:
 
     serve_page(host or setting("SEARCH_HOST"), port or setting("SEARCH_PORT"),
                say=lambda line: print(line, file=sys.stderr))
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def models(ctx: click.Context, as_json: bool) -> None:
+    """The embedding models: which one search answers from, and per drop each model's images.
+
+    Each model has its own collection; after CLIP_MODEL changes, search moves to the new model once every
+    drop is built for it (README, "Switching models")."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from assets_pkg.resources import DropLibrary, MilvusResource, search_models
+    from assets_pkg.stages.embeddings.logic import embeddings_info
+
+    library = DropLibrary()
+    state = search_models(library, MilvusResource())
+    if state.serving is None:
+        raise CliError("no model has built a collection yet: run a drop first (drop-studio run)")
+    drops = state.drops()
+    progress = state.progress(drops)
+    rows = []
+    for drop in drops:
+        art = library.artifacts(drop)
+        for m in state.models():
+            record = state.record(art, m)
+            info = embeddings_info(m.files(art))
+            if not record and info.get("model_id") != m.id:
+                continue
+            rows.append({"drop": drop, "model": m.id, "serving": m.id == state.serving.id,
+                         "target": state.target is not None and m.id == state.target.id,
+                         "encoded": info.get("rows", 0) if info.get("model_id") == m.id else 0,
+                         "in_collection": record.get("indexed", 0),
+                         "built": progress[drop]["built"] if state.target and m.id == state.target.id else None})
+    summary = {"serving": {"model": state.serving.id, "collection": state.serving.collection},
+               "target": {"model": state.target.id, "collection": state.target.collection,
+                          "drops_built": sum(p["built"] for p in progress.values()),
+                          "drops": len(drops)} if state.target else None,
+               "models": [{"model": m.id, "weights": m.spec, "collection": m.collection} for m in state.models()],
+               "drops": rows, "history": state.state["history"]}
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"search answers from {state.serving.id} (collection {state.serving.collection})")
+    if state.target:
+        t = summary["target"]
+        print(f"building {t['model']} (collection {t['collection']}): {t['drops_built']} of {t['drops']} drops "
+              f"built; search moves to it when every drop is")
+    width = max([len(r["model"]) for r in rows] + [5])
+    print(f"\n{'drop':<24} {'model':<{width}}  {'encoded':>8}  {'in Milvus':>9}  state")
+    for r in rows:
+        state_word = "serving" if r["serving"] else ("built" if r["built"] else "building") if r["target"] else ""
+        print(f"{r['drop']:<24} {r['model']:<{width}}  {r['encoded']:>8}  {r['in_collection']:>9}  {state_word}")
+
+
+@models.command("compare")
+@click.argument("model_a")
+@click.argument("model_b")
+@click.option("--query", "-q", "queries", multiple=True, help="a query of your own (repeatable), over every drop")
+@click.option("--top-k", type=int, default=10, show_default=True)
+@click.option("--no-briefs", is_flag=True, help="only the queries given, not every brief's")
+@click.option("--sheets", help="folder for a contact sheet per query (default: <ARTIFACTS_DIR>/_models/compare/...)")
+@click.option("--json", "as_json", is_flag=True)
+def models_compare(model_a: str, model_b: str, queries: tuple[str, ...], top_k: int, no_briefs: bool,
+                   sheets: str | None, as_json: bool) -> None:
+    """Every brief's query and yours on two built models: per query the overlap of their top k, the images
+    only one found, and a contact sheet of both. A model is its id or its CLIP_MODEL value."""
+    from assets_pkg.domain import storage
+    from assets_pkg.domain.compare import Query, compare, comparison_sheet
+    from assets_pkg.domain.search_models import model_key
+    from assets_pkg.domain.sheets import to_jpeg
+    from assets_pkg.domain.store import MAX_TOP_K
+    from assets_pkg.resources import ClipModel, DropLibrary, MilvusResource, search_models
+    from assets_pkg.stages.briefs.logic import read_briefs
+
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise CliError(f"--top-k must be from 1 to {MAX_TOP_K}, got {top_k}")
+    library, milvus, clip = DropLibrary(), MilvusResource(), ClipModel()
+    state = search_models(library, milvus)
+    chosen = []
+    for arg in (model_a, model_b):
+        entry = state.find(arg) or state.find(ClipModel(model=arg).model_id())
+        if entry is None:
+            raise CliError(f"model {arg!r} has no collection yet: set CLIP_MODEL to it and run the drops "
+                           f"(known: {', '.join(m.id for m in state.models()) or 'none'})")
+        chosen.append(entry)
+    wanted = [Query(q.strip()) for q in queries if q.strip()]
+    if not no_briefs:
+        for drop in state.drops():
+            wanted += [Query(b.query, drop, b.where, f"{drop}/{b.id}") for b in read_briefs(library.artifacts(drop))
+                       if b.query]
+    if not wanted:
+        raise CliError("no query to compare: give --query, or run drops that have briefs")
+
+    with milvus.store() as store:
+        def searcher(entry):
+            def search(q: Query):
+                store.use_collection(entry.collection)
+                vector = clip.serving_encoder(entry).embed_texts([q.text])
+                return store.search(vector, drop=q.drop, top_k=top_k, texts=[q.text], where=q.where)[0]
+            return search
+
+        results = compare(wanted, *(searcher(e) for e in chosen))
+    clip.close()
+    folder = storage.location("--sheets", sheets) if sheets else \
+        state.root / "_models" / "compare" / f"{model_key(chosen[0].id)}--{model_key(chosen[1].id)}"
+    root = storage.location("DROPS_DIR", library.get("drops_dir"))
+    written = []
+    for i, c in enumerate(results, 1):
+        sheet = comparison_sheet(c, lambda h: root / h.drop / h.path, (chosen[0].id, chosen[1].id))
+        path = folder / f"{i:03d}.jpg"
+        storage.write_atomic(path, to_jpeg(sheet, max_side=2400, quality=85))
+        written.append(str(path))
+    if as_json:
+        print(json.dumps([{**c.to_dict(), "sheet": p} for c, p in zip(results, written)], indent=2))
+        return
+    print(f"A = {chosen[0].id} ({chosen[0].collection})\nB = {chosen[1].id} ({chosen[1].collection})\n")
+    print(f"{'#':>3}  {'overlap':>7}  {'only A':>6}  {'only B':>6}  query")
+    for i, c in enumerate(results, 1):
+        print(f"{i:>3}  {c.overlap:>7.0%}  {len(c.only_a):>6}  {len(c.only_b):>6}  {c.query.text!r} ({c.query.source})")
+        for name, only in (("A", c.only_a), ("B", c.only_b)):
+            if only:
+                print(f"{'':>5}only {name}: {', '.join(only)}")
+    mean = sum(c.overlap for c in results) / len(results)
+    print(f"\nmean overlap {mean:.0%} over {len(results)} queries; contact sheets in {folder}")
 
 
 @cli.command("make-checkpoint")

@@ -260,6 +260,18 @@ class ProductImageStore:
                                  f"{self.lock_timeout:.0f}s")
             time.sleep(0.1)
 
+    def use_collection(self, collection: str) -> None:
+        """Point the store at another collection of the same Milvus, keeping the connection (the search page
+        follows a switch of model without closing the Lite file it shares with runs)."""
+        if collection == self.collection:
+            return
+        if not COLLECTION_RE.fullmatch(collection):
+            raise StoreError(f"{collection!r} is not a valid collection name")
+        self.collection = collection
+        self._schema = self._full_text = None
+        if self._client is not None and self.exists():
+            self._call("load_collection", self._client.load_collection, self.collection)
+
     def _release(self):
         if self._lock is not None and self._lock.is_locked:
             self._lock.release()

@@ -26,6 +26,7 @@ from ..domain import storage
 from ..domain.artifacts import DropArtifacts, read_json
 from ..domain.drops import DROP_NAME_RE, decode_problem, discover_drops, load_rgb
 from ..domain.errors import StudioError
+from ..domain.milvus import campaign_collection
 from ..domain.products import FILTER_FIELDS, InvalidFilter, filter_value
 from ..domain.store import MAX_TOP_K, ProductImageStore
 from ..stages.briefs.logic import read_briefs
@@ -36,6 +37,7 @@ from ..stages.scan.logic import read_manifest
 
 if TYPE_CHECKING:
     from ..domain.encoder import ClipEncoder
+    from ..domain.search_models import ModelEntry
 
 KINDS = ("product", "campaign")
 MAX_QUERY_CHARS = 300
@@ -44,7 +46,8 @@ MAX_UPLOAD_BYTES = 20_000_000  # a picture to search by
 THUMBNAILS_KEPT = 2048  # about 30 MB of JPEGs
 SIDECARS_KEPT = 20_000  # campaign images' facts, a few KB each
 SHEETS = ("drop", "references", "campaign")
-RETRY_OPEN_S = 2.0  # after Milvus could not be opened, requests answer 503 at once for this long
+RETRY_OPEN_S = 2.0
+SERVING_CHECK_S = 1.0  # how often the page looks whether search moved to another model  # after Milvus could not be opened, requests answer 503 at once for this long
 
 
 class BadRequest(StudioError):
@@ -144,14 +147,15 @@ class _Connection:
 
     def __init__(self, open_products: Callable[[], ProductImageStore],
                  open_campaigns: Callable[[], ProductImageStore]):
-        self._open = (open_products, open_campaigns)
+        self._open = (open_products, open_campaigns)  # each opens its collection of the first model
         self._lock = threading.RLock()
         self._store: ProductImageStore | None = None
         self._campaigns: ProductImageStore | None = None
         self._busy: tuple[float, str] | None = None  # when opening last failed, and why
 
     @contextmanager
-    def use(self) -> Iterator[tuple[ProductImageStore, ProductImageStore]]:
+    def use(self, model: "ModelEntry") -> Iterator[tuple[ProductImageStore, ProductImageStore]]:
+        """The product and campaign stores, pointed at `model`'s collections."""
         with self._lock:
             if self._store is None:
                 if self._busy is not None and time.monotonic() - self._busy[0] < RETRY_OPEN_S:
@@ -167,6 +171,8 @@ class _Connection:
                     raise Busy(str(e)) from None
                 self._store, self._campaigns = stores
                 self._busy = None
+            self._store.use_collection(model.collection)
+            self._campaigns.use_collection(campaign_collection(model.collection))
             yield self._store, self._campaigns
 
     def close_now(self) -> None:
@@ -180,13 +186,17 @@ class SearchService:
     """What `drop-studio serve` answers from: DROPS_DIR, ARTIFACTS_DIR, Milvus and the CLIP model."""
 
     def __init__(self, drops_dir: str, artifacts_dir: str, open_products: Callable[[], ProductImageStore],
-                 open_campaigns: Callable[[], ProductImageStore], load_encoder: Callable[[], "ClipEncoder"],
-                 cache_s: float = 10.0):
+                 open_campaigns: Callable[[], ProductImageStore], load_encoder: Callable[["ModelEntry"], "ClipEncoder"],
+                 serving: Callable[[], "ModelEntry"], cache_s: float = 10.0):
+        """`serving`: the model search answers from now (domain/search_models.py); `load_encoder` loads a
+        model's encoder."""
         self.drops_root = storage.location("DROPS_DIR", drops_dir)
         self.artifacts_dir = artifacts_dir
         self._connection = _Connection(open_products, open_campaigns)
         self._load_encoder = load_encoder
-        self._encoder: "ClipEncoder | None" = None
+        self._serving = serving
+        self._serving_cache = TTLCache(maxsize=1, ttl=SERVING_CHECK_S)
+        self._encoder: tuple[str, "ClipEncoder"] | None = None
         self._encoder_lock = threading.Lock()
         self._cached = TTLCache(maxsize=4096, ttl=cache_s)  # drop names, rows, facets: seconds-old is fine
         self._cache_lock = threading.Lock()
@@ -227,10 +237,17 @@ class SearchService:
             raise BadRequest("drop", f"no such drop {drop!r}")
         return drop
 
+    def model(self) -> "ModelEntry":
+        """The model search answers from, checked again every SERVING_CHECK_S."""
+        with self._cache_lock:
+            if "model" not in self._serving_cache:
+                self._serving_cache["model"] = self._serving()
+            return self._serving_cache["model"]
+
     def _rows(self, kind: str, drop: str) -> dict[str, str]:
         """path (and every alias) -> row id, for the drop's rows of that kind in Milvus."""
         def read() -> dict[str, str]:
-            with self._connection.use() as (products, campaigns):
+            with self._connection.use(self.model()) as (products, campaigns):
                 store = products if kind == "product" else campaigns
                 found: dict[str, str] = {}
                 for row, facts in store.rows_of_drop(drop).items():
@@ -240,25 +257,30 @@ class SearchService:
 
         return self._remember(("rows", kind, drop), read)
 
-    def encoder(self) -> "ClipEncoder":
+    def encoder(self, model: "ModelEntry | None" = None) -> "ClipEncoder":
+        """The encoder of `model` (the serving one by default); the previous model's is let go after a switch."""
+        model = model or self.model()
         with self._encoder_lock:
-            if self._encoder is None:
-                self._encoder = self._load_encoder()
-            return self._encoder
+            if self._encoder is None or self._encoder[0] != model.id:
+                self._encoder = (model.id, self._load_encoder(model))
+            return self._encoder[1]
 
     # -- search ------------------------------------------------------------
     def search(self, query: str, drop: str | None, k: int, kinds: tuple[str, ...] = KINDS,
-               where: dict | None = None) -> list[Found]:
-        """Text search (CLIP fused with BM25 over names and the catalog), filtered by drop and `where`."""
-        vector = self.encoder().embed_texts([query])
-        return self._nearest(vector, drop, k, kinds, text=query, where=where)
+               where: dict | None = None) -> tuple[list[Found], "ModelEntry"]:
+        """Text search (CLIP fused with BM25 over names and the catalog), filtered by drop and `where`; with
+        the model that answered (the query is encoded and searched with one model's collections)."""
+        model = self.model()
+        vector = self.encoder(model).embed_texts([query])
+        return self._nearest(vector, drop, k, kinds, text=query, where=where, model=model), model
 
     def search_by_picture(self, data: bytes, drop: str | None, k: int, kinds: tuple[str, ...] = KINDS,
-                          where: dict | None = None) -> list[Found]:
+                          where: dict | None = None) -> tuple[list[Found], "ModelEntry"]:
         """The products and campaign images nearest an uploaded picture (checked by `parse_upload`), which
         is encoded in memory and never stored."""
-        vector = self.encoder().embed_image_bytes(data)
-        return self._nearest(vector, drop, k, kinds, where=where)
+        model = self.model()
+        vector = self.encoder(model).embed_image_bytes(data)
+        return self._nearest(vector, drop, k, kinds, where=where, model=model), model
 
     def similar(self, drop: str, path: str, k: int, kind: str = "product") -> list[Found]:
         """Images of the same kind like the indexed image `path` of `drop` (by its stored vector), in every
@@ -266,19 +288,20 @@ class SearchService:
         row = self._rows(kind, drop).get(path)
         if row is None:
             raise BadRequest("path", f"{path!r} is not in the index of drop {drop!r}")
-        with self._connection.use() as (products, campaigns):
+        model = self.model()
+        with self._connection.use(model) as (products, campaigns):
             vector = (products if kind == "product" else campaigns).vectors([row]).get(row)
         if vector is None:
             raise BadRequest("path", f"{path!r} is not in the index of drop {drop!r}")
-        found = self._nearest(vector, None, k + 1, (kind,))
+        found = self._nearest(vector, None, k + 1, (kind,), model=model)
         return [f for f in found if not (f.drop == drop and self._rows(kind, drop).get(f.path) == row)][:k]
 
     def _nearest(self, vector, drop: str | None, k: int, kinds: tuple[str, ...], text: str | None = None,
-                 where: dict | None = None) -> list[Found]:
+                 where: dict | None = None, model: "ModelEntry | None" = None) -> list[Found]:
         """Both collections' best, merged: exact SKU matches first, then by score (both collections are
         searched the same way, so their scores compare)."""
         found: list[Found] = []
-        with self._connection.use() as (products, campaigns):
+        with self._connection.use(model or self.model()) as (products, campaigns):
             for kind, store in (("product", products), ("campaign", campaigns)):
                 if kind in kinds and store.exists():
                     hits = store.search(vector, drop=drop, top_k=k, texts=None if text is None else [text],
@@ -305,7 +328,7 @@ class SearchService:
     def drops(self) -> list[dict]:
         def compute() -> list[dict]:
             out = []
-            with self._connection.use() as (products, campaigns):
+            with self._connection.use(self.model()) as (products, campaigns):
                 counts = {d: products.count(d) for d in self.drop_names()}
             for drop in self.drop_names():
                 art = DropArtifacts.at(self.artifacts_dir, drop)

@@ -2,6 +2,9 @@
 
     GET  /                                     the page (static/)
     GET  /api/search?q=TEXT[&drop=D][&k=K][&kind=all|product|campaign][&sku=S][&category=C][&color=C]
+                                               hits; headers X-Search-Model and X-Search-Collection name the
+                                               model whose collections answered (also on POST /api/similar)
+    GET  /api/model                            {model, collection}: what search answers from now
     GET  /api/similar?drop=D&path=P[&k=K][&kind=product|campaign]
     POST /api/similar[?drop=D&k=K&kind=..&category=..]  body: an image's bytes; nearest products and campaigns
     GET  /api/facets                           {category, color, sku: [{value, images}]} from the catalogs
@@ -60,6 +63,11 @@ def thumbnail_url(kind: str, drop: str, path: str) -> str:
     return "/api/thumbnail?" + urlencode({"kind": kind, "drop": drop, "path": path})
 
 
+def answered_by(model) -> dict[str, str]:
+    """Which model's collections answered a search (they move to a new model in one step)."""
+    return {"X-Search-Model": model.id, "X-Search-Collection": model.collection}
+
+
 def _with_thumbnails(found) -> list[dict]:
     return [{**f.to_dict(), "thumbnail": thumbnail_url(f.kind, f.drop, f.path)} for f in found]
 
@@ -71,15 +79,19 @@ def create_app(service: SearchService, token: str | None = None,
     def search(request: Request) -> JSONResponse:
         q = request.query_params
         query = parse_query(q.get("q"))
-        found = service.search(query, service.check_drop(q.get("drop")), parse_k(q.get("k")), parse_kind(q.get("kind")),
-                               parse_filters(q))
-        return JSONResponse(_with_thumbnails(found))
+        found, model = service.search(query, service.check_drop(q.get("drop")), parse_k(q.get("k")),
+                                      parse_kind(q.get("kind")), parse_filters(q))
+        return JSONResponse(_with_thumbnails(found), headers=answered_by(model))
 
     def by_picture(data: bytes, q) -> JSONResponse:
         parse_upload(data, max_pixels)
-        found = service.search_by_picture(data, service.check_drop(q.get("drop")), parse_k(q.get("k")),
-                                          parse_kind(q.get("kind")), parse_filters(q))
-        return JSONResponse(_with_thumbnails(found))
+        found, model = service.search_by_picture(data, service.check_drop(q.get("drop")), parse_k(q.get("k")),
+                                                 parse_kind(q.get("kind")), parse_filters(q))
+        return JSONResponse(_with_thumbnails(found), headers=answered_by(model))
+
+    def models(request: Request) -> JSONResponse:
+        model = service.model()
+        return JSONResponse({"model": model.id, "collection": model.collection})
 
     async def similar(request: Request) -> JSONResponse:
         # The encoder and Milvus block: they run in the thread pool, as Starlette runs a plain route.
@@ -197,7 +209,7 @@ def create_app(service: SearchService, token: str | None = None,
         return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
 
     routes = [Route(path, page) for path in PAGES] + [
-        Route("/api/search", search), Route("/api/similar", similar, methods=["GET", "POST"]),
+        Route("/api/search", search), Route("/api/model", models), Route("/api/similar", similar, methods=["GET", "POST"]),
         Route("/api/drops", drops), Route("/api/facets", facets),
         Route("/api/drops/{drop}", drop_detail), Route("/api/thumbnail", thumbnail), Route("/api/sheet", sheet),
         Route("/api/login", login, methods=["POST"]), Route("/api/review", review, methods=["POST"]),
@@ -262,13 +274,21 @@ SEARCH_LOCK_WAIT_S = 1
 
 def build_service(milvus: MilvusResource) -> SearchService:
     """The search every setting points at, as the rest of Drop Studio reads them."""
+    from ..domain.search_models import ModelEntry, SearchModels
     from ..domain.settings import setting
     from ..resources import ClipModel
+
+    clip = ClipModel()
+
+    def serving() -> ModelEntry:
+        # Before any drop is built nothing serves: CLIP_MODEL would, in MILVUS_COLLECTION.
+        return SearchModels.load(setting("ARTIFACTS_DIR"), milvus.get("collection")).serving \
+            or ModelEntry(clip.model_id(), clip.get("model"), clip.get("fit"), milvus.get("collection"), "")
 
     return SearchService(setting("DROPS_DIR"), setting("ARTIFACTS_DIR"),
                          lambda: milvus.store(SEARCH_LOCK_WAIT_S, share=True),
                          lambda: milvus.campaign_store(SEARCH_LOCK_WAIT_S, share=True),
-                         ClipModel().encoder)
+                         clip.serving_encoder, serving)
 
 
 def serve(host: str, port: int, say=lambda line: None) -> None:

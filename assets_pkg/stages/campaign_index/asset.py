@@ -3,7 +3,7 @@
 from dagster import AssetExecutionContext, AutomationCondition
 
 from ...domain.milvus import campaign_collection, campaign_uri
-from ...resources import ClipModel, DropLibrary, MilvusResource
+from ...resources import ClipModel, DropLibrary, MilvusResource, search_models
 from ...stage import Outcome, drop_stage
 from ..campaigns.asset import campaign_images
 from .logic import index_campaign_images
@@ -20,9 +20,14 @@ from .logic import index_campaign_images
 )
 def campaign_image_index(context: AssetExecutionContext, drop: str, library: DropLibrary, clip: ClipModel,
                          milvus: MilvusResource) -> Outcome:
-    collection = campaign_collection(milvus.get("collection"))
-    report = index_campaign_images(drop, library.artifacts(drop), clip.model_id(), clip.encoder,
-                                   milvus.campaign_store, campaign_uri(milvus.get("uri")), collection)
+    models = search_models(library, milvus)
+    model = clip.use_in(models)
+    art = library.artifacts(drop)
+    collection = campaign_collection(model.collection)
+    report = index_campaign_images(drop, art, model.id, clip.encoder,
+                                   lambda: milvus.campaign_store(collection=model.collection),
+                                   campaign_uri(milvus.get("uri")), collection, model_files=model.files(art),
+                                   transition=models.transition)
     if not report.synced:
         context.log.info(f"{drop}: campaign images unchanged since a verified sync; Milvus not opened")
     return Outcome(report.key, {

@@ -9,7 +9,10 @@ and the product collection's "unchanged, do not even open it" rule keys on its o
 Like the product collection, an unchanged drop costs no model, no Milvus and no download: the PNGs are
 known by size and version from one listing, and a verified sync is recorded in `campaign-index.json`.
 
-Files: campaign-index.json (the key of the rows last synced, the PNGs' size, version and sha256, and the
+Each model has its own campaign collection (`<its product collection>_campaigns`) and record, as it has
+for products (domain/search_models.py).
+
+Files, in each model's files: campaign-index.json (the key of the rows last synced, the PNGs' size, version and sha256, and the
 Lite file's fingerprint after a verified sync).
 """
 
@@ -80,14 +83,19 @@ def campaign_rows(art: DropArtifacts, known: dict[str, dict]) -> tuple[list[dict
 
 
 def index_campaign_images(drop: str, art: DropArtifacts, model_id: str, load_encoder: Callable[[], "ClipEncoder"],
-                          open_store: Callable[[], ProductImageStore], uri: str, collection: str) \
+                          open_store: Callable[[], ProductImageStore], uri: str, collection: str,
+                          model_files: DropArtifacts | None = None, transition: str | None = None) \
         -> CampaignIndexReport:
-    record = _record(art)
+    """`model_files`: the model's files of the drop (its record is there); `transition`: the change of model this
+    builds (domain/search_models.py)."""
+    record = _record(model_files or art)
     last = record.last
     rows, files = campaign_rows(art, last.get("files", {}))
     digest_now = rows_digest(drop, rows, model_id, collection, uri.split("@")[-1])
     never_indexed = not rows and not last.get("indexed")
     if never_indexed or record.kept(digest_now, intact=verified_unchanged(lite_fingerprint(uri))):
+        if transition and not never_indexed:
+            record.write(digest_now, **{**last, "transition": transition})
         return CampaignIndexReport(len(rows), 0, 0, 0, last.get("indexed", 0), synced=False, key=digest_now)
     rewrite_all = last.get("model_id") not in (None, model_id)
     with open_store() as store:
@@ -104,7 +112,8 @@ def index_campaign_images(drop: str, art: DropArtifacts, model_id: str, load_enc
         done = store.sync_drop(drop, rows, dim, rewrite_all=rewrite_all) if dim else None
     indexed = len(done.ids) if done else 0
     verified = done and done.ids == {row_id(drop, r["sha256"]) for r in rows}
+    facts = {"transition": transition} if transition and verified else {}
     record.write(digest_now, collection=collection, model_id=model_id, indexed=indexed, schema=SCHEMA_VERSION,
-                 files=files, verified_fingerprint=store.fingerprint_at_close if verified else None)
+                 files=files, verified_fingerprint=store.fingerprint_at_close if verified else None, **facts)
     return CampaignIndexReport(len(rows), len(todo), done.upserted if done else 0, done.deleted if done else 0,
                                indexed, synced=True, key=digest_now)

@@ -2,12 +2,14 @@
 
 from dagster import AssetExecutionContext
 
-from ...resources import DropLibrary, MilvusResource
+from ...domain.record import inputs_key
+from ...domain.search_models import SearchModels
+from ...resources import ClipModel, DropLibrary, MilvusResource, search_models
 from ...stage import Outcome, drop_stage
 from ..catalog.asset import product_catalog
 from ..embeddings.asset import clip_embeddings
 from .checks import COLLECTION_MATCHES_MANIFEST, collection_matches_manifest
-from .logic import sync_collection
+from .logic import sync_collection, sync_record
 
 
 @drop_stage(
@@ -18,15 +20,26 @@ from .logic import sync_collection
     description="The drop's rows in the Milvus collection: exactly its embedded images, keyed by drop and content "
                 "hash, with their product fields and a BM25 full-text field.",
 )
-def product_image_collection(context: AssetExecutionContext, drop: str, library: DropLibrary,
+def product_image_collection(context: AssetExecutionContext, drop: str, library: DropLibrary, clip: ClipModel,
                              milvus: MilvusResource) -> Outcome:
-    collection = milvus.get("collection")
-    report = sync_collection(drop, library.artifacts(drop), milvus.store, milvus.get("uri"), collection,
-                             milvus.display_uri)
+    art = library.artifacts(drop)
+    models = search_models(library, milvus)
+    model = clip.use_in(models)
+    report = sync_collection(drop, art, lambda: milvus.store(collection=model.collection), milvus.get("uri"),
+                             model.collection, milvus.display_uri, files=model.files(art),
+                             transition=models.transition)
     context.log.info(f"{drop}: upserted {report.upserted}, deleted {report.deleted}, {report.indexed} rows now "
-                     f"in {collection}")
-    return Outcome(report.key, checks=[collection_matches_manifest(report)], metadata={
-        "collection": collection,
+                     f"in {model.collection}")
+    key, serving = report.key, models.serving
+    if serving.id != model.id:
+        kept = keep_serving_in_line(drop, art, models, milvus)
+        key = inputs_key(rows=report.key, serving_rows=kept)
+        context.log.info(f"{drop}: search answers from {serving.id} ({serving.collection}) until every drop is "
+                         f"built for {model.id}")
+    return Outcome(key, checks=[collection_matches_manifest(report)], metadata={
+        "model": model.id,
+        "collection": model.collection,
+        "serving_model": serving.id,
         "milvus": milvus.display_uri,
         "indexed": report.indexed,
         "upserted": report.upserted,
@@ -36,6 +49,16 @@ def product_image_collection(context: AssetExecutionContext, drop: str, library:
         "collection_rows": report.collection_rows,
         "dagster/row_count": report.indexed,
     })
+
+
+def keep_serving_in_line(drop: str, art, models: SearchModels, milvus: MilvusResource) -> str | None:
+    """The serving model's rows of the drop, from its stored vectors (None: it never had the drop)."""
+    serving = models.serving
+    files = serving.files(art)
+    if not sync_record(files).last:
+        return None
+    return sync_collection(drop, art, lambda: milvus.store(collection=serving.collection), milvus.get("uri"),
+                           serving.collection, milvus.display_uri, files=files).key
 
 
 ASSETS = [product_image_collection]

@@ -5,8 +5,14 @@ For a Milvus Lite file it records the file's size and modification time after a 
 drop's rows and the file are unchanged, the next run need not open Milvus at all (opening a Lite file costs
 about half a second), and the check passes on that record.
 
-Files: collection.json (the key of the rows last synced, the model id, collection and server, counts, and the
-Lite file's fingerprint after a verified sync).
+Each model has its own collection and record (domain/search_models.py): a run syncs the drop into the
+collection of the model it encodes with and, while a change of model is being built, brings the serving
+model's rows in line with the drop too (from that model's stored vectors: images gone from the drop, new
+names and catalog fields reach search at once; new images wait for the switch).
+
+Files, in each model's files: collection.json (the key of the rows last synced, the model id, collection
+and server, counts, the change of model it was synced for, and the Lite file's fingerprint after a verified
+sync).
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ from ..scan.logic import read_manifest
 FILES = ("collection.json",)
 
 
-def sync_record(art: DropArtifacts) -> StageRecord:
-    """What the last sync left in Milvus; its key is the rows' digest (the field's name since the first release)."""
-    return StageRecord(art, "collection.json", key_field="rows_digest")
+def sync_record(files: DropArtifacts) -> StageRecord:
+    """What the last sync left in a model's collection (`files`: the model's files of the drop); its key is
+    the rows' digest (the field's name since the first release)."""
+    return StageRecord(files, "collection.json", key_field="rows_digest")
 
 
 def verified_unchanged(fingerprint: str | None):
@@ -58,11 +65,11 @@ class CollectionReport:
         return self.indexed == len(self.expected) if self.ids is None else self.ids == self.expected
 
 
-def drop_rows(drop: str, art: DropArtifacts) -> tuple[list[dict], str | None, int]:
+def drop_rows(drop: str, art: DropArtifacts, files: DropArtifacts | None = None) -> tuple[list[dict], str | None, int]:
     """(rows with their vectors and product fields, model id, dim): one row per distinct image that has a
-    vector. An image's product is the catalog row of its path, else of the first of its other names that has
-    one (the same bytes under two names are one row)."""
-    sha, vecs, model_id = read_embeddings(art)
+    vector (in the model's `files`). An image's product is the catalog row of its path, else of the first of
+    its other names that has one (the same bytes under two names are one row)."""
+    sha, vecs, model_id = read_embeddings(files or art)
     vector_of = dict(zip(sha, vecs))
     products = read_catalog_of(art).products
     rows = []
@@ -88,12 +95,17 @@ def rows_digest(drop: str, rows: list[dict], model_id: str | None, collection: s
 
 
 def sync_collection(drop: str, art: DropArtifacts, open_store: Callable[[], ProductImageStore], uri: str,
-                    collection: str, display_uri: str) -> CollectionReport:
-    rows, model_id, dim = drop_rows(drop, art)
+                    collection: str, display_uri: str, files: DropArtifacts | None = None,
+                    transition: str | None = None) -> CollectionReport:
+    """Make the drop's rows in `collection` exactly its images that have a vector in `files` (the model's
+    files; the drop's own artifacts by default). `transition`: the change of model this sync builds, kept in
+    the record (search_models.switch_if_ready counts the drops built for it)."""
+    files = files or art
+    rows, model_id, dim = drop_rows(drop, art, files)
     expected = frozenset(row_id(drop, r["sha256"]) for r in rows)
     digest_now = rows_digest(drop, rows, model_id, collection, display_uri)
     products = sum(1 for r in rows if r["product"])
-    record = sync_record(art)
+    record = sync_record(files)
     last = record.last
     fingerprint = lite_fingerprint(uri)
     if kept := record.kept(digest_now, intact=verified_unchanged(fingerprint)):
@@ -106,6 +118,8 @@ def sync_collection(drop: str, art: DropArtifacts, open_store: Callable[[], Prod
         report = CollectionReport(digest_now, expected, done.ids, len(done.ids), done.collection_rows,
                                   done.upserted, done.deleted, done.unchanged, products)
         verified = store.fingerprint_at_close if report.matches else None
+    facts = {"transition": transition} if transition and report.matches else {}
     record.write(digest_now, model_id=model_id, collection=collection, milvus=display_uri, indexed=report.indexed,
-                 collection_rows=report.collection_rows, verified_fingerprint=verified, schema=SCHEMA_VERSION)
+                 collection_rows=report.collection_rows, verified_fingerprint=verified, schema=SCHEMA_VERSION,
+                 **facts)
     return report

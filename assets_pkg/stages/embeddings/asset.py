@@ -7,7 +7,7 @@ from tqdm import tqdm
 
 from ...k8s import GPU_POD
 from ...metadata import table
-from ...resources import ClipModel, DropLibrary
+from ...resources import ClipModel, DropLibrary, MilvusResource, search_models
 from ...stage import Outcome, drop_stage
 from ..scan.asset import REJECTED, raw_product_images
 from .checks import EMBEDDINGS_ARE_SOUND, embeddings_are_sound
@@ -23,8 +23,12 @@ from .logic import embed_drop
     op_tags={"dagster-k8s/config": GPU_POD},
     description="CLIP image embeddings (float32, unit norm) of each distinct image; reused by content hash.",
 )
-def clip_embeddings(context: AssetExecutionContext, drop: str, library: DropLibrary, clip: ClipModel) -> Outcome:
+def clip_embeddings(context: AssetExecutionContext, drop: str, library: DropLibrary, clip: ClipModel,
+                    milvus: MilvusResource) -> Outcome:
     art = library.artifacts(drop)
+    # The model's own files: a change of CLIP_MODEL encodes beside the serving model's, never over them.
+    model = clip.use_in(search_models(library, milvus))
+    files = model.files(art)
     bar = None  # a terminal progress bar, only once something is being encoded
 
     def progress(p):
@@ -36,14 +40,14 @@ def clip_embeddings(context: AssetExecutionContext, drop: str, library: DropLibr
 
     try:
         # model_id() names the weights without loading them: an unchanged drop never imports torch.
-        report = embed_drop(library.drop(drop), art, clip.model_id(), clip.encoder, on_progress=progress,
-                            log=context.log.info)
+        report = embed_drop(library.drop(drop), art, model.id, clip.encoder, on_progress=progress,
+                            log=context.log.info, files=files)
     finally:
         if bar is not None:
             bar.close()
     for r in report.rejected:
         context.log.warning(f"rejected {drop}/{r['file']}: {r['reason']}")
-    return Outcome(report.key, checks=[embeddings_are_sound(art)], metadata={
+    return Outcome(report.key, checks=[embeddings_are_sound(art, files)], metadata={
         "model": report.model_id,
         "device": report.device,
         "dim": report.dim,

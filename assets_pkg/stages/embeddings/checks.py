@@ -22,10 +22,10 @@ EMBEDDINGS_ARE_SOUND = AssetCheckSpec(
 )
 
 
-def embeddings_are_sound(art: DropArtifacts) -> AssetCheckResult:
-    """Read back what the embedding step wrote and hold it to the manifest."""
-    sha, vecs, model_id = read_embeddings(art)
-    info = embeddings_info(art)
+def embeddings_are_sound(art: DropArtifacts, files: DropArtifacts | None = None) -> AssetCheckResult:
+    """Read back what the embedding step wrote (in the model's `files`) and hold it to the drop's manifest."""
+    sha, vecs, model_id = read_embeddings(files or art)
+    info = embeddings_info(files or art)
     unreadable = {r["sha256"] for r in info.get("rejected", [])}
     expected = set(read_manifest(art).images["sha256"]) - unreadable
     norms = np.linalg.norm(vecs, axis=1) if len(vecs) else np.zeros(0)

@@ -8,9 +8,10 @@ file. `embed_drop` is the runner: `writer.write(mapper(batch))` for each batch, 
 Files the encoder cannot read (PIL accepted them at scan time) are recorded in the stage's own
 `embeddings.json`; the manifest stays as the scan wrote it.
 
-Files: embeddings.parquet (sha256 -> vector, float32, unit norm), embeddings.json (the model id and dim the
-vectors came from; files the encoder could not read) and, while a run is interrupted,
-embeddings.partial/ (its finished batches).
+Files, one set per model (the first model's in the drop's artifacts, each later one's under
+`models/<model key>/`, see domain/search_models.py): embeddings.parquet (sha256 -> vector, float32, unit
+norm), embeddings.json (the model id and dim the vectors came from; files the encoder could not read) and,
+while a run is interrupted, embeddings.partial/ (its finished batches).
 """
 
 from __future__ import annotations
@@ -75,11 +76,12 @@ def read_embeddings(art: DropArtifacts) -> tuple[list[str], np.ndarray, str | No
     return sha, vectors, info.get("model_id")
 
 
-def rejected_files(art: DropArtifacts) -> list[dict]:
-    """Every file of the drop left out, with the reason: at scan time, then by the encoder."""
+def rejected_files(art: DropArtifacts, files: DropArtifacts | None = None) -> list[dict]:
+    """Every file of the drop left out, with the reason: at scan time, then by the encoder (of the model
+    whose `files` these are)."""
     manifest = read_manifest(art)
     found = [{"file": r["file"], "reason": r["reason"]}
-             for r in (manifest.rejected if manifest else []) + embeddings_info(art).get("rejected", [])]
+             for r in (manifest.rejected if manifest else []) + embeddings_info(files or art).get("rejected", [])]
     return sorted(found, key=lambda r: r["file"])
 
 
@@ -161,10 +163,12 @@ class EmbeddingWriter:
 
 def embed_drop(drop: ProductDrop, art: DropArtifacts, model_id: str, load_encoder: Callable[[], "ClipEncoder"],
                on_progress: Callable[["EmbedProgress"], None] | None = None,
-               log: Callable[[str], None] = lambda m: None) -> EmbeddingReport:
+               log: Callable[[str], None] = lambda m: None, files: DropArtifacts | None = None) -> EmbeddingReport:
     """Embed the drop's distinct images that have no vector for `model_id` yet. `load_encoder` is called
-    only when something needs encoding (or a first, empty run needs the model's dimension)."""
+    only when something needs encoding (or a first, empty run needs the model's dimension). `files`: where
+    this model's files are kept (domain/search_models; the drop's own artifacts by default)."""
     unique = read_manifest(art).unique_images
+    art = files or art  # the manifest is the drop's; everything below is the model's
     old_sha, old_vecs, old_model = read_embeddings(art)
     same_model = old_model == model_id
     old_rejected = embeddings_info(art).get("rejected", []) if same_model else []

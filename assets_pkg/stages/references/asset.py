@@ -2,9 +2,10 @@
 
 from dagster import AssetExecutionContext, AutomationCondition, Config, MetadataValue
 
+from ...domain.errors import StudioError
 from ...domain.sheets import contact_sheet
 from ...metadata import SHEET_LIMIT, contact_sheet_metadata, table
-from ...resources import ClipModel, DropLibrary, MilvusResource
+from ...resources import ClipModel, DropLibrary, MilvusResource, search_models
 from ...stage import Outcome, drop_stage
 from ..briefs.asset import campaign_briefs
 from ..collection.asset import product_image_collection
@@ -50,7 +51,12 @@ def reference_images(context: AssetExecutionContext, drop: str, config: Referenc
                      clip: ClipModel, milvus: MilvusResource) -> Outcome:
     folder = library.drop(drop)
     art = library.artifacts(drop)
-    report = find_references(drop, art, clip.encoder, milvus.store, force=config.search_again)
+    serving = search_models(library, milvus).serving  # until a change of model is built, the previous one
+    if serving is None:
+        raise StudioError(f"{drop}: no model has built a collection yet; run the drop's embeddings first")
+    report = find_references(drop, art, lambda: clip.serving_encoder(serving),
+                             lambda: milvus.store(collection=serving.collection), force=config.search_again,
+                             files=serving.files(art))
     if report.adopted:
         context.log.info(f"{drop}: references searched by the previous release for the same briefs and rows; "
                          f"kept (a changed brief, catalog or image searches again)")

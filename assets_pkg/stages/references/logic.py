@@ -70,16 +70,17 @@ def legacy_inputs_key(briefs: list[Brief], sync: dict) -> str | None:
     return digest({"briefs": [{k: getattr(b, k) for k in LEGACY_BRIEF_FIELDS} for b in briefs], "rows": _rows(sync)})
 
 
-def named_references(briefs: list[Brief], art: DropArtifacts) -> dict[str, list[dict]]:
+def named_references(briefs: list[Brief], art: DropArtifacts, files: DropArtifacts | None = None) \
+        -> dict[str, list[dict]]:
     """For each brief, the images of the products it names, in its order and each product's catalog order;
-    only images that have a vector (the encoder could read them), each content once."""
+    only images that have a vector in the model's `files` (the encoder could read them), each content once."""
     refs: dict[str, list[dict]] = {b.id: [] for b in briefs}
     if not any(b.products for b in briefs):
         return refs
     catalog = read_catalog_of(art)
     images = read_manifest(art).images
     sha_of = dict(zip(images["path"], images["sha256"]))
-    embedded = set(read_embeddings(art)[0])
+    embedded = set(read_embeddings(files or art)[0])
     skus = catalog.skus
     for b in briefs:
         seen = set()
@@ -102,11 +103,13 @@ def _record(art: DropArtifacts) -> StageRecord:
 
 
 def find_references(drop: str, art: DropArtifacts, load_encoder: Callable[[], "ClipEncoder"],
-                    open_store: Callable[[], ProductImageStore], force: bool = False) -> ReferencesReport:
+                    open_store: Callable[[], ProductImageStore], force: bool = False,
+                    files: DropArtifacts | None = None) -> ReferencesReport:
     """The references of the drop's briefs: kept while their inputs are the same, unless `force` (a fresh
-    search with today's ranking)."""
+    search with today's ranking). `load_encoder`, `open_store` and `files` are those of the model search
+    answers from (domain/search_models.py)."""
     briefs = read_briefs(art)
-    sync = sync_record(art).last
+    sync = sync_record(files or art).last
     key = inputs_key(briefs, sync)
     record = _record(art)
     intact = lambda r: exists(art / "references.json")  # noqa: E731
@@ -117,7 +120,7 @@ def find_references(drop: str, art: DropArtifacts, load_encoder: Callable[[], "C
         refs = read_references(art)
         record.write(key)
         return ReferencesReport(briefs, refs, searched=False, key=key, adopted=True)
-    refs = named_references(briefs, art)
+    refs = named_references(briefs, art, files)
     queried = [b for b in briefs if b.query]
     if queried:
         vectors = load_encoder().embed_texts([b.query for b in queried])

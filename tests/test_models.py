@@ -1,0 +1,164 @@
+"""Changing the embedding model: each model's own collection and files, search on the previous model until every
+drop is built for the new one, one switch, nothing encoded again on the way back, an upgrade from the
+single-model layout that redoes nothing, and `drop-studio models` / `models compare`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from dagster import DagsterInstance, materialize
+
+from assets_pkg.domain.search_models import SearchModels, model_key
+from assets_pkg.domain.store import ProductImageStore
+from conftest import BRIEFS, draw_drop, materialize_drop, metadata
+
+
+@pytest.fixture(scope="module")
+def vit_s32(tmp_path_factory):
+    """open_clip ViT-S-32 with random weights in a file: 384-d, where the tiny model is 64-d."""
+    from assets_pkg.domain.checkpoints import write_open_clip_weights
+
+    path = tmp_path_factory.mktemp("open_clip") / "ViT-S-32.pt"
+    return f"open_clip:ViT-S-32:{write_open_clip_weights(path, 'ViT-S-32')}"
+
+
+def models_of(studio) -> SearchModels:
+    return SearchModels.load(studio.env["ARTIFACTS_DIR"], "product_images")
+
+
+def rows(studio, collection: str, drop: str) -> dict[str, int]:
+    """row id -> vector dimension, of a drop's rows in a collection."""
+    with ProductImageStore(studio.env["MILVUS_URI"], collection=collection) as store:
+        if not store.exists():
+            return {}
+        got = store.client.query(collection, filter=f'drop == "{drop}"', output_fields=["id", "vector"])
+    return {r["id"]: len(r["vector"]) for r in got}
+
+
+def switch():
+    """What the model_changes sensor launches once every drop is built: a run of search_model."""
+    from assets_pkg.assets import search_assets
+    from assets_pkg.resources import build_resources
+
+    result = materialize(search_assets, instance=DagsterInstance.get(), resources=build_resources())
+    assert result.success
+    return metadata(result, "search_model")
+
+
+def test_a_second_model_gets_its_own_collection_search_moves_once_every_drop_is_built_and_back_encodes_nothing(
+        studio, vit_s32, tiny_clip, monkeypatch):
+    spring = draw_drop(studio.drops / "spring", briefs=BRIEFS)
+    summer = draw_drop(studio.drops / "summer", spec=[("red", "circle", 3), ("blue", "square", 2)], seed=3,
+                       briefs=BRIEFS)
+    for drop in ("spring", "summer"):
+        assert materialize_drop(drop).success
+    tiny = models_of(studio).serving
+    assert (tiny.collection, tiny.files_dir) == ("product_images", "")  # the first model: the layout as before
+    refs_tiny = json.loads((studio.artifacts / "spring" / "references.json").read_text())
+
+    monkeypatch.setenv("CLIP_MODEL", vit_s32)
+    result = materialize_drop("spring")
+    assert result.success
+    models = models_of(studio)
+    other = models.target
+    assert other.id.startswith("open_clip:ViT-S-32:ViT-S-32.pt@") and models.serving == tiny
+    assert other.collection == f"product_images__{model_key(other.id)}"
+    emb = metadata(result, "clip_embeddings")
+    assert (emb["model"], emb["encoded"], emb["dim"]) == (other.id, len(spring), 384)
+    # Two collections, each with exactly the drop's images, each of its own model's dimension.
+    assert sorted(rows(studio, other.collection, "spring").values()) == [384] * len(spring)
+    assert sorted(rows(studio, "product_images", "spring").values()) == [64] * len(spring)
+    assert rows(studio, "product_images", "spring").keys() == rows(studio, other.collection, "spring").keys()
+    vectors = pq.read_table(studio.artifacts / "spring" / other.files_dir / "embeddings.parquet")
+    assert vectors.num_rows == len(spring)
+    # The first model's files are where they were, untouched.
+    assert json.loads((studio.artifacts / "spring" / "embeddings.json").read_text())["dim"] == 64
+    col = metadata(result, "product_image_collection")
+    assert (col["collection"], col["serving_model"]) == (other.collection, tiny.id)
+    # Search (and the briefs' references) still answer from the tiny model: summer is not built yet.
+    assert json.loads((studio.artifacts / "spring" / "references.json").read_text()) == refs_tiny
+    hits = json.loads(studio.cli("search", "a red circle", "--json", extra_env={"CLIP_MODEL": vit_s32}).stdout)
+    assert {h["drop"] for h in hits} == {"spring", "summer"}
+    listed = json.loads(studio.cli("models", "--json").stdout)
+    assert (listed["serving"]["model"], listed["target"]["model"]) == (tiny.id, other.id)
+    assert (listed["target"]["drops_built"], listed["target"]["drops"]) == (1, 2)
+    by = {(r["drop"], r["model"]): r for r in listed["drops"]}
+    assert (by["spring", other.id]["encoded"], by["spring", other.id]["built"]) == (len(spring), True)
+    assert ("summer", other.id) not in by and by["summer", tiny.id]["in_collection"] == len(summer)
+
+    state = switch()
+    assert (state["switched"], state["serving_model"], state["drops_built"]) == (False, tiny.id, 1)
+    assert materialize_drop("summer").success
+    state = switch()
+    assert (state["switched"], state["serving_model"], state["collection"]) == (True, other.id, other.collection)
+    hits = json.loads(studio.cli("search", "a red circle", "--json", extra_env={"CLIP_MODEL": str(tiny_clip)}).stdout)
+    assert len(hits) == 10  # the tiny model in CLIP_MODEL of this process, but search now answers with ViT-S-32
+
+    # Two built models, compared on every brief's query and one of ours.
+    out = studio.cli("models", "compare", tiny.id, vit_s32, "-q", "a blue square", "--top-k", "3", "--json")
+    compared = json.loads(out.stdout)
+    assert [c["source"] for c in compared] == ["given", "spring/red-hero", "spring/blue-shelf", "summer/red-hero",
+                                               "summer/blue-shelf"]
+    for c in compared:
+        assert len(c["a"]) == len(c["b"]) == 3
+        assert c["overlap"] == pytest.approx((3 - len(c["only_a"])) / 3, abs=1e-3) and len(c["only_a"]) == len(c["only_b"])
+        assert set(c["only_a"]) == set(c["a"]) - set(c["b"])
+        if c["source"] != "given":
+            assert all(p.startswith(c["drop"] + "/") for p in c["a"] + c["b"])
+        assert Path(c["sheet"]).stat().st_size > 0
+    table = studio.cli("models", "compare", tiny.id, vit_s32, "--no-briefs", "-q", "a red circle").stdout
+    assert "overlap" in table and "'a red circle' (given)" in table
+
+    # Back to the tiny model: nothing is encoded again, and search moves back once both drops are built.
+    monkeypatch.setenv("CLIP_MODEL", str(tiny_clip))
+    for drop in ("spring", "summer"):
+        result = materialize_drop(drop)
+        assert (metadata(result, "clip_embeddings")["encoded"], metadata(result, "clip_embeddings")["reused"]) == \
+            (0, len(spring if drop == "spring" else summer))
+        assert metadata(result, "product_image_collection")["upserted"] == 0
+    state = switch()
+    assert (state["switched"], state["serving_model"]) == (True, tiny.id)
+    assert [h["serving"] for h in models_of(studio).state["history"]] == [tiny.id, other.id, tiny.id]
+
+
+def test_an_upgrade_from_the_one_model_layout_adopts_it_and_encodes_syncs_and_searches_nothing(studio):
+    names = draw_drop(studio.drops / "spring", briefs=BRIEFS)
+    assert materialize_drop("spring").success
+    # The previous release's layout: the same drop files and collection, and no models state.
+    shutil.rmtree(studio.artifacts / "_models")
+    before = {p.name: p.read_bytes() for p in (studio.artifacts / "spring").glob("*.json")}
+
+    result = materialize_drop("spring")
+    assert result.success
+    emb, col = metadata(result, "clip_embeddings"), metadata(result, "product_image_collection")
+    assert (emb["encoded"], emb["reused"], col["upserted"], col["deleted"]) == (0, len(names), 0, 0)
+    assert metadata(result, "reference_images")["searched"] is False
+    assert {p.name: p.read_bytes() for p in (studio.artifacts / "spring").glob("*.json")} == before
+    models = models_of(studio)
+    assert (models.serving.id, models.serving.collection, models.target) == (emb["model"], "product_images", None)
+    assert models.state["history"][0]["adopted"] is True
+
+
+def test_search_loads_the_serving_model_from_its_file_and_says_so_when_the_file_now_holds_other_weights(
+        studio, tmp_path, tiny_clip):
+    from assets_pkg.domain.model_id import clip_model_id
+
+    draw_drop(studio.drops / "spring", briefs=BRIEFS)
+    moved = tmp_path / "model.pt"
+    shutil.copy(tiny_clip, moved)
+    studio.cli("run", "--drop", "spring", extra_env={"CLIP_MODEL": str(moved)})
+    serving = models_of(studio).serving
+    assert serving.spec == str(moved)
+    # CLIP_MODEL names the same bytes under another file name, so another model id: search loads the serving
+    # model from where it was loaded, and answers.
+    assert len(json.loads(studio.cli("search", "a red circle", "--json").stdout)) == 10
+    moved.write_bytes(b"other weights")
+    broken = studio.cli("search", "a red circle", check=False)
+    assert broken.returncode == 2
+    assert broken.stderr.strip().splitlines() == [
+        f"drop-studio: error: search answers from {serving.id}, but {moved} now holds other weights "
+        f"({clip_model_id(str(moved))}): put those weights back, or finish the change of model"]
