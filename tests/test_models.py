@@ -5,6 +5,7 @@ single-model layout that redoes nothing, and `drop-studio models` / `models comp
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -162,3 +163,81 @@ def test_search_loads_the_serving_model_from_its_file_and_says_so_when_the_file_
     assert broken.stderr.strip().splitlines() == [
         f"drop-studio: error: search answers from {serving.id}, but {moved} now holds other weights "
         f"({clip_model_id(str(moved))}): put those weights back, or finish the change of model"]
+
+
+def test_under_dagster_dev_a_new_model_is_built_in_the_background_and_search_moves_to_it_once_every_drop_is(
+        studio, tmp_path, vit_s32):
+    """As users change models: CLIP_MODEL edited and `dagster dev` restarted, nothing launched by hand. The search
+    page is asked throughout; no request fails, each answer names the one model whose collection answered, and
+    answers move to the new model once, after every drop's rebuild."""
+    import threading
+    import time
+
+    from dagster import AssetKey, AssetRecordsFilter
+
+    from servers import DagsterDev, Serve, wait_for_runs
+    from test_daemon import _succeeded, drops_of
+
+    drops = {"spring": draw_drop(studio.drops / "spring", briefs=BRIEFS),
+             "summer": draw_drop(studio.drops / "summer", spec=[("red", "circle", 2), ("blue", "square", 2)], seed=3),
+             "autumn": draw_drop(studio.drops / "autumn", spec=[("green", "triangle", 3)], seed=5)}
+    fast = {"DROP_SENSOR_INTERVAL_S": "3", "AUTOMATION_INTERVAL_S": "3"}
+    env = {**os.environ, **studio.env, **fast}
+    instance = DagsterInstance.get()
+    with DagsterDev(env, tmp_path / "dagster-dev.log"):
+        for drop in drops:
+            wait_for_runs(instance, _succeeded("ingest_drop", drop), 300, f"{drop}'s ingest run")
+    tiny = models_of(studio).serving
+
+    answers: list[tuple[float, int, str | None, set]] = []
+    stop = threading.Event()
+    with Serve(env, tmp_path / "serve.log") as page:
+        def ask():
+            while not stop.is_set():
+                r = page.get("/api/search", q="a red circle", k="5", kind="product")
+                answers.append((time.time(), r.status_code, r.headers.get("X-Search-Model"),
+                                {h["drop"] for h in r.json()} if r.ok else set()))
+                time.sleep(0.2)
+
+        asker = threading.Thread(target=ask, daemon=True)
+        asker.start()
+        try:
+            with DagsterDev({**env, "CLIP_MODEL": vit_s32}, tmp_path / "dagster-dev-2.log"):
+                switched = wait_for_runs(instance, lambda runs: next(
+                    (r for r in runs if r.job_name == "switch_search_model" and r.is_finished), None), 600,
+                    "the switch to the new model")
+                assert switched.is_success
+                for drop in drops:
+                    wait_for_runs(instance, _succeeded("search_references", drop), 300, f"{drop}'s references")
+            time.sleep(2)
+        finally:
+            stop.set()
+            asker.join(timeout=60)
+
+    models = models_of(studio)
+    new = models.serving
+    assert new.id != tiny.id and new.id.startswith("open_clip:ViT-S-32:") and models.target is None
+    assert answers and all(status == 200 for _, status, _, _ in answers), \
+        [a for a in answers if a[1] != 200][:3]
+    sequence = [model for _, _, model, _ in answers]
+    assert set(sequence) == {tiny.id, new.id}
+    first_new = sequence.index(new.id)
+    assert sequence[:first_new] == [tiny.id] * first_new and sequence[first_new:] == [new.id] * (len(sequence) - first_new)
+    assert all(found == {"spring", "summer"} for _, _, _, found in answers)  # red circles: every drop that has them
+
+    rebuilds = [r for r in instance.get_runs() if r.job_name == "rebuild_for_model"]
+    assert rebuilds and all(r.is_success for r in rebuilds)
+    assert sorted(d for r in rebuilds for d in drops_of(r)) == sorted(drops)
+    built_at = max(instance.get_run_record_by_id(r.run_id).end_time for r in rebuilds)
+    started_at = min(instance.get_run_record_by_id(r.run_id).create_timestamp.timestamp() for r in rebuilds)
+    assert answers[first_new][0] > built_at  # the new model answered only once every drop was built
+    assert sum(1 for t, _, m, _ in answers if started_at < t < built_at and m == tiny.id) > 0  # search went on
+    for drop, names in drops.items():
+        assert sorted(rows(studio, new.collection, drop).values()) == [384] * len(names)
+        assert sorted(rows(studio, "product_images", drop).values()) == [64] * len(names)
+    (record,) = instance.fetch_materializations(AssetKey("search_model"), limit=1).records
+    shown = record.asset_materialization.metadata
+    assert (shown["serving_model"].value, shown["switched"].value, shown["drops_built"].value) == (new.id, True, 3)
+    spring_refs = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("reference_images"), asset_partitions=["spring"]), limit=1).records
+    assert spring_refs[0].asset_materialization.metadata["searched"].value is True
