@@ -177,7 +177,7 @@ def campaign_reviews(context: SensorEvaluationContext, library: DropLibrary) -> 
     description="Watches CLIP_MODEL: when it names another model than the one search answers from, every drop "
                 "gets a rebuild_for_model run (in runs of DROP_BATCH drops; the gpu pool embeds one at a time); "
                 "once every drop is built, a switch_search_model run moves search to the new model in one "
-                "step, and each drop's references are searched again with it.",
+                "step (MODEL_SWITCH=manual: you do), and each drop's references are searched again with it.",
 )
 def model_changes(context: SensorEvaluationContext, library: DropLibrary, milvus: MilvusResource,
                   clip: ClipModel) -> SensorResult:
@@ -200,6 +200,10 @@ def model_changes(context: SensorEvaluationContext, library: DropLibrary, milvus
     elif transition:
         progress = models.progress(drops)
         waiting = [d for d, p in progress.items() if p["serving_images"] is not None and not p["built"]]
+        if not waiting and setting("MODEL_SWITCH") == "manual":
+            return SensorResult(cursor=json.dumps(cursor), skip_reason=(
+                f"every drop is built for {target.id}; search stays on {serving.id} until you materialize "
+                f"search_model or run `drop-studio models switch` (MODEL_SWITCH=manual)"))
         if not waiting:
             context.log.info(f"every drop is built for {target.id}: switching search to it")
             requests = [RunRequest(run_key=f"switch:{transition}", job_name=switch_search_model_job.name,

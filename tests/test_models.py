@@ -50,6 +50,18 @@ def switch():
     return metadata(result, "search_model")
 
 
+def evaluate_model_changes(cursor: str | None = None) -> tuple[list, str]:
+    """One tick of the model_changes sensor, as the daemon evaluates it: (run requests, its cursor after)."""
+    from dagster import build_sensor_context
+
+    from assets_pkg.resources import build_resources
+    from orchestration.sensors import model_changes
+
+    with build_sensor_context(instance=DagsterInstance.get(), cursor=cursor, resources=build_resources()) as context:
+        result = model_changes(context)
+    return list(result.run_requests or []), result.cursor
+
+
 def test_a_second_model_gets_its_own_collection_search_moves_once_every_drop_is_built_and_back_encodes_nothing(
         studio, vit_s32, tiny_clip, monkeypatch):
     spring = draw_drop(studio.drops / "spring", briefs=BRIEFS)
@@ -62,6 +74,10 @@ def test_a_second_model_gets_its_own_collection_search_moves_once_every_drop_is_
     refs_tiny = json.loads((studio.artifacts / "spring" / "references.json").read_text())
 
     monkeypatch.setenv("CLIP_MODEL", vit_s32)
+    # What the daemon does when it sees the new CLIP_MODEL: one rebuild run for both drops (a batch).
+    (rebuild,), cursor = evaluate_model_changes()
+    assert rebuild.job_name == "rebuild_for_model" and rebuild.tags["drop"] == "spring..summer"
+    assert evaluate_model_changes(cursor) == ([], cursor)  # asked once; summer is not built yet
     result = materialize_drop("spring")
     assert result.success
     models = models_of(studio)
@@ -94,6 +110,11 @@ def test_a_second_model_gets_its_own_collection_search_moves_once_every_drop_is_
     state = switch()
     assert (state["switched"], state["serving_model"], state["drops_built"]) == (False, tiny.id, 1)
     assert materialize_drop("summer").success
+    monkeypatch.setenv("MODEL_SWITCH", "manual")  # a person compares first: every drop built, no switch asked
+    assert evaluate_model_changes(cursor) == ([], cursor)
+    monkeypatch.setenv("MODEL_SWITCH", "auto")
+    (asked,), _ = evaluate_model_changes(cursor)
+    assert asked.job_name == "switch_search_model"
     state = switch()
     assert (state["switched"], state["serving_model"], state["collection"]) == (True, other.id, other.collection)
     hits = json.loads(studio.cli("search", "a red circle", "--json", extra_env={"CLIP_MODEL": str(tiny_clip)}).stdout)
@@ -121,8 +142,9 @@ def test_a_second_model_gets_its_own_collection_search_moves_once_every_drop_is_
         assert (metadata(result, "clip_embeddings")["encoded"], metadata(result, "clip_embeddings")["reused"]) == \
             (0, len(spring if drop == "spring" else summer))
         assert metadata(result, "product_image_collection")["upserted"] == 0
-    state = switch()
-    assert (state["switched"], state["serving_model"]) == (True, tiny.id)
+    assert studio.cli("models", "switch").stdout.strip() == \
+        f"search now answers from {tiny.id} (collection product_images)"
+    assert models_of(studio).serving == tiny
     assert [h["serving"] for h in models_of(studio).state["history"]] == [tiny.id, other.id, tiny.id]
 
 

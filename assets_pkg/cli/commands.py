@@ -211,7 +211,7 @@ def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, log_le
 
     settled = run_in_batches(run_one, wanted, order, setting("DROP_BATCH"))
     models = search_models(DropLibrary(), MilvusResource())
-    if models.target is not None and all(r.success for r in settled.values()):
+    if models.target is not None and all(r.success for r in settled.values()) and setting("MODEL_SWITCH") == "auto":
         # A change of CLIP_MODEL: search moves to it once every drop is built, and briefs search with it.
         switch = materialize([search_model], instance=instance, resources=resources, raise_on_error=False,
                              tags={"launched_by": "drop-studio"})
@@ -373,6 +373,31 @@ def models(ctx: click.Context, as_json: bool) -> None:
     for r in rows:
         state_word = "serving" if r["serving"] else ("built" if r["built"] else "building") if r["target"] else ""
         print(f"{r['drop']:<24} {r['model']:<{width}}  {r['encoded']:>8}  {r['in_collection']:>9}  {state_word}")
+
+
+@models.command("switch")
+def models_switch() -> None:
+    """Move search to the model being built, if every drop is built for it (a run of search_model, recorded
+    in the Dagster instance as a click in the UI would be)."""
+    from dagster import materialize
+
+    from assets_pkg.assets import search_assets
+    from assets_pkg.resources import DropLibrary, MilvusResource, build_resources, search_models
+
+    result = materialize(search_assets, instance=open_instance(), resources=build_resources(), raise_on_error=False,
+                         tags={"launched_by": "drop-studio"})
+    if not result.success:
+        raise CliError(failure(result, None) or "the run of search_model failed")
+    state = search_models(DropLibrary(), MilvusResource())
+    facts = {k: getattr(v, "value", v) for k, v in result.asset_materializations_for_node("search_model")[-1]
+             .metadata.items()}
+    if facts["switched"]:
+        print(f"search now answers from {state.serving.id} (collection {state.serving.collection})")
+    elif state.target is None:
+        print(f"search answers from {state.serving.id}; no other model is being built")
+    else:
+        raise CliError(f"search stays on {state.serving.id}: {facts['drops_built']} of {facts['drops']} drops built "
+                       f"for {state.target.id} (drop-studio models)")
 
 
 @models.command("compare")

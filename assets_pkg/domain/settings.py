@@ -22,6 +22,9 @@ DEFAULTS: dict[str, str | int | None] = {
     "CLIP_BATCH_SIZE": 0,
     "CLIP_NUM_WORKERS": -1,
     "CLIP_FIT": "pad",
+    # After CLIP_MODEL changes, search moves to the new model once every drop is built for it (auto), or when
+    # you materialize search_model / run `drop-studio models switch` (manual: compare the two first).
+    "MODEL_SWITCH": "auto",
     "MILVUS_URI": "data/milvus.db",
     "MILVUS_TOKEN": None,
     "MILVUS_COLLECTION": "product_images",
