@@ -132,6 +132,11 @@ def summarize(drop: str, result, artifacts_dir: str, files=None) -> dict:
     }
 
 
+def quiet(log_level: str = "CRITICAL") -> dict:
+    """Run config: Dagster's console log at `log_level` (the CLI prints its own lines)."""
+    return {"loggers": {"console": {"config": {"log_level": log_level}}}}
+
+
 def run_in_batches(run_one, drops: list[str], order: list[str], size: int) -> dict:
     """drop -> the run that settled it. `drops` go out in runs of at most `size` neighbours in `order`; a failed
     run of several is split as the batch_split sensor splits one (the drops that failed alone, the others
@@ -203,7 +208,7 @@ def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, log_le
             tags={"drop": part[0] if one else f"{part[0]}..{part[-1]}", "drops": str(len(part)),
                   "launched_by": "drop-studio", "drop_studio/pid": str(os.getpid()),
                   "drop_studio/host": socket.gethostname(), **span},
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}},
+            run_config={**quiet(log_level),
                         **({"ops": {"reference_images": {"config": {"search_again": True}}}}
                            if search_again else {})},
             **one,
@@ -214,7 +219,7 @@ def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, log_le
     if models.target is not None and all(r.success for r in settled.values()) and setting("MODEL_SWITCH") == "auto":
         # A change of CLIP_MODEL: search moves to it once every drop is built, and briefs search with it.
         switch = materialize([search_model], instance=instance, resources=resources, raise_on_error=False,
-                             tags={"launched_by": "drop-studio"})
+                             tags={"launched_by": "drop-studio"}, run_config=quiet(log_level))
         models = search_models(DropLibrary(), MilvusResource())
         if switch.success and models.target is None:
             print(f"search now answers from {models.serving.id}; searching every brief's references with it",
@@ -385,7 +390,7 @@ def models_switch() -> None:
     from assets_pkg.resources import DropLibrary, MilvusResource, build_resources, search_models
 
     result = materialize(search_assets, instance=open_instance(), resources=build_resources(), raise_on_error=False,
-                         tags={"launched_by": "drop-studio"})
+                         tags={"launched_by": "drop-studio"}, run_config=quiet())
     if not result.success:
         raise CliError(failure(result, None) or "the run of search_model failed")
     state = search_models(DropLibrary(), MilvusResource())
@@ -407,9 +412,10 @@ def models_switch() -> None:
 @click.option("--top-k", type=int, default=10, show_default=True)
 @click.option("--no-briefs", is_flag=True, help="only the queries given, not every brief's")
 @click.option("--sheets", help="folder for a contact sheet per query (default: <ARTIFACTS_DIR>/_models/compare/...)")
+@click.option("--clip-only", is_flag=True, help="the models alone: no BM25 over names and catalogs, no SKU pinning")
 @click.option("--json", "as_json", is_flag=True)
 def models_compare(model_a: str, model_b: str, queries: tuple[str, ...], top_k: int, no_briefs: bool,
-                   sheets: str | None, as_json: bool) -> None:
+                   sheets: str | None, clip_only: bool, as_json: bool) -> None:
     """Every brief's query and yours on two built models: per query the overlap of their top k, the images
     only one found, and a contact sheet of both. A model is its id or its CLIP_MODEL value."""
     from assets_pkg.domain import storage
@@ -444,18 +450,22 @@ def models_compare(model_a: str, model_b: str, queries: tuple[str, ...], top_k: 
             def search(q: Query):
                 store.use_collection(entry.collection)
                 vector = clip.serving_encoder(entry).embed_texts([q.text])
-                return store.search(vector, drop=q.drop, top_k=top_k, texts=[q.text], where=q.where)[0]
+                return store.search(vector, drop=q.drop, top_k=top_k, texts=None if clip_only else [q.text],
+                                    where=q.where)[0]
             return search
 
         results = compare(wanted, *(searcher(e) for e in chosen))
     clip.close()
-    folder = storage.location("--sheets", sheets) if sheets else \
-        state.root / "_models" / "compare" / f"{model_key(chosen[0].id)}--{model_key(chosen[1].id)}"
+    if sheets:
+        folder = storage.location("--sheets", sheets)
+    else:  # ours: the sheets of an earlier comparison of the same two models are replaced
+        folder = state.root / "_models" / "compare" / f"{model_key(chosen[0].id)}--{model_key(chosen[1].id)}"
+        storage.remove_tree(folder)
     root = storage.location("DROPS_DIR", library.get("drops_dir"))
     written = []
     for i, c in enumerate(results, 1):
         sheet = comparison_sheet(c, lambda h: root / h.drop / h.path, (chosen[0].id, chosen[1].id))
-        path = folder / f"{i:03d}.jpg"
+        path = folder / f"{i:03d}-{model_key(c.query.text)}.jpg"
         storage.write_atomic(path, to_jpeg(sheet, max_side=2400, quality=85))
         written.append(str(path))
     if as_json:

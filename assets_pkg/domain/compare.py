@@ -74,5 +74,5 @@ def comparison_sheet(c: Comparison, image_of: Callable[[Hit], object], names: tu
                  for i, h in enumerate(hits)]
         blank = Image.new("RGB", (8, 8), (255, 255, 255))
         items += cells + [(blank, "")] * (k - len(cells))
-    title = (f"{c.query.text!r} ({c.query.source}): overlap {c.overlap:.0%}; A = {names[0]}, B = {names[1]}")
+    title = f"{c.query.text!r} ({c.query.source}): overlap {c.overlap:.0%}\nA = {names[0]}\nB = {names[1]}"
     return contact_sheet(items, cols=k, title=title)

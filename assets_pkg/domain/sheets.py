@@ -31,16 +31,16 @@ def _thumb(src, side: int) -> Image.Image:
 
 
 def contact_sheet(items: Sequence[Item], thumb: int = 160, cols: int = 6, title: str | None = None) -> Image.Image:
-    """Thumbnails in a grid, each with a one-line caption; `title` across the top."""
+    """Thumbnails in a grid, each with a one-line caption; `title` across the top (one line per line of it)."""
     cols = max(1, min(cols, len(items) or 1))
     rows = max(1, -(-len(items) // cols))
     cap_h, pad = 18, 8
-    top = 30 if title else 0
+    top = 8 + 22 * len(title.splitlines()) if title else 0
     sheet = Image.new("RGB", (cols * (thumb + pad) + pad, top + rows * (thumb + cap_h + pad) + pad), "white")
     draw = ImageDraw.Draw(sheet)
     small, big = font(12), font(16)
     if title:
-        draw.text((pad, 7), title, fill=(20, 20, 20), font=big)
+        draw.multiline_text((pad, 7), title, fill=(20, 20, 20), font=big, spacing=6)
     for k, (src, caption) in enumerate(items):
         r, c = divmod(k, cols)
         x, y = pad + c * (thumb + pad), top + pad + r * (thumb + cap_h + pad)
