@@ -298,6 +298,11 @@ def test_the_page_in_a_browser_search_then_more_like_this(served, tmp_path):
         wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#results .result")))
         cards = browser.find_elements(By.CSS_SELECTOR, "#results .result")
         assert {c.get_attribute("data-drop") for c in cards} == {"spring"}
+        # The header names the model whose collection answered, as the API's header does.
+        answered = requests.get(server.url + "/api/search", params={"q": "a red circle"}, timeout=60)
+        wait.until(EC.text_to_be_present_in_element((By.ID, "model"), "model: "))
+        assert browser.find_element(By.ID, "model").text == f"model: {answered.headers['X-Search-Model']}"
+        assert answered.headers["X-Search-Collection"] == "product_images"
         assert cards[0].get_attribute("data-path").startswith("red_circle_")
         # The thumbnails really load (naturalWidth > 0 once decoded), lazily, at grid size.
         first_img = cards[0].find_element(By.TAG_NAME, "img")

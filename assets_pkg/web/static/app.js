@@ -79,6 +79,7 @@ async function search(event) {
     const hits = await api(`/api/search?${params}`);
     if (location.hash !== "" && location.hash !== "#/") history.pushState(null, "", "#/");
     showResults(`Results for “${$("q").value.trim()}”`, hits);
+    loadModel();
   } catch (err) {
     say(err.message, true);
   }
@@ -238,6 +239,17 @@ function historyItems(c) {
     `${h.decision} by ${h.reviewer}, ${new Date(h.time).toLocaleString()}${h.note ? `: ${h.note}` : ""}`));
 }
 
+// Which model's collections answer: it changes in one step after CLIP_MODEL changes and every drop is built.
+async function loadModel() {
+  try {
+    const m = await api("/api/model");
+    $("model").textContent = `model: ${m.model}`;
+    $("model").title = `collection ${m.collection}`;
+  } catch (err) {
+    $("model").textContent = "";
+  }
+}
+
 function route() {
   const m = location.hash.match(/^#\/drop\/(.+)$/);
   if (m) showDrop(decodeURIComponent(m[1]));
@@ -253,6 +265,7 @@ async function login(event) {
     say("");
     loadDrops();
     loadFacets();
+    loadModel();
     route();
   } catch (err) {
     say(err.message, true);
@@ -273,4 +286,5 @@ window.addEventListener("hashchange", route);
 if (!location.hash) history.replaceState(null, "", "#/");
 loadDrops();
 loadFacets();
+loadModel();
 route();
