@@ -144,9 +144,20 @@ class SearchModels:
 
     def use(self, model_id: str, spec: str, fit: str) -> ModelEntry:
         """The model a run encodes with (CLIP_MODEL): registered, serving at once when nothing serves yet,
-        else the target of a change (or no change, when it is the serving one). Saved when that changed."""
+        else the target of a change (or no change, when it is the serving one). Saved when that changed,
+        applied to the state as the file holds it then (a switch made since this was loaded is kept)."""
         before = repr(self.state)
-        entry = self._register(model_id, spec, fit, first=not self.state["models"])
+        self._apply_use(model_id, spec, fit)
+        if repr(self.state) != before:
+            fresh = read_json(self.path_of(str(self.root), self.base))
+            if fresh is not None and repr(fresh) != before:
+                self.state = fresh
+                self._apply_use(model_id, spec, fit)
+            self.save()
+        return self.entry(model_id)
+
+    def _apply_use(self, model_id: str, spec: str, fit: str) -> None:
+        self._register(model_id, spec, fit, first=not self.state["models"])
         if not self.state.get("serving"):
             self.state["serving"] = model_id
             self.state["history"].append({"serving": model_id, "at": _now()})
@@ -154,9 +165,6 @@ class SearchModels:
             self.state["target"] = None  # set back before the change finished: the serving model stays
         elif (self.state.get("target") or {}).get("model") != model_id:
             self.state["target"] = {"model": model_id, "since": _now()}
-        if repr(self.state) != before:
-            self.save()
-        return entry
 
     def models(self) -> list[ModelEntry]:
         return [self.entry(m) for m in self.state["models"]]
@@ -194,7 +202,11 @@ class SearchModels:
         waiting = [d for d, p in progress.items() if p["serving_images"] is not None and not p["built"]]
         if waiting:
             return False, progress
-        model = self.state["target"]["model"]
+        model, checked = self.state["target"]["model"], repr(self.state)
+        fresh = read_json(self.path_of(str(self.root), self.base))
+        if fresh is not None and repr(fresh) != checked:  # changed while the drops were read: check again
+            self.state = fresh
+            return self.switch_if_ready(drops)
         self.state["serving"] = model
         self.state["target"] = None
         self.state["history"].append({"serving": model, "at": _now()})

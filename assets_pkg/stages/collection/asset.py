@@ -3,13 +3,12 @@
 from dagster import AssetExecutionContext
 
 from ...domain.record import inputs_key
-from ...domain.search_models import SearchModels
 from ...resources import ClipModel, DropLibrary, MilvusResource, search_models
 from ...stage import Outcome, drop_stage
 from ..catalog.asset import product_catalog
 from ..embeddings.asset import clip_embeddings
 from .checks import COLLECTION_MATCHES_MANIFEST, collection_matches_manifest
-from .logic import sync_collection, sync_record
+from .logic import keep_serving_in_line, sync_collection
 
 
 @drop_stage(
@@ -17,8 +16,9 @@ from .logic import sync_collection, sync_record
     group_name="catalog",
     kinds={"milvus"},
     check_specs=[COLLECTION_MATCHES_MANIFEST],
-    description="The drop's rows in the Milvus collection: exactly its embedded images, keyed by drop and content "
-                "hash, with their product fields and a BM25 full-text field.",
+    description="The drop's rows in the Milvus collection of the model it encodes with: exactly its embedded "
+                "images, keyed by drop and content hash, with their product fields and a BM25 full-text field "
+                "(and, while a change of model is built, the serving model's rows kept in line).",
 )
 def product_image_collection(context: AssetExecutionContext, drop: str, library: DropLibrary, clip: ClipModel,
                              milvus: MilvusResource) -> Outcome:
@@ -32,7 +32,8 @@ def product_image_collection(context: AssetExecutionContext, drop: str, library:
                      f"in {model.collection}")
     key, serving = report.key, models.serving
     if serving.id != model.id:
-        kept = keep_serving_in_line(drop, art, models, milvus)
+        kept = keep_serving_in_line(drop, art, serving, lambda: milvus.store(collection=serving.collection),
+                                    milvus.get("uri"), milvus.display_uri)
         key = inputs_key(rows=report.key, serving_rows=kept)
         context.log.info(f"{drop}: search answers from {serving.id} ({serving.collection}) until every drop is "
                          f"built for {model.id}")
@@ -49,16 +50,6 @@ def product_image_collection(context: AssetExecutionContext, drop: str, library:
         "collection_rows": report.collection_rows,
         "dagster/row_count": report.indexed,
     })
-
-
-def keep_serving_in_line(drop: str, art, models: SearchModels, milvus: MilvusResource) -> str | None:
-    """The serving model's rows of the drop, from its stored vectors (None: it never had the drop)."""
-    serving = models.serving
-    files = serving.files(art)
-    if not sync_record(files).last:
-        return None
-    return sync_collection(drop, art, lambda: milvus.store(collection=serving.collection), milvus.get("uri"),
-                           serving.collection, milvus.display_uri, files=files).key
 
 
 ASSETS = [product_image_collection]

@@ -23,6 +23,7 @@ from typing import Callable
 
 from ...domain.artifacts import DropArtifacts, digest
 from ...domain.record import StageRecord
+from ...domain.search_models import ModelEntry
 from ...domain.store import SCHEMA_VERSION, ProductImageStore, lite_fingerprint, row_id
 from ..catalog.logic import read_catalog_of
 from ..embeddings.logic import read_embeddings
@@ -123,3 +124,14 @@ def sync_collection(drop: str, art: DropArtifacts, open_store: Callable[[], Prod
                  collection_rows=report.collection_rows, verified_fingerprint=verified, schema=SCHEMA_VERSION,
                  **facts)
     return report
+
+
+def keep_serving_in_line(drop: str, art: DropArtifacts, serving: ModelEntry,
+                         open_store: Callable[[], ProductImageStore], uri: str, display_uri: str) -> str | None:
+    """While a change of model is built: the serving model's rows of the drop synced from its stored vectors
+    (images gone, names and catalog fields reach search at once). Returns their key; None when the serving
+    model never had the drop."""
+    files = serving.files(art)
+    if not sync_record(files).last:
+        return None
+    return sync_collection(drop, art, open_store, uri, serving.collection, display_uri, files=files).key
