@@ -263,3 +263,16 @@ def test_under_dagster_dev_a_new_model_is_built_in_the_background_and_search_mov
     spring_refs = instance.fetch_materializations(
         AssetRecordsFilter(asset_key=AssetKey("reference_images"), asset_partitions=["spring"]), limit=1).records
     assert spring_refs[0].asset_materialization.metadata["searched"].value is True
+
+
+def test_the_models_state_keeps_a_switch_saved_by_another_process_meanwhile(tmp_path):
+    root = str(tmp_path / "artifacts")
+    SearchModels.load(root, "product_images").use("A", "a.pt", "pad")  # the first model serves at once
+    changing = SearchModels.load(root, "product_images")
+    assert changing.use("B", "b.pt", "pad").collection == f"product_images__{model_key('B')}"
+    stale = SearchModels.load(root, "product_images")  # a run of B that loaded the state before the switch
+    assert changing.switch_if_ready([]) == (True, {})  # no drop to wait for
+    stale.use("B", "/moved/b.pt", "pad")  # it records where B's weights are now, and must not undo the switch
+    now = SearchModels.load(root, "product_images")
+    assert (now.serving.id, now.serving.spec, now.target) == ("B", "/moved/b.pt", None)
+    assert [h["serving"] for h in now.state["history"]] == ["A", "B"]
