@@ -158,3 +158,14 @@ def metadata(result, asset: str) -> dict:
     mats = result.asset_materializations_for_node(asset)
     assert mats, f"{asset} was not materialized"
     return {k: getattr(v, "value", v) for k, v in mats[-1].metadata.items()}
+
+
+# The files that take minutes (real servers, `dagster dev`, a browser) start first: `make test` runs a file per
+# worker at a time (`-n 2 --dist loadfile`), so with these last one worker would run alone at the end.
+LONG_FILES_FIRST = ("test_daemon.py", "test_models.py", "test_object_store.py", "test_review.py",
+                    "test_milvus_server.py", "test_search_app.py", "test_postgres.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONG_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's tests keep their order
