@@ -87,7 +87,8 @@ class SearchModels:
         for drop in self.drops():
             record = read_json(self.root / drop / RECORD, {})
             if record.get("collection") == self.base and record.get("model_id"):
-                self._register(record["model_id"], spec="", fit="pad", first=True)
+                model = record["model_id"]  # its weights' spec is filled in by the first run that uses it
+                self._register(model, spec="", fit="crop" if model.endswith("+crop") else "pad", first=True)
                 self.state["serving"] = record["model_id"]
                 self.state["history"].append({"serving": record["model_id"], "at": _now(), "adopted": True})
                 return True
