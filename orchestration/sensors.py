@@ -199,7 +199,7 @@ def model_changes(context: SensorEvaluationContext, library: DropLibrary, milvus
         cursor["rebuilt"] = transition
     elif transition:
         progress = models.progress(drops)
-        waiting = [d for d, p in progress.items() if p["serving_images"] is not None and not p["built"]]
+        waiting = models.waiting(progress)
         if not waiting and setting("MODEL_SWITCH") == "manual":
             return SensorResult(cursor=json.dumps(cursor), skip_reason=(
                 f"every drop is built for {target.id}; search stays on {serving.id} until you materialize "

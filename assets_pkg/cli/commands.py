@@ -132,6 +132,12 @@ def summarize(drop: str, result, artifacts_dir: str, files=None) -> dict:
     }
 
 
+def still_on_serving(models) -> str:
+    """The line the CLI says while a change of model is being built."""
+    return (f"search answers from {models.serving.id} until every drop is built for {models.target.id} "
+            f"(drop-studio models)")
+
+
 def quiet(log_level: str = "CRITICAL") -> dict:
     """Run config: Dagster's console log at `log_level` (the CLI prints its own lines)."""
     return {"loggers": {"console": {"config": {"log_level": log_level}}}}
@@ -227,8 +233,7 @@ def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, log_le
             run_in_batches(lambda part: run_one(part, selection=[reference_images]), order, order,
                            setting("DROP_BATCH"))
         elif models.target is not None:
-            print(f"search answers from {models.serving.id} until every drop is built for {models.target.id} "
-                  f"(drop-studio models)", file=sys.stderr)
+            print(still_on_serving(models), file=sys.stderr)
     model = models.find(ClipModel().model_id())
     files = model.files if model else None
     summaries = []
@@ -291,8 +296,7 @@ def search(query: str, drop: str | None, top_k: int, sku: str | None, category: 
     models = search_models(DropLibrary(), milvus)
     serving = models.serving  # the model search answers from; None before any drop was built
     if serving is not None and models.target is not None:
-        print(f"drop-studio: search answers from {serving.id} until every drop is built for {models.target.id} "
-              f"(drop-studio models)", file=sys.stderr)
+        print(f"drop-studio: {still_on_serving(models)}", file=sys.stderr)
     store = milvus.store(collection=serving.collection if serving else None)
     encoder = clip.serving_encoder(serving) if serving else clip.encoder()
     with store:
@@ -394,8 +398,7 @@ def models_switch() -> None:
     if not result.success:
         raise CliError(failure(result, None) or "the run of search_model failed")
     state = search_models(DropLibrary(), MilvusResource())
-    facts = {k: getattr(v, "value", v) for k, v in result.asset_materializations_for_node("search_model")[-1]
-             .metadata.items()}
+    facts = asset_metadata(result, "search_model", None)
     if facts["switched"]:
         print(f"search now answers from {state.serving.id} (collection {state.serving.collection})")
     elif state.target is None:

@@ -194,14 +194,18 @@ class SearchModels:
         with ThreadPoolExecutor(max_workers=READERS) as pool:
             return dict(zip(drops, pool.map(facts, arts)))
 
+    @staticmethod
+    def waiting(progress: dict[str, dict]) -> list[str]:
+        """The drops of a `progress` that hold up the switch: the serving model has them, the target not yet."""
+        return [d for d, p in progress.items() if p["serving_images"] is not None and not p["built"]]
+
     def switch_if_ready(self, drops: list[str]) -> tuple[bool, dict[str, dict]]:
         """Make the target serve when every drop the serving model has is built for it. Returns (whether it
         switched, `progress`)."""
         progress = self.progress(drops)
         if self.target is None:
             return False, progress
-        waiting = [d for d, p in progress.items() if p["serving_images"] is not None and not p["built"]]
-        if waiting:
+        if self.waiting(progress):
             return False, progress
         model, checked = self.state["target"]["model"], repr(self.state)
         fresh = read_json(self.path_of(str(self.root), self.base))

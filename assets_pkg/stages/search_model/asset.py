@@ -28,7 +28,7 @@ def search_model(context: AssetExecutionContext, library: DropLibrary, milvus: M
     if switched:
         context.log.info(f"search now answers from {serving.id} ({serving.collection})")
     elif target is not None:
-        waiting = [d for d, p in progress.items() if p["serving_images"] is not None and not p["built"]]
+        waiting = models.waiting(progress)
         context.log.info(f"search stays on {serving.id}: {len(waiting)} drop(s) not yet built for {target.id}: "
                          + ", ".join(waiting[:20]))
     rows = [{"drop": d, **p} for d, p in sorted(progress.items())]
