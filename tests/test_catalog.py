@@ -122,6 +122,7 @@ def _encoder(studio):
     return _encoder_for(studio.env["CLIP_MODEL"])
 
 
+@pytest.mark.slow
 def test_a_drop_with_a_catalog_gives_exact_product_fields_rejections_search_and_filters(studio):
     draw_drop(studio.drops / "spring", spec=SPEC)
     (studio.drops / "spring" / "products.csv").write_text(PRODUCTS)
@@ -167,6 +168,7 @@ def test_a_drop_with_a_catalog_gives_exact_product_fields_rejections_search_and_
     assert rows["red_circle_0.png"][0] == "SKU-4471"
 
 
+@pytest.mark.slow
 def test_an_unreadable_catalog_fails_its_step_in_one_line_and_the_rows_wait_for_it(studio):
     draw_drop(studio.drops / "spring", spec=SPEC)
     csv = studio.drops / "spring" / "products.csv"
@@ -210,6 +212,7 @@ NAMED = """briefs:
 """
 
 
+@pytest.mark.slow
 def test_a_brief_that_names_products_sends_exactly_their_images_in_order(studio, monkeypatch):
     draw_drop(studio.drops / "spring", spec=SPEC, briefs=NAMED)
     (studio.drops / "spring" / "products.csv").write_text(PRODUCTS)
@@ -265,6 +268,7 @@ def _run(code: Path, env: dict, *args: str) -> list[dict]:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow
 def test_a_world_made_by_the_previous_release_upgrades_with_nothing_encoded_or_billed(studio, tmp_path):
     old = _previous_release(tmp_path)
     draw_drop(studio.drops / "spring", briefs=BRIEFS)
@@ -307,6 +311,7 @@ def test_a_world_made_by_the_previous_release_upgrades_with_nothing_encoded_or_b
     assert [Path(h["path"]).name.rsplit("_", 1)[0] for h in hits] == ["red_circle", "red_circle"]
 
 
+@pytest.mark.slow
 def test_a_world_made_by_the_catalog_release_upgrades_with_nothing_encoded_searched_or_billed(studio, tmp_path):
     """The release before stages became units wrote the same files under the same keys: its world is taken
     as it is (no encoding, no search, no Gemini request, no Milvus write)."""
@@ -328,3 +333,21 @@ def test_a_world_made_by_the_catalog_release_upgrades_with_nothing_encoded_searc
         assert len(gemini.requests) == 1  # nothing billed again
         # Not searched, not generated, not even rewritten.
         assert {name: ((art / name).read_bytes(), (art / name).stat().st_mtime_ns) for name in files} == kept
+
+
+@pytest.mark.parametrize("drop", ["drinkware", "fruit-stand", "sports-gear"])
+def test_every_sample_picture_has_a_sku_name_category_and_colour(drop):
+    """The demo shows the product: each picture of the sample drops is a catalog row with all four fields,
+    and the SKUs its briefs name are in it."""
+    from assets_pkg.stages.briefs.logic import check_products, load_briefs
+    from assets_pkg.stages.catalog.logic import read_catalog
+
+    folder = ROOT / "data" / "drops" / drop
+    pictures = sorted(p.name for p in folder.glob("*.png"))
+    catalog = read_catalog(folder, pictures, {})
+    assert catalog.rejected == [] and sorted(catalog.products) == pictures
+    assert all(p.sku and p.name and p.category and p.color for p in catalog.products.values())
+    briefs = load_briefs(folder / "briefs.yaml")
+    check_products(briefs, catalog, folder / "briefs.yaml")  # raises on a SKU the catalog lacks
+    if drop == "sports-gear":
+        assert next(b for b in briefs if b.id == "ballpark-day").products == ["SG-312", "SG-311"]
