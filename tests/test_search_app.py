@@ -16,6 +16,8 @@ from PIL import Image
 from conftest import BRIEFS, ROOT, draw_drop
 from servers import Serve, chrome
 
+pytestmark = pytest.mark.services  # starts real servers: left out of `make test-fast`
+
 
 SUMMER_PRODUCTS = """file,sku,name,category,color
 green_star_0.png,STAR-1,Star badge,Badges,Green
@@ -122,6 +124,27 @@ def test_hits_name_their_product_and_filters_keep_only_what_they_name(served):
         "sku": [{"value": "DOT-7", "images": 1}, {"value": "STAR-1", "images": 2}]}
 
 
+def test_each_hit_says_how_like_the_query_its_picture_is_and_why_it_was_found(served):
+    """A person reads the similarity (cosine, -1..1) and the reasons, in the fused order; the rank score stays."""
+    server, _, _ = served
+    by_sku = server.get("/api/search", q="STAR-1", k=4, kind="product").json()
+    assert [h["why"] for h in by_sku[:2]] == [["sku"], ["sku"]]
+    named = server.get("/api/search", q="star badge", k=27, kind="product").json()
+    # Only summer's two star pictures hold the words; every other hit was found by its picture alone.
+    worded = {h["path"]: h["words"] for h in named if "words" in h["why"]}
+    assert worded == {"green_star_0.png": ["badge", "star"], "green_star_1.png": ["badge", "star"]}
+    assert all(h["why"] == ["picture"] and h["words"] == [] for h in named if h["path"] not in worded)
+    assert len(named) == 27 and all(-1.0 <= h["similarity"] <= 1.0 for h in named)
+    scores = [h["score"] for h in named]
+    assert scores == sorted(scores, reverse=True)  # the fused order, its score kept
+    # "Picture" says the picture alone would have found it: no picture-only hit is more like the query than
+    # a hit with the words that is not called a picture match.
+    floor = min(h["similarity"] for h in named if h["why"] == ["picture"])
+    assert all(("picture" in h["why"]) == (h["similarity"] >= floor) for h in named if h["path"] in worded)
+    # Hits carry the product's category and colour for the page.
+    assert {(h["category"], h["color"]) for h in by_sku[:2]} == {("badges", "green")}
+
+
 def test_an_uploaded_picture_finds_that_product_first_and_is_not_kept(served):
     server, root, _ = served
     picture = (root / "drops" / "summer" / "green_star_1.png").read_bytes()
@@ -131,6 +154,7 @@ def test_an_uploaded_picture_finds_that_product_first_and_is_not_kept(served):
     hits = r.json()
     assert (hits[0]["drop"], hits[0]["path"], hits[0]["sku"]) == ("summer", "green_star_1.png", "STAR-1")
     assert hits[0]["score"] > 0.99 and {h["kind"] for h in hits} <= {"product", "campaign"}
+    assert hits[0]["similarity"] > 0.99 and hits[0]["why"] == ["picture"]  # the picture itself: as like as can be
     only_spring = server.post("/api/similar", picture, drop="spring", kind="product", k=3).json()
     assert {h["drop"] for h in only_spring} == {"spring"}
     assert sorted(p for p in root.rglob("*") if p.is_file() and p.name != "serve.log") == \
@@ -337,8 +361,29 @@ def test_the_page_in_a_browser_search_then_more_like_this(served, tmp_path):
         wait.until(EC.text_to_be_present_in_element((By.ID, "results-title"), "Results for"))
         wait.until(lambda b: {c.get_attribute("data-sku") for c in b.find_elements(By.CSS_SELECTOR, "#results .result")}
                    == {"STAR-1"})
-        assert "Star badge" in browser.find_element(By.CSS_SELECTOR, "#results .result .product").text
+        product = browser.find_element(By.CSS_SELECTOR, "#results .result .product").text
+        assert "STAR-1 · Star badge" in product and "badges, green" in product  # SKU, name, category, colour
         browser.save_screenshot(str(tmp_path / "filtered.png"))
+
+        # The search is in the URL: a link opened elsewhere, a reload, back and forward show the same results.
+        shown = lambda b: [(c.get_attribute("data-drop"), c.get_attribute("data-path"))  # noqa: E731
+                           for c in b.find_elements(By.CSS_SELECTOR, "#results .result")]
+        filtered, link = shown(browser), browser.current_url
+        assert "#/search?" in link and "category=badges" in link and "q=a+red+circle" in link
+        other = chrome()
+        try:
+            other.get(link)
+            WebDriverWait(other, 60).until(lambda b: shown(b) == filtered)
+            assert other.find_element(By.ID, "q").get_attribute("value") == "a red circle"
+            assert Select(other.find_element(By.ID, "category")).first_selected_option.get_attribute("value") == "badges"
+        finally:
+            other.quit()
+        browser.refresh()
+        wait.until(lambda b: shown(b) == filtered)
+        browser.back()  # to the drop's page, then forward to the search again
+        wait.until(EC.visibility_of_element_located((By.CSS_SELECTOR, "#drop-view .campaign-image")))
+        browser.forward()
+        wait.until(lambda b: b.find_element(By.ID, "search-view").is_displayed() and shown(b) == filtered)
         Select(browser.find_element(By.ID, "category")).select_by_value("")
 
         # Search by picture: choose a file, see that product first.
@@ -348,5 +393,8 @@ def test_the_page_in_a_browser_search_then_more_like_this(served, tmp_path):
         assert (first.get_attribute("data-drop"), first.get_attribute("data-path"), first.get_attribute("data-sku")) \
             == ("summer", "red_circle_0.png", "DOT-7")
         browser.save_screenshot(str(tmp_path / "by-picture.png"))
+        assert browser.current_url.endswith("#/picture")  # not a link to anything: the picture stayed here
+        browser.refresh()
+        wait.until(EC.text_to_be_present_in_element((By.ID, "message"), "cannot be linked"))
     finally:
         browser.quit()

@@ -272,7 +272,8 @@ def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, log_le
 @click.option("--json", "as_json", is_flag=True)
 def search(query: str, drop: str | None, top_k: int, sku: str | None, category: str | None, color: str | None,
            as_json: bool) -> None:
-    """Text-to-image search."""
+    """Search by text: each hit's similarity to the query (cosine, CLIP), why it was found, its file and
+    product, in the fused order (exact SKU, then CLIP and BM25 fused; --json has the rank score too)."""
     from assets_pkg.domain.drops import validate_drop_name
     from assets_pkg.domain.products import InvalidFilter, filter_value
     from assets_pkg.domain.settings import setting
@@ -307,16 +308,22 @@ def search(query: str, drop: str | None, top_k: int, sku: str | None, category: 
             print(f"drop-studio: {note}", file=sys.stderr)
         hits = store.search(encoder.embed_texts([query]), drop=drop, top_k=top_k, texts=[query], where=where)[0]
     root = location("DROPS_DIR", setting("DROPS_DIR"))
-    rows = [{"path": str(root / h.drop / h.path), "drop": h.drop, "score": round(h.score, 4), "sku": h.sku,
+    rows = [{"path": str(root / h.drop / h.path), "drop": h.drop, "similarity": round(h.similarity, 4),
+             "why": list(h.why), "words": list(h.words), "score": round(h.score, 4), "sku": h.sku,
              "name": h.name, "match": h.match} for h in hits]
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
             product = f"  {r['sku']} {r['name']}".rstrip() if r["sku"] or r["name"] else ""
-            print(f"{r['score']:.4f}  {r['path']}{product}")
+            print(f"{r['similarity']:.2f}  {why_line(r['why'], r['words']):<24}  {r['path']}{product}")
         if not rows:
             print("no results", file=sys.stderr)
+
+
+def why_line(why: list[str], words: list[str]) -> str:
+    """`sku`, `words: red apple`, `picture`, joined: why a hit was found, as the page says it."""
+    return " + ".join(f"words: {' '.join(words)}" if w == "words" else w for w in why)
 
 
 @cli.command()

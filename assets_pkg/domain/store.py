@@ -26,7 +26,7 @@ import re
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
@@ -142,21 +142,30 @@ class Hit:
     id: str
     drop: str
     path: str  # relative to the drop folder
-    score: float  # cosine similarity (CLIP alone), or the RRF score of a hybrid search
+    score: float  # the rank score: cosine similarity (CLIP alone), or the RRF score of a hybrid search
     aliases: tuple[str, ...] = ()
     sku: str = ""
     name: str = ""
     category: str = ""
     color: str = ""
     match: str = "clip"  # clip, hybrid (CLIP + BM25), or sku (the query is this row's SKU)
+    # The cosine similarity of the picture to the query (text or picture), whatever ranked it: the number a
+    # person can read, where an RRF score only orders.
+    similarity: float = 0.0
+    # Why it was found: "sku" (the query is its SKU), "words" (the query's words in its name, catalog or file
+    # name: `words`), "picture" (its picture is at least as like the query as a hit the picture alone found).
+    why: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
 
     @classmethod
     def from_milvus(cls, h: dict, match: str) -> "Hit":
         e = h["entity"]
-        return cls(id=h["id"], drop=e["drop"], path=e["path"], score=float(h["distance"]),
+        score = float(h["distance"])
+        return cls(id=h["id"], drop=e["drop"], path=e["path"], score=score,
                    aliases=tuple(json.loads(e.get("aliases") or "[]")), sku=e.get("sku") or "",
                    name=e.get("name") or "", category=e.get("category") or "", color=e.get("color") or "",
-                   match=match)
+                   match=match, similarity=score if match != "hybrid" else 0.0,
+                   why=("sku",) if match == "sku" else ("picture",) if match == "clip" else ())
 
     @property
     def sha256(self) -> str:
@@ -680,5 +689,32 @@ class ProductImageStore:
                                     limit=candidates, expr=expr or None),
         ]
         res = self._call("search", self.client.hybrid_search, self.collection, requests,
-                         milvus.RRFRanker(RRF_K), limit=limit, output_fields=fields)
-        return [Hit.from_milvus(h, "hybrid") for h in res[0]]
+                         milvus.RRFRanker(RRF_K), limit=limit, output_fields=[*fields, "text", "vector"])
+        return explain_hybrid(vector, text, [(Hit.from_milvus(h, "hybrid"), h["entity"]) for h in res[0]])
+
+
+def query_words(text: str) -> set[str]:
+    """The words BM25 compares (Milvus's standard analyzer: Unicode words, lower case)."""
+    return {w.lower() for w in _WORDS.findall(text)}
+
+
+_WORDS = re.compile(r"\w+")
+
+
+def explain_hybrid(vector: np.ndarray, text: str, hits: list[tuple["Hit", dict]]) -> list["Hit"]:
+    """Each fused hit with its picture's similarity to the query and why it was found, in the fused order.
+    A hit none of whose words the query holds was found by its picture alone; one with the query's words is
+    also a picture match when its picture is at least as like the query as such a hit."""
+    asked = query_words(text)
+    scored = []
+    for hit, entity in hits:
+        words = tuple(sorted(asked & query_words(entity.get("text") or "")))
+        similarity = float(np.dot(np.asarray(entity["vector"], dtype=np.float32), vector))
+        scored.append((hit, words, similarity))
+    by_picture = [s for _, words, s in scored if not words]
+    floor = min(by_picture) if by_picture else float("inf")
+    out = []
+    for hit, words, similarity in scored:
+        why = (("words",) if words else ()) + (("picture",) if not words or similarity >= floor else ())
+        out.append(replace(hit, similarity=similarity, why=why, words=words))
+    return out

@@ -71,14 +71,22 @@ class Found:
     sku: str = ""
     name: str = ""
     match: str = "clip"  # clip, hybrid (CLIP + BM25) or sku (the query is the product's SKU)
+    similarity: float = 0.0  # the picture's cosine similarity to the query (store.Hit)
+    why: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
+    category: str = ""
+    color: str = ""
 
     @classmethod
     def of(cls, kind: str, h) -> "Found":
-        return cls(kind, h.drop, h.path, h.score, h.sku, h.name, h.match)
+        return cls(kind, h.drop, h.path, h.score, h.sku, h.name, h.match, h.similarity, h.why, h.words,
+                   h.category, h.color)
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "drop": self.drop, "path": self.path, "score": round(self.score, 4),
-                "sku": self.sku, "name": self.name, "match": self.match}
+        return {"kind": self.kind, "drop": self.drop, "path": self.path, "similarity": round(self.similarity, 4),
+                "why": list(self.why), "words": list(self.words), "score": round(self.score, 4),
+                "sku": self.sku, "name": self.name, "category": self.category, "color": self.color,
+                "match": self.match}
 
 
 def parse_filters(params) -> dict[str, str]:

@@ -35,8 +35,15 @@ function thumb(src, alt) {
 }
 
 function product(item) {
-  // SKU and name of the product a picture shows, when the drop's catalog knows it
-  return el("span", { class: "product" }, [item.sku, item.name].filter(Boolean).join(" · "));
+  // SKU, name, category and colour of the product a picture shows, when the drop's catalog knows it
+  return el("span", { class: "product" }, [item.sku, item.name].filter(Boolean).join(" · "),
+    ...(item.category || item.color ? [el("span", { class: "labels" }, [item.category, item.color].filter(Boolean).join(", "))] : []));
+}
+
+// Why a hit was found, as the API says it: its SKU is the query, the query's words are in its name or catalog,
+// or its picture is like the query.
+function why(hit) {
+  return (hit.why || []).map((w) => (w === "words" ? `words: ${hit.words.join(" ")}` : w)).join(" + ");
 }
 
 function card(hit) {
@@ -52,7 +59,9 @@ function card(hit) {
       el("span", { class: "meta" },
         el("a", { href: `#/drop/${encodeURIComponent(hit.drop)}`, class: "drop-link" }, hit.drop),
         el("span", { class: `kind ${hit.kind}` }, hit.kind),
-        el("span", { class: "score" }, hit.score.toFixed(3)))),
+        el("span", { class: "score", title: `similarity of the picture to the query (cosine); rank score ${hit.score}` },
+          hit.similarity.toFixed(2))),
+      el("span", { class: "why" }, why(hit))),
     more);
 }
 
@@ -64,20 +73,40 @@ function showResults(title, hits) {
   say(hits.length ? "" : "No images found.");
 }
 
+const FILTERS = ["drop", "category", "color", "sku"];
+
 function filters(params) {
-  for (const name of ["drop", "category", "color", "sku"]) {
+  for (const name of FILTERS) {
     if ($(name).value.trim()) params.set(name, $(name).value.trim());
   }
   return params;
 }
 
-async function search(event) {
+// Every search is a link: the form writes the search into the URL (#/search?q=…&drop=…), and route() runs what
+// the URL says, so a reload, back and forward, and a link sent to a colleague show the same results.
+function search(event) {
   if (event) event.preventDefault();
-  const params = filters(new URLSearchParams({ q: $("q").value, kind: $("kind").value, k: "24" }));
+  const params = filters(new URLSearchParams({ q: $("q").value.trim(), kind: $("kind").value }));
+  const hash = `#/search?${params}`;
+  if (location.hash === hash) route();  // the same search again: no hashchange, so run it here
+  else location.hash = hash;
+}
+
+function similar(hit) {
+  location.hash = `#/similar?${new URLSearchParams({ drop: hit.drop, path: hit.path, kind: hit.kind })}`;
+}
+
+function fillForm(params) {
+  $("q").value = params.get("q") || "";
+  $("kind").value = params.get("kind") || "all";
+  for (const name of FILTERS) $(name).value = params.get(name) || "";
+}
+
+async function runSearch(params) {
+  fillForm(params);
   say("Searching…");
   try {
-    const hits = await api(`/api/search?${params}`);
-    if (location.hash !== "" && location.hash !== "#/") history.pushState(null, "", "#/");
+    const hits = await api(`/api/search?${filters(new URLSearchParams({ q: $("q").value, kind: $("kind").value, k: "24" }))}`);
     showResults(`Results for “${$("q").value.trim()}”`, hits);
     loadModel();
   } catch (err) {
@@ -85,11 +114,12 @@ async function search(event) {
   }
 }
 
-async function similar(hit) {
+async function runSimilar(params) {
   say("Looking for similar images…");
   try {
-    const params = new URLSearchParams({ drop: hit.drop, path: hit.path, kind: hit.kind, k: "24" });
-    showResults(`More like ${hit.path.split("/").pop()} (${hit.drop})`, await api(`/api/similar?${params}`));
+    const args = new URLSearchParams({ drop: params.get("drop") || "", path: params.get("path") || "",
+                                       kind: params.get("kind") || "product", k: "24" });
+    showResults(`More like ${args.get("path").split("/").pop()} (${args.get("drop")})`, await api(`/api/similar?${args}`));
   } catch (err) {
     say(err.message, true);
   }
@@ -103,8 +133,9 @@ async function searchByPicture(file) {
     // The picture's bytes are the body; the server keeps nothing of it.
     const hits = await api(`/api/similar?${params}`, { method: "POST", body: file,
                                                        headers: { "Content-Type": file.type || "application/octet-stream" } });
-    if (location.hash !== "" && location.hash !== "#/") history.pushState(null, "", "#/");
-    showResults(`Like your picture ${file.name}`, hits);
+    // The picture stays in this browser: a search by it cannot be linked, and the URL says so.
+    history.pushState(null, "", "#/picture");
+    showResults(`Like your picture ${file.name} (a search by an uploaded picture cannot be linked)`, hits);
   } catch (err) {
     say(err.message, true);
   }
@@ -128,7 +159,7 @@ async function loadDrops() {
     const drops = await api("/api/drops");
     const options = drops.map((d) => el("option", { value: d.drop }, `${d.drop} (${d.indexed})`));
     $("drop").replaceChildren(el("option", { value: "" }, "All drops"), ...options);
-    if (!$("results").children.length && location.hash.startsWith("#/") && !location.hash.startsWith("#/drop/")) {
+    if (!$("results").children.length && (location.hash === "#/" || location.hash === "")) {
       $("results-title").textContent = "Drops";
       $("results").replaceChildren(...drops.map((d) => el("article", { class: "card" },
         el("div", { class: "facts" },
@@ -250,10 +281,26 @@ async function loadModel() {
   }
 }
 
-function route() {
+// The filter lists must hold their options before a linked search can select them.
+let ready = null;
+
+async function route() {
+  await ready;
   const m = location.hash.match(/^#\/drop\/(.+)$/);
+  const [page, query] = location.hash.replace(/^#\//, "").split("?");
+  const params = new URLSearchParams(query || "");
   if (m) showDrop(decodeURIComponent(m[1]));
-  else { $("drop-view").hidden = true; $("search-view").hidden = false; }
+  else if (page === "search") runSearch(params);
+  else if (page === "similar") runSimilar(params);
+  else if (page === "picture") {
+    showResults("Search by picture", []);
+    say("A search by an uploaded picture cannot be linked: choose the picture again.");
+  } else {
+    fillForm(new URLSearchParams());
+    $("results").replaceChildren();
+    $("drop-view").hidden = true; $("search-view").hidden = false;
+    loadDrops();
+  }
 }
 
 async function login(event) {
@@ -263,8 +310,7 @@ async function login(event) {
                               body: JSON.stringify({ token: $("token").value }) });
     $("login").hidden = true;
     say("");
-    loadDrops();
-    loadFacets();
+    ready = Promise.all([loadDrops(), loadFacets()]);
     loadModel();
     route();
   } catch (err) {
@@ -284,7 +330,6 @@ $("picture-drop").addEventListener("drop", (e) => {
 $("login").addEventListener("submit", login);
 window.addEventListener("hashchange", route);
 if (!location.hash) history.replaceState(null, "", "#/");
-loadDrops();
-loadFacets();
+ready = Promise.all([loadDrops(), loadFacets()]);
 loadModel();
 route();
