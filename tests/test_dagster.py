@@ -11,6 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 DAGSTER = Path(sys.executable).with_name("dagster")
 WEBSERVER = Path(sys.executable).with_name("dagster-webserver")
@@ -68,6 +70,7 @@ def _graphql(port: int, query: str) -> dict:
     return body["data"]
 
 
+@pytest.mark.services
 def test_webserver_serves_the_partitioned_lineage_graph(studio):
     port = _free_port()
     proc = subprocess.Popen(
@@ -116,3 +119,49 @@ def test_webserver_serves_the_partitioned_lineage_graph(studio):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait()
+
+
+def _rendered_text(markdown: str) -> tuple[str, list[str]]:
+    """What the Dagster UI shows of a description (CommonMark, as it renders them): its text, and the
+    markup that would not show as written (HTML tags, emphasis, links, headings)."""
+    from markdown_it import MarkdownIt
+
+    shown, markup = [], []
+    for block in MarkdownIt("commonmark").parse(markdown):
+        if block.type == "html_block":
+            markup.append(block.content.strip())
+        elif block.type.startswith("heading") or block.type.startswith("bullet_list"):
+            markup.append(block.markup)
+        for token in block.children or []:
+            if token.type in ("text", "code_inline"):
+                shown.append(token.content)
+            elif token.type in ("softbreak", "hardbreak"):
+                shown.append(" ")
+            elif token.type != "text":
+                markup.append(token.content or token.markup or token.type)
+    return "".join(shown), markup
+
+
+def test_every_description_in_the_ui_renders_as_written(studio):
+    """Asset, check, job, sensor and schedule descriptions are Markdown in the UI: a `<drop>` outside code is
+    eaten as an HTML tag, a `*` turns into emphasis. Each must show exactly its words, code spans as code."""
+    import re
+
+    from orchestration.definitions import defs
+
+    described = {f"asset {'/'.join(s.key.path)}": s.description for s in defs.resolve_all_asset_specs()}
+    graph = defs.resolve_asset_graph()
+    described |= {f"check {key.name}": graph.get_check_spec(key).description for key in graph.asset_check_keys}
+    described |= {f"job {j.name}": j.description for j in defs.resolve_all_job_defs()}
+    described |= {f"sensor {s.name}": s.description for s in defs.sensors or []}
+    described |= {f"schedule {s.name}": s.description for s in defs.schedules or []}
+    assert "asset campaign_selects" in described and "sensor drop_folder_sensor" in described
+    wrong = {}
+    for name, text in described.items():
+        if not text:
+            continue
+        shown, markup = _rendered_text(text)
+        written = re.sub(r"`([^`]*)`", r"\1", " ".join(text.split()))
+        if markup or " ".join(shown.split()) != written:
+            wrong[name] = (text, markup)
+    assert wrong == {}

@@ -24,7 +24,7 @@ def _brief_row(b) -> dict:
     deps=[product_catalog],
     group_name="campaigns",
     kinds={"yaml"},
-    description="Validated campaign briefs from <drop>/briefs.yaml (id, prompt, query, products, where, top_k, "
+    description="Validated campaign briefs from `<drop>/briefs.yaml` (id, prompt, query, products, where, top_k, "
                 "aspect_ratio, base_image); every SKU a brief names is in the drop's catalog.",
 )
 def campaign_briefs(context: AssetExecutionContext, drop: str, library: DropLibrary,

@@ -15,7 +15,7 @@ from .logic import index_campaign_images
     kinds={"milvus", "pytorch"},
     # Follows campaign_images whenever a run made them without it (a click on campaign_images alone).
     automation_condition=AutomationCondition.eager(),
-    description="The drop's campaign images in their own Milvus collection (<collection>_campaigns), so text "
+    description="The drop's campaign images in their own Milvus collection (`<collection>_campaigns`), so text "
                 "search finds generated images too; only new images are encoded.",
 )
 def campaign_image_index(context: AssetExecutionContext, drop: str, library: DropLibrary, clip: ClipModel,

@@ -20,7 +20,7 @@ DECISION_COLUMNS = {"image": "string", "decision": "string", "reviewer": "string
     # Follows campaign_images (a revision, a regenerated image); the campaign_reviews sensor runs it when
     # decisions change.
     automation_condition=AutomationCondition.eager(),
-    description="The drop's approved campaign images, copied to <PUBLISH_DIR>/<drop>/ with manifest.csv and "
+    description="The drop's approved campaign images, copied to `<PUBLISH_DIR>/<drop>/` with manifest.csv and "
                 "manifest.json (brief, prompt, model, cost, references with content hashes and SKUs, parent and "
                 "note of revisions, reviewer and time); images no longer approved are removed there.",
 )
