@@ -16,7 +16,7 @@ export CLIP_MODEL ?= $(if $(wildcard $(HOME)/.cache/clip/ViT-B-32.pt),ViT-B/32,$
 # GCS servers (pip packages `moto[server]`, `gcp-storage-emulator`), and drive Chromium (Debian packages).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install demo ui serve test test-servers clean
+.PHONY: install demo ui serve test test-fast test-servers clean
 
 install: $(VENV)/.installed
 
@@ -32,7 +32,12 @@ $(TINY_CLIP): | install
 demo: install $(if $(filter $(CURDIR)/$(TINY_CLIP),$(CLIP_MODEL)),$(TINY_CLIP))
 	@echo "CLIP_MODEL=$(CLIP_MODEL)"
 	$(BIN)/drop-studio run
-	$(BIN)/drop-studio search "a red apple" --drop fruit-stand --top-k 3
+	@echo; echo '== a search by name: drop-studio search martini --top-k 3'
+	@$(BIN)/drop-studio search martini --top-k 3
+	@echo; echo '== a search by SKU: drop-studio search SG-312 --top-k 3'
+	@$(BIN)/drop-studio search SG-312 --top-k 3
+	@echo; echo '== filtered by category: drop-studio search "a red apple" --category apples --top-k 3'
+	@$(BIN)/drop-studio search "a red apple" --category apples --top-k 3
 	@echo
 	@echo "Open the Dagster UI on these runs:  make ui   (then http://127.0.0.1:3000)"
 	@echo "Search the pictures in a browser:   make serve   (then http://127.0.0.1:8787)"
@@ -57,6 +62,12 @@ test-servers:
 # in one worker; most tests wait on processes they started, so two workers halve the time on 2 cores.
 test: install test-servers
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# The rules, in about 3 minutes: every test but those that start a server, `dagster dev` or a browser
+# (marked `services`) and those that build whole worlds through several CLI runs (marked `slow`); `make test`
+# runs them all. Tests are spread one by one over the two workers: no file here holds a server to share.
+test-fast: install
+	$(BIN)/python -m pytest -n 2 --dist load -m "not services and not slow"
 
 clean:
 	rm -rf data/artifacts data/milvus.db data/milvus.db.lock data/milvus-campaigns.db data/milvus-campaigns.db.lock data/milvus*.db.shared.json data/dagster_home data/publish

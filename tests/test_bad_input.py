@@ -189,6 +189,7 @@ def test_search_arguments_are_checked_before_anything_runs(studio):
 
 
 # -- crashes and concurrent runs -------------------------------------------------------
+@pytest.mark.slow
 def test_a_killed_run_keeps_finished_batches_and_the_rerun_ends_exact(studio):
     draw_drop(studio.drops / "big", spec=[(c, s, 12) for c in ("red", "blue") for s in ("circle", "square")])
     env = {**os.environ, **studio.env, "CLIP_BATCH_SIZE": "4"}

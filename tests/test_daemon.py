@@ -10,6 +10,7 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -21,6 +22,8 @@ from assets_pkg.partitions import run_drops
 from conftest import BRIEFS, draw_drop
 from fake_gemini import FakeGemini
 from servers import DagsterDev, chrome, wait_for_runs
+
+pytestmark = pytest.mark.services  # starts `dagster dev` and a browser: left out of `make test-fast`
 
 SUMMER_BRIEFS = """briefs:
   - id: red-summer

@@ -123,6 +123,7 @@ def test_a_brief_the_model_cannot_serve_fails_its_validation_in_one_line(studio,
     assert gemini.requests == []
 
 
+@pytest.mark.slow
 def test_a_shut_down_model_is_refused_before_any_request(studio, gemini):
     draw_drop(studio.drops / "spring", briefs=TWO_BRIEFS.replace('    aspect_ratio: "4:1"\n    image_size: 2K\n', ""))
     env = {"GEMINI_API_KEY": API_KEY, "GOOGLE_GEMINI_BASE_URL": gemini.url}
@@ -201,6 +202,7 @@ def test_batch_mode_submits_once_collects_after_the_sensor_sees_it_finish_and_re
     assert _batch_sensor_requests(studio) == []
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_submitting_a_batch_never_submits_it_again(studio, gemini):
     draw_drop(studio.drops / "spring", briefs=TWO_BRIEFS)
     env = {**os.environ, **studio.env, "GEMINI_API_KEY": API_KEY, "GOOGLE_GEMINI_BASE_URL": gemini.url,

@@ -24,6 +24,8 @@ from assets_pkg.domain.errors import StoreError
 from conftest import BRIEFS, draw_drop, materialize_drop, metadata
 from servers import MilvusServer, TcpRelay, Unavailable, unavailable
 
+pytestmark = pytest.mark.services  # starts real servers: left out of `make test-fast`
+
 TOKEN = MilvusServer.TOKEN
 
 

@@ -62,6 +62,7 @@ def evaluate_model_changes(cursor: str | None = None) -> tuple[list, str]:
     return list(result.run_requests or []), result.cursor
 
 
+@pytest.mark.slow
 def test_a_second_model_gets_its_own_collection_search_moves_once_every_drop_is_built_and_back_encodes_nothing(
         studio, vit_s32, tiny_clip, monkeypatch):
     spring = draw_drop(studio.drops / "spring", briefs=BRIEFS)
@@ -166,6 +167,7 @@ def test_an_upgrade_from_the_one_model_layout_adopts_it_and_encodes_syncs_and_se
     assert models.state["history"][0]["adopted"] is True
 
 
+@pytest.mark.slow
 def test_search_loads_the_serving_model_from_its_file_and_says_so_when_the_file_now_holds_other_weights(
         studio, tmp_path, tiny_clip):
     from assets_pkg.domain.model_id import clip_model_id
@@ -187,6 +189,7 @@ def test_search_loads_the_serving_model_from_its_file_and_says_so_when_the_file_
         f"({clip_model_id(str(moved))}): put those weights back, or finish the change of model"]
 
 
+@pytest.mark.services
 def test_under_dagster_dev_a_new_model_is_built_in_the_background_and_search_moves_to_it_once_every_drop_is(
         studio, tmp_path, vit_s32):
     """As users change models: CLIP_MODEL edited and `dagster dev` restarted, nothing launched by hand. The search

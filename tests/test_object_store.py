@@ -20,6 +20,8 @@ from conftest import BRIEFS, check_results, draw_drop, materialize_drop, metadat
 from servers import S3Server, started
 from test_cli import _one_line_error
 
+pytestmark = pytest.mark.services  # starts real servers: left out of `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):

@@ -21,6 +21,8 @@ from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInsta
 from conftest import BRIEFS, ROOT, draw_drop
 from servers import PostgresServer, Unavailable, unavailable
 
+pytestmark = pytest.mark.services  # starts real servers: left out of `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def postgres():

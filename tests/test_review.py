@@ -87,6 +87,7 @@ def images(server) -> dict[str, dict]:
     return {c["path"]: c for c in server.get("/api/drops/spring").json()["campaign"]}
 
 
+@pytest.mark.services
 def test_in_the_browser_approve_reject_and_revise_with_the_model(world):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -151,6 +152,7 @@ def test_in_the_browser_approve_reject_and_revise_with_the_model(world):
     assert len(gemini.generate_requests) == before + 1
 
 
+@pytest.mark.services
 def test_twenty_concurrent_decisions_leave_one_decision_and_twenty_history_entries(world):
     server = world[0]
     path = "campaign/blue-shelf.v3.png"
@@ -165,6 +167,7 @@ def test_twenty_concurrent_decisions_leave_one_decision_and_twenty_history_entri
     assert image["review"] == {k: last[k] for k in ("decision", "note", "reviewer", "time")}
 
 
+@pytest.mark.services
 def test_nothing_is_lost_when_the_server_is_killed_between_two_decisions(world, tmp_path):
     _, root, env, _ = world
     path = "campaign/blue-shelf.v2.png"
@@ -185,6 +188,7 @@ def test_nothing_is_lost_when_the_server_is_killed_between_two_decisions(world, 
     assert image["review"]["decision"] == "approve"
 
 
+@pytest.mark.services
 def test_writes_need_the_token_and_refuse_cross_site_requests_and_bad_fields(world, tmp_path):
     _, root, env, gemini = world
     token = "tok-" + os.urandom(6).hex()
@@ -228,6 +232,7 @@ def test_writes_need_the_token_and_refuse_cross_site_requests_and_bad_fields(wor
     assert token not in (tmp_path / "guarded.log").read_text()
 
 
+@pytest.mark.services
 def test_publish_holds_exactly_the_approved_images_and_unapproval_removes_them(world):
     server, root, env, _ = world
     assert review(server, "campaign/blue-shelf.png", "approve", reviewer="Dee").status_code == 200
@@ -275,6 +280,7 @@ def test_publish_holds_exactly_the_approved_images_and_unapproval_removes_them(w
     assert "red-hero.png" in files
 
 
+@pytest.mark.services
 def test_the_reviews_sensor_asks_for_a_publish_run_when_decisions_change(world, monkeypatch):
     from dagster import DagsterInstance, build_sensor_context
 
