@@ -137,7 +137,7 @@ def _rendered_text(markdown: str) -> tuple[str, list[str]]:
                 shown.append(token.content)
             elif token.type in ("softbreak", "hardbreak"):
                 shown.append(" ")
-            elif token.type != "text":
+            else:
                 markup.append(token.content or token.markup or token.type)
     return "".join(shown), markup
 

@@ -693,12 +693,12 @@ class ProductImageStore:
         return explain_hybrid(vector, text, [(Hit.from_milvus(h, "hybrid"), h["entity"]) for h in res[0]])
 
 
+_WORDS = re.compile(r"\w+")
+
+
 def query_words(text: str) -> set[str]:
     """The words BM25 compares (Milvus's standard analyzer: Unicode words, lower case)."""
     return {w.lower() for w in _WORDS.findall(text)}
-
-
-_WORDS = re.compile(r"\w+")
 
 
 def explain_hybrid(vector: np.ndarray, text: str, hits: list[tuple["Hit", dict]]) -> list["Hit"]:

@@ -79,8 +79,8 @@ class Found:
 
     @classmethod
     def of(cls, kind: str, h) -> "Found":
-        return cls(kind, h.drop, h.path, h.score, h.sku, h.name, h.match, h.similarity, h.why, h.words,
-                   h.category, h.color)
+        return cls(kind=kind, drop=h.drop, path=h.path, score=h.score, sku=h.sku, name=h.name, match=h.match,
+                   similarity=h.similarity, why=h.why, words=h.words, category=h.category, color=h.color)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "drop": self.drop, "path": self.path, "similarity": round(self.similarity, 4),

@@ -283,13 +283,15 @@ async function loadModel() {
 
 // The filter lists must hold their options before a linked search can select them.
 let ready = null;
+let routed = false;  // the first route finds the drop list that `ready` just drew
 
 async function route() {
   await ready;
-  const m = location.hash.match(/^#\/drop\/(.+)$/);
+  const first = !routed;
+  routed = true;
   const [page, query] = location.hash.replace(/^#\//, "").split("?");
   const params = new URLSearchParams(query || "");
-  if (m) showDrop(decodeURIComponent(m[1]));
+  if (page.startsWith("drop/")) showDrop(decodeURIComponent(page.slice("drop/".length)));
   else if (page === "search") runSearch(params);
   else if (page === "similar") runSimilar(params);
   else if (page === "picture") {
@@ -297,9 +299,11 @@ async function route() {
     say("A search by an uploaded picture cannot be linked: choose the picture again.");
   } else {
     fillForm(new URLSearchParams());
-    $("results").replaceChildren();
     $("drop-view").hidden = true; $("search-view").hidden = false;
-    loadDrops();
+    if (!first) {  // back to the list from a search: draw it afresh
+      $("results").replaceChildren();
+      loadDrops();
+    }
   }
 }
 
