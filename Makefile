@@ -64,8 +64,8 @@ test: install test-servers
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The rules, in about 3 minutes: every test but those that start a server, `dagster dev` or a browser
-# (marked `services`) and those that build whole worlds through several CLI runs (marked `slow`); `make test`
-# runs them all. Tests are spread one by one over the two workers: no file here holds a server to share.
+# (marked `services`) and the four that kill a run or build a world over several models or releases (marked
+# `slow`); `make test` runs them all. Tests are spread one by one over the two workers: no file here holds a server to share.
 test-fast: install
 	$(BIN)/python -m pytest -n 2 --dist load -m "not services and not slow"
 

@@ -83,6 +83,23 @@ def vit_b32_shaped() -> Path:
     return _checkpoint("vit-b-32-shaped.pt", "vit-b-32")
 
 
+_FORKED: list = []
+
+
+def forked_cli():
+    """This worker's forking process for CLI commands (tests/forked_cli.py), started on first use."""
+    from forked_cli import ForkedCli
+
+    if not _FORKED:
+        _FORKED.append(ForkedCli(ROOT))
+    return _FORKED[0]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for forked in _FORKED:
+        forked.close()
+
+
 @dataclass
 class Studio:
     root: Path
@@ -99,10 +116,11 @@ class Studio:
     def cli(self, *args: str, check: bool = True, extra_env: dict | None = None,
             python_args: list[str] = ()) -> subprocess.CompletedProcess:
         env = {**os.environ, **self.env, **(extra_env or {})}
-        proc = subprocess.run(
-            [sys.executable, *python_args, "-m", "assets_pkg.cli", *args],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-        )
+        if python_args:  # the interpreter's own options need a process of its own
+            proc = subprocess.run([sys.executable, *python_args, "-m", "assets_pkg.cli", *args],
+                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        else:
+            proc = forked_cli().run(list(args), env, timeout=600)
         if check and proc.returncode != 0:
             raise AssertionError(f"drop-studio {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
         return proc

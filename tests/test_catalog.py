@@ -18,7 +18,7 @@ from PIL import Image
 from assets_pkg.domain.products import file_words
 from assets_pkg.stages.catalog.logic import CatalogError, parse_catalog
 from assets_pkg.domain.store import ProductImageStore
-from conftest import BRIEFS, ROOT, draw_drop
+from conftest import BRIEFS, ROOT, draw_drop, forked_cli
 from fake_gemini import FakeGemini
 
 SPEC = [("red", "circle", 2), ("blue", "square", 2), ("green", "triangle", 2)]
@@ -122,7 +122,6 @@ def _encoder(studio):
     return _encoder_for(studio.env["CLIP_MODEL"])
 
 
-@pytest.mark.slow
 def test_a_drop_with_a_catalog_gives_exact_product_fields_rejections_search_and_filters(studio):
     draw_drop(studio.drops / "spring", spec=SPEC)
     (studio.drops / "spring" / "products.csv").write_text(PRODUCTS)
@@ -168,7 +167,6 @@ def test_a_drop_with_a_catalog_gives_exact_product_fields_rejections_search_and_
     assert rows["red_circle_0.png"][0] == "SKU-4471"
 
 
-@pytest.mark.slow
 def test_an_unreadable_catalog_fails_its_step_in_one_line_and_the_rows_wait_for_it(studio):
     draw_drop(studio.drops / "spring", spec=SPEC)
     csv = studio.drops / "spring" / "products.csv"
@@ -212,7 +210,6 @@ NAMED = """briefs:
 """
 
 
-@pytest.mark.slow
 def test_a_brief_that_names_products_sends_exactly_their_images_in_order(studio, monkeypatch):
     draw_drop(studio.drops / "spring", spec=SPEC, briefs=NAMED)
     (studio.drops / "spring" / "products.csv").write_text(PRODUCTS)
@@ -262,8 +259,7 @@ def _previous_release(tmp_path: Path, commit: str = PREVIOUS_RELEASE) -> Path:
 def _run(code: Path, env: dict, *args: str) -> list[dict]:
     # Releases before the click CLI had it in orchestration/.
     cli = "assets_pkg.cli" if (code / "assets_pkg" / "cli").is_dir() else "orchestration.cli"
-    proc = subprocess.run([sys.executable, "-m", cli, "run", "--json", *args], cwd=code,
-                          env={**env, "PYTHONPATH": str(code)}, capture_output=True, text=True, timeout=600)
+    proc = forked_cli().run(["run", "--json", *args], {**env, "PYTHONPATH": str(code)}, 600, cwd=code, module=cli)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
@@ -311,7 +307,6 @@ def test_a_world_made_by_the_previous_release_upgrades_with_nothing_encoded_or_b
     assert [Path(h["path"]).name.rsplit("_", 1)[0] for h in hits] == ["red_circle", "red_circle"]
 
 
-@pytest.mark.slow
 def test_a_world_made_by_the_catalog_release_upgrades_with_nothing_encoded_searched_or_billed(studio, tmp_path):
     """The release before stages became units wrote the same files under the same keys: its world is taken
     as it is (no encoding, no search, no Gemini request, no Milvus write)."""

@@ -23,7 +23,6 @@ def test_drops_sync_adds_one_partition_per_folder(studio):
     assert sorted(DagsterInstance.get().get_dynamic_partitions("product_drops")) == ["spring", "summer"]
 
 
-@pytest.mark.slow
 def test_run_json_search_and_runs_recorded_in_the_instance(studio):
     names = draw_drop(studio.drops / "spring", briefs=BRIEFS)
     draw_drop(studio.drops / "summer", spec=[("green", "star", 2), ("red", "circle", 1)], seed=11)
@@ -96,7 +95,6 @@ def test_unreachable_milvus_names_the_uri(studio):
     _one_line_error(proc, "MILVUS_URI=http://127.0.0.1:9", "cannot connect to Milvus")
 
 
-@pytest.mark.slow
 def test_malformed_briefs_fail_the_run_with_the_file_named_and_images_indexed(studio):
     draw_drop(studio.drops / "spring", briefs="briefs:\n  - id: x\n    prompt: hi\n    top_k: -1\n    query: q\n")
     draw_drop(studio.drops / "summer", spec=[("blue", "circle", 2)], briefs=BRIEFS)
@@ -109,7 +107,6 @@ def test_malformed_briefs_fail_the_run_with_the_file_named_and_images_indexed(st
     _one_line_error(proc, "spring", "briefs.yaml")
 
 
-@pytest.mark.slow
 def test_search_refuses_bad_arguments_clearly(studio):
     for args, needle in [
         (["search", "  "], "query is empty"),
@@ -121,7 +118,6 @@ def test_search_refuses_bad_arguments_clearly(studio):
         _one_line_error(studio.cli(*args, check=False), needle)
 
 
-@pytest.mark.slow
 def test_an_unchanged_drop_is_refreshed_without_torch_or_pymilvus(studio):
     draw_drop(studio.drops / "spring", briefs=BRIEFS)
     studio.cli("run")

@@ -123,7 +123,6 @@ def test_a_brief_the_model_cannot_serve_fails_its_validation_in_one_line(studio,
     assert gemini.requests == []
 
 
-@pytest.mark.slow
 def test_a_shut_down_model_is_refused_before_any_request(studio, gemini):
     draw_drop(studio.drops / "spring", briefs=TWO_BRIEFS.replace('    aspect_ratio: "4:1"\n    image_size: 2K\n', ""))
     env = {"GEMINI_API_KEY": API_KEY, "GOOGLE_GEMINI_BASE_URL": gemini.url}

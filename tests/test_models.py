@@ -167,7 +167,6 @@ def test_an_upgrade_from_the_one_model_layout_adopts_it_and_encodes_syncs_and_se
     assert models.state["history"][0]["adopted"] is True
 
 
-@pytest.mark.slow
 def test_search_loads_the_serving_model_from_its_file_and_says_so_when_the_file_now_holds_other_weights(
         studio, tmp_path, tiny_clip):
     from assets_pkg.domain.model_id import clip_model_id

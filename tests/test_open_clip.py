@@ -52,7 +52,6 @@ def test_an_open_clip_model_in_a_file_embeds_with_its_own_preprocessing(weights,
     np.testing.assert_allclose(np.linalg.norm(texts, axis=1), 1.0, atol=1e-5)
 
 
-@pytest.mark.slow
 def test_a_drop_runs_end_to_end_on_an_open_clip_model(studio, weights, monkeypatch):
     model = f"open_clip:ViT-S-32:{weights['ViT-S-32']}"
     monkeypatch.setenv("CLIP_MODEL", model)

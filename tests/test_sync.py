@@ -41,7 +41,6 @@ def step(drop: str) -> dict:
             "deleted": col["deleted"], "indexed": col["indexed"]}
 
 
-@pytest.mark.slow
 def test_add_replace_remove_keep_milvus_exactly_equal_to_disk(studio):
     folder = studio.drops / "spring"
     draw_drop(folder, spec=[("red", "circle", 3), ("blue", "square", 3)])
@@ -88,7 +87,6 @@ def test_the_same_picture_in_two_drops_is_two_rows(studio):
     assert len(milvus_ids(studio, "spring")) == 2  # spring's copy is untouched
 
 
-@pytest.mark.slow
 def test_cli_reports_encoded_reused_deleted_truthfully(studio):
     folder = studio.drops / "spring"
     draw_drop(folder, spec=[("red", "circle", 3)])
@@ -186,7 +184,6 @@ def test_schedules_request_every_drop_in_runs_of_drop_batch(studio, monkeypatch)
     assert weekly_campaign_refresh.cron_schedule == "0 6 * * 1"
 
 
-@pytest.mark.slow
 def test_drops_remove_deletes_rows_and_partition_only_when_asked(studio):
     draw_drop(studio.drops / "spring", spec=[("red", "circle", 2)])
     draw_drop(studio.drops / "summer", spec=[("blue", "circle", 2)])
