@@ -39,7 +39,8 @@ red_circle_0.png,DOT-7,Red dot pin,Pins,Red
 blue_square_0.png,SQ-2,Blue square badge,Badges,Blue
 """
 NOTE = "warmer light, no text on the bag"
-MARKUP = '<b>keep</b> <img src=x onerror="document.title=1">'  # a note is plain text, never markup
+# A note is plain text, never markup; and a word longer than the card (a pasted link) wraps inside it.
+MARKUP = '<b>keep</b> <img src=x onerror="document.title=1"> https://cdn.example.com/' + "campaign-asset-" * 12
 
 
 def decoded(inline: dict) -> bytes:
@@ -110,6 +111,15 @@ def test_in_the_browser_approve_reject_and_revise_with_the_model(world):
         status = card("campaign/red-hero.png").find_element(By.CSS_SELECTOR, "p.review")
         assert status.text.endswith(f": {MARKUP}")  # shown as the text it is
         assert status.find_elements(By.TAG_NAME, "b") == [] and status.find_elements(By.TAG_NAME, "img") == []
+        # Nothing in the card is wider than the card: the note, the facts and the history wrap in its column.
+        hero = card("campaign/red-hero.png")
+        hero.find_element(By.TAG_NAME, "summary").click()  # open the history, which repeats the note
+        overflowing = browser.execute_script(
+            "const card = arguments[0], right = card.getBoundingClientRect().right + 0.5;"
+            "return [...card.querySelectorAll('p.review, table.facts, ol.history li, .name')]"
+            ".filter(e => e.scrollWidth > e.clientWidth + 1 || e.getBoundingClientRect().right > right)"
+            ".map(e => e.className || e.tagName);", hero)
+        assert overflowing == []
         v2 = card("campaign/red-hero.v2.png")
         v2.find_element(By.CSS_SELECTOR, "textarea.note").send_keys(NOTE)
         v2.find_element(By.CSS_SELECTOR, "button.reject").click()
