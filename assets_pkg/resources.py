@@ -21,11 +21,11 @@ from .domain.drops import ProductDrop
 from .domain.errors import EncoderError, GeneratorError, StudioError
 from .stages.campaigns.generator import BoardGenerator, GeminiGenerator
 from .domain.image_models import MODES, ImageModel, image_model
-from .domain.milvus import campaign_collection, campaign_uri
+from .domain.milvus import campaign_collection, campaign_uri, display_uri
 from .domain.model_id import clip_model_id, embedding_id
 from .domain.settings import setting
 from .domain.search_models import ModelEntry, SearchModels
-from .domain.store import LITE_LOCK_WAIT_S, ProductImageStore, is_lite_uri
+from .domain.store import LITE_LOCK_WAIT_S, ImageCollection, is_lite_uri
 
 if TYPE_CHECKING:
     from .domain.encoder import ClipEncoder
@@ -137,7 +137,7 @@ class ClipModel(_FromSettings):
 class MilvusResource(_FromSettings):
     """A Milvus Lite file path (default) or a server URI; the token only from MILVUS_TOKEN."""
 
-    SETTINGS: ClassVar = {"uri": "MILVUS_URI", "collection": "MILVUS_COLLECTION", "timeout_s": "MILVUS_TIMEOUT_S",
+    SETTINGS: ClassVar = {"uri": "DROP_STUDIO_MILVUS_URI", "collection": "MILVUS_COLLECTION", "timeout_s": "MILVUS_TIMEOUT_S",
                           "retries": "MILVUS_RETRIES"}
     uri: Optional[str] = None
     collection: Optional[str] = None
@@ -164,7 +164,7 @@ class MilvusResource(_FromSettings):
             context.log.warning(note)
 
     def store(self, lock_timeout: float = LITE_LOCK_WAIT_S, share: bool = False,
-              collection: str | None = None) -> ProductImageStore:
+              collection: str | None = None) -> ImageCollection:
         """A product collection: MILVUS_COLLECTION, or `collection` (a model's own, domain/search_models.py).
         `lock_timeout`: how long to wait for a Milvus Lite file another process holds (a run waits its turn;
         the search page answers 503 after a few seconds instead). `share`: let other processes use this
@@ -172,20 +172,19 @@ class MilvusResource(_FromSettings):
         return self._store(collection or self.get("collection"), self.get("uri"), lock_timeout, share)
 
     def campaign_store(self, lock_timeout: float = LITE_LOCK_WAIT_S, share: bool = False,
-                       collection: str | None = None) -> ProductImageStore:
+                       collection: str | None = None) -> ImageCollection:
         """The collection of generated campaign images beside a product collection (`<collection>_campaigns`;
         for Milvus Lite in a file of its own, see stages/campaign_index)."""
         return self._store(campaign_collection(collection or self.get("collection")), campaign_uri(self.get("uri")),
                            lock_timeout, share)
 
-    def _store(self, collection: str, uri: str, lock_timeout: float, share: bool) -> ProductImageStore:
-        return ProductImageStore(uri, setting("MILVUS_TOKEN"), collection, lock_timeout=lock_timeout,
+    def _store(self, collection: str, uri: str, lock_timeout: float, share: bool) -> ImageCollection:
+        return ImageCollection(uri, setting("MILVUS_TOKEN"), collection, lock_timeout=lock_timeout,
                                  timeout=self.get("timeout_s"), retries=self.get("retries"), share=share)
 
     @property
     def display_uri(self) -> str:
-        uri = self.get("uri")
-        return uri if is_lite_uri(uri) else uri.split("@")[-1]
+        return display_uri(self.get("uri"))
 
 
 class ImageGeneratorResource(_FromSettings):

@@ -17,9 +17,7 @@ def failure(result, drop: str) -> str | None:
         if named is not None:
             if drop not in named.value:
                 continue
-            line = user.description or ""
-            mine = [part.split(": ", 1)[1] for part in line.split("; ") if part.startswith(f"{drop}: ")]
-            return f"{event.step_key}: {mine[0] if mine else line}"
+            return f"{event.step_key}: {named.value[drop]}"  # the drop's own line (stage.failed_drops_metadata)
         if user is not None and user.description:
             return f"{event.step_key}: {user.description}"
         err = data.error

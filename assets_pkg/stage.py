@@ -76,12 +76,19 @@ def _evaluation(context: AssetExecutionContext, result: AssetCheckResult, drop: 
 
 
 def failed_drops_line(failed: dict[str, str], total: int) -> str:
+    """What the UI shows of a failed batch step; each drop's own line travels as `failed_drops` metadata."""
     return f"{len(failed)} of {total} drops failed: " + "; ".join(f"{d}: {e}" for d, e in failed.items())
+
+
+def failed_drops_metadata(failed: dict[str, str]) -> dict:
+    """drop -> its own one-line error, as the step's failure metadata: read back as it was written."""
+    return {"failed_drops": MetadataValue.json(dict(sorted(failed.items())))}
 
 
 def failed_drops(step_failures, drops: list[str]) -> list[str]:
     """The drops of a failed run that failed themselves, from its step-failure events (the `failed_drops`
-    their steps named); all of them when a failure names none (no stage put it on a drop)."""
+    their steps named: drop -> line; runs of earlier releases named a list); all of them when a failure names
+    none (no stage put it on a drop)."""
     named: set[str] = set()
     for event in step_failures:
         user = event.step_failure_data.user_failure_data
@@ -103,7 +110,7 @@ def drop_stage(**asset_args):
             try:
                 return body(context, drop, *args, **kwargs)
             except StudioError as e:
-                raise Failure(description=str(e), metadata={"failed_drops": MetadataValue.json([drop])}) from e
+                raise Failure(description=str(e), metadata=failed_drops_metadata({drop: str(e)})) from e
 
         @functools.wraps(body)
         def step(context: AssetExecutionContext, *args, **kwargs):
@@ -127,8 +134,7 @@ def drop_stage(**asset_args):
                 evaluations += [_evaluation(context, r, drop) for r in out.checks]
                 progress.drop_done(drop, out.metadata)
             if failed:
-                raise Failure(description=failed_drops_line(failed, len(drops)),
-                              metadata={"failed_drops": MetadataValue.json(sorted(failed))})
+                raise Failure(description=failed_drops_line(failed, len(drops)), metadata=failed_drops_metadata(failed))
             yield from evaluations
             yield MaterializeResult(data_version=DataVersion(inputs_key(drops=keys)))
             for name in context.assets_def.check_specs_by_output_name:  # the checks' results went out above

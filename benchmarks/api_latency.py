@@ -45,7 +45,7 @@ def main(argv=None):
         for d in range(a.drops):
             os.makedirs(os.path.join(tmp, "drops", f"drop{d}"))
         env = {**os.environ, "DROPS_DIR": os.path.join(tmp, "drops"), "ARTIFACTS_DIR": os.path.join(tmp, "artifacts"),
-               "MILVUS_URI": uri, "MILVUS_COLLECTION": "product_images", "CLIP_MODEL": model}
+               "DROP_STUDIO_MILVUS_URI": uri, "MILVUS_COLLECTION": "product_images", "CLIP_MODEL": model}
         with Serve(env, Path(tmp) / "serve.log") as server:
             url = f"{server.url}/api/search"
             with requests.Session() as http:

@@ -79,7 +79,7 @@ def main(argv=None):
             for place in a.places.split(","):
                 drops, artifacts = places[place]
                 os.environ.update({"DROPS_DIR": str(drops), "ARTIFACTS_DIR": str(artifacts),
-                                   "MILVUS_URI": str(tmp / f"milvus-{place}.db")})
+                                   "DROP_STUDIO_MILVUS_URI": str(tmp / f"milvus-{place}.db")})
                 gets = s3.gets("bench/drops/bench/")
                 out[f"{place}_first_seconds"] = round(_materialize(instance), 2)
                 middle = s3.gets("bench/drops/bench/")

@@ -54,7 +54,7 @@ def main(argv=None):
         shutil.copy(ROOT / "orchestration" / "dagster.yaml", home / "dagster.yaml")
         spare = {d: _copy_drop(d, tmp / "drops" / d, a.images) for d in DROPS}
         env = {**os.environ, "DAGSTER_HOME": str(home), "DROPS_DIR": str(tmp / "drops"),
-               "ARTIFACTS_DIR": str(tmp / "artifacts"), "MILVUS_URI": str(tmp / "milvus.db"),
+               "ARTIFACTS_DIR": str(tmp / "artifacts"), "DROP_STUDIO_MILVUS_URI": str(tmp / "milvus.db"),
                "CLIP_MODEL": str(Path(a.model).resolve()), "DAGSTER_EXECUTOR": a.executor,
                "DROP_SENSOR_INTERVAL_S": "5", "AUTOMATION_INTERVAL_S": "5"}
         for secret in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "MILVUS_TOKEN"):

@@ -39,7 +39,7 @@ def main(argv=None):
     a = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "DROPS_DIR": a.drops, "ARTIFACTS_DIR": f"{tmp}/artifacts", "MILVUS_URI": f"{tmp}/m.db",
+        env = {**os.environ, "DROPS_DIR": a.drops, "ARTIFACTS_DIR": f"{tmp}/artifacts", "DROP_STUDIO_MILVUS_URI": f"{tmp}/m.db",
                "CLIP_MODEL": a.model, "DAGSTER_HOME": f"{tmp}/home"}
         os.makedirs(env["DAGSTER_HOME"])
         Path(env["DAGSTER_HOME"], "dagster.yaml").write_text((ROOT / "orchestration/dagster.yaml").read_text())
@@ -48,7 +48,7 @@ def main(argv=None):
         encoder = ClipEncoder(a.model)
         result = {"model": encoder.model_id, "k": a.k}
         hybrid, clip_only = [], []
-        with ProductImageStore(env["MILVUS_URI"]) as store:
+        with ProductImageStore(env["DROP_STUDIO_MILVUS_URI"]) as store:
             result["images"] = store.count()
             for word in WORDS:
                 v = encoder.embed_texts([word])

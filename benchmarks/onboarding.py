@@ -34,7 +34,7 @@ def world(tmp: Path, name: str, model: str, **extra) -> dict:
     home.mkdir(parents=True)
     shutil.copy(ROOT / "orchestration" / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home), "ARTIFACTS_DIR": str(tmp / name / "artifacts"),
-           "MILVUS_URI": str(tmp / name / "milvus.db"), "CLIP_MODEL": model, **extra}
+           "DROP_STUDIO_MILVUS_URI": str(tmp / name / "milvus.db"), "CLIP_MODEL": model, **extra}
     for secret in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "MILVUS_TOKEN"):
         env.pop(secret, None)
     return env

@@ -53,7 +53,7 @@ def main(argv=None):
             os.link(f, drop / f.name)  # hard links: a real drop folder without copying the bytes
         os.environ.update({
             "DROPS_DIR": str(Path(tmp) / "drops"), "ARTIFACTS_DIR": str(Path(tmp) / "artifacts"),
-            "MILVUS_URI": str(Path(tmp) / "milvus.db"), "CLIP_MODEL": str(Path(a.model).resolve())
+            "DROP_STUDIO_MILVUS_URI": str(Path(tmp) / "milvus.db"), "CLIP_MODEL": str(Path(a.model).resolve())
             if Path(a.model).is_file() else a.model, "DAGSTER_HOME": str(Path(tmp) / "dagster_home"),
         })
         images = len(list(drop.iterdir()))

@@ -57,7 +57,7 @@ def main(argv=None):
         (tmp / "drops" / "bench").mkdir(parents=True)
         paths = _campaign(tmp / "artifacts" / "bench" / "campaign", a.images)
         env = {**os.environ, "DROPS_DIR": str(tmp / "drops"), "ARTIFACTS_DIR": str(tmp / "artifacts"),
-               "MILVUS_URI": str(tmp / "milvus.db"), "CLIP_MODEL": model, "DAGSTER_HOME": str(tmp / "home")}
+               "DROP_STUDIO_MILVUS_URI": str(tmp / "milvus.db"), "CLIP_MODEL": model, "DAGSTER_HOME": str(tmp / "home")}
         env.pop("DROP_STUDIO_TOKEN", None)
         record, show, both = [], [], []
         with Serve(env, tmp / "serve.log") as server:

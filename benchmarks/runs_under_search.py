@@ -96,7 +96,7 @@ def main(argv=None):
         (tmp / "home").mkdir()
         (tmp / "home" / "dagster.yaml").write_text((ROOT / "orchestration" / "dagster.yaml").read_text())
         env = {**os.environ, "DROPS_DIR": str(tmp / "drops"), "ARTIFACTS_DIR": str(tmp / "artifacts"),
-               "MILVUS_URI": str(tmp / "milvus.db"), "CLIP_MODEL": model, "DAGSTER_HOME": str(tmp / "home"),
+               "DROP_STUDIO_MILVUS_URI": str(tmp / "milvus.db"), "CLIP_MODEL": model, "DAGSTER_HOME": str(tmp / "home"),
                "PUBLISH_DIR": str(tmp / "publish")}
         for k in ("GEMINI_API_KEY", "GOOGLE_API_KEY", "DROP_STUDIO_TOKEN", "MILVUS_TOKEN"):
             env.pop(k, None)

@@ -1,1 +1,2 @@
-"""Dagster definitions and the `drop-studio` CLI."""
+"""The Dagster code location (definitions.py) and its triggers: jobs, schedules and sensors. The `drop-studio`
+CLI is assets_pkg/cli."""

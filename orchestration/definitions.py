@@ -11,7 +11,7 @@ from dagster import Definitions, in_process_executor, multiprocess_executor
 
 from assets_pkg.assets import drop_assets, drop_checks, search_assets
 from assets_pkg.domain.errors import StudioError
-from assets_pkg.domain.settings import setting
+from assets_pkg.domain.settings import adopt_renamed_settings, setting
 from assets_pkg.resources import build_resources
 
 from .jobs import (
@@ -30,8 +30,9 @@ from .sensors import (batch_split, campaign_batches, campaign_reviews, drop_fold
                       references_follow_inputs)
 
 
+adopt_renamed_settings()  # MILVUS_URI of earlier releases, before any step imports pymilvus
+
 # Modules every step of a drop may need, imported once by the forkserver instead of once per step.
-# (Not pymilvus: it refuses a Milvus Lite path in MILVUS_URI at import; the store imports it carefully.)
 PRELOAD = ["torch", "clip", "pandas", "pyarrow.parquet", "orchestration.definitions"]
 
 

@@ -136,7 +136,7 @@ def studio(tmp_path, tiny_clip, monkeypatch) -> Studio:
     env = {
         "DROPS_DIR": str(tmp_path / "drops"),
         "ARTIFACTS_DIR": str(tmp_path / "artifacts"),
-        "MILVUS_URI": str(tmp_path / "milvus.db"),
+        "DROP_STUDIO_MILVUS_URI": str(tmp_path / "milvus.db"),
         "MILVUS_COLLECTION": "product_images",
         "CLIP_MODEL": str(tiny_clip),
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),

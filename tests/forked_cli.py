@@ -5,8 +5,8 @@ it does anything, and the tests run it some seventy times. Here one process per 
 libraries once and forks for every command: each command is still its own process, with its own environment,
 working directory and exit status, and it imports Drop Studio itself afresh, so settings read at import time
 (`DROP_BATCH` in the backfill policy, the schedules' crons) see that command's environment. Only the
-third-party libraries are shared, and they are imported before any setting is known (`MILVUS_URI` is not in
-the imported environment, as `assets_pkg.domain.milvus` arranges for a plain run).
+third-party libraries are shared, and they are imported before any setting is known (an earlier release's
+`MILVUS_URI`, which pymilvus reads when imported, is not in the forking process's environment).
 """
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ def test_every_file_is_indexed_or_rejected_with_a_reason(studio, corpus):
     assert summary["images"] == len(corpus["good"]) + len(corpus["rejected"])  # 14 valid files + 7 rejected
     assert summary["indexed"] == summary["distinct"] == len(corpus["good"]) - 1  # the copy shares a row
 
-    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
         rows = store.rows_of_drop("messy")
     names = sorted(n for f in rows.values() for n in (f.path, *f.aliases))
     assert names == corpus["good"]
@@ -180,7 +180,7 @@ def test_filters_and_deletes_refuse_other_names_and_ids(text):
 
 def test_search_arguments_are_checked_before_anything_runs(studio):
     for args, needle in [
-        (["search", "red", "--top-k", "10000"], "--top-k must be from 1 to 100, got 10000"),
+        (["search", "red", "--top-k", "10000"], "Invalid value for '--top-k': 10000 is not in the range 1<=x<=100"),
         (["search", ""], "the search query is empty"),
         (["search", "red", "--drop", 'x" or drop != "'], "invalid drop name"),
     ]:
@@ -221,7 +221,7 @@ def test_two_runs_of_the_same_drop_at_once_leave_exact_rows(studio):
              for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
-    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
         ids = store.ids_of_drop("spring")
         assert store.count("spring") == len(ids) == 18
     m = scan_drop(ProductDrop("spring", studio.drops / "spring"))

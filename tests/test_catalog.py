@@ -9,7 +9,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -96,7 +95,7 @@ def test_editing_the_catalog_alone_changes_the_drop_fingerprint_the_sensor_watch
 
 
 def _rows(studio, drop: str) -> dict[str, tuple]:
-    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
         found = store.client.query(store.collection, filter=f'drop == "{drop}"',
                                    output_fields=["path", "sku", "name", "category", "color", "tags", "attributes"])
     return {r["path"]: (r["sku"], r["name"], r["category"], r["color"], json.loads(r["tags"]),
@@ -106,7 +105,7 @@ def _rows(studio, drop: str) -> dict[str, tuple]:
 def _search(studio, query: str, k: int, **where) -> list[dict]:
     """What `drop-studio search` answers (the CLI's own path is checked once below), without paying a
     process and the model's import for each query."""
-    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
         hits = store.search(_encoder(studio).embed_texts([query]), top_k=k, texts=[query], where=where)[0]
     return [{"path": h.path, "sku": h.sku, "name": h.name, "match": h.match} for h in hits]
 
@@ -259,6 +258,8 @@ def _previous_release(tmp_path: Path, commit: str = PREVIOUS_RELEASE) -> Path:
 def _run(code: Path, env: dict, *args: str) -> list[dict]:
     # Releases before the click CLI had it in orchestration/.
     cli = "assets_pkg.cli" if (code / "assets_pkg" / "cli").is_dir() else "orchestration.cli"
+    if code != ROOT:  # earlier releases named their Milvus MILVUS_URI
+        env = {**env, "MILVUS_URI": env["DROP_STUDIO_MILVUS_URI"]}
     proc = forked_cli().run(["run", "--json", *args], {**env, "PYTHONPATH": str(code)}, 600, cwd=code, module=cli)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
@@ -276,7 +277,7 @@ def test_a_world_made_by_the_previous_release_upgrades_with_nothing_encoded_or_b
         pngs = {p.name: p.read_bytes() for p in (art / "campaign").glob("*.png")}
         refs = (art / "references.json").read_text()
         embeddings = (art / "embeddings.parquet").stat().st_mtime_ns
-        with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+        with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
             assert "sku" not in store._fields()  # the previous schema
 
         [after] = _run(ROOT, env)
@@ -288,9 +289,9 @@ def test_a_world_made_by_the_previous_release_upgrades_with_nothing_encoded_or_b
         assert (art / "embeddings.parquet").stat().st_mtime_ns == embeddings
         sidecar = json.loads((art / "campaign" / "red-hero.json").read_text())
         assert sidecar["request"]["prompt"] == "A red product on a sunny beach"  # adopted under the new key
-        with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+        with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
             assert {"sku", "text", "text_sparse"} <= set(store._fields()) and store.count("spring") == 24
-        campaigns = Path(studio.env["MILVUS_URI"]).with_name("milvus-campaigns.db")
+        campaigns = Path(studio.env["DROP_STUDIO_MILVUS_URI"]).with_name("milvus-campaigns.db")
         with ProductImageStore(str(campaigns), collection="product_images_campaigns") as store:
             # The test server answers every brief with the same picture: one row, the other PNG its alias.
             assert "sku" in store._fields() and store.count("spring") == 1

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-
-import pytest
+import os
+import subprocess
+import sys
 
 from conftest import BRIEFS, ROOT, draw_drop
 
@@ -89,10 +90,10 @@ def test_a_drops_dir_that_does_not_exist_is_an_error_not_an_empty_library(studio
 
 def test_unreachable_milvus_names_the_uri(studio):
     draw_drop(studio.drops / "spring", spec=[("red", "circle", 1)])
-    proc = studio.cli("run", check=False, extra_env={"MILVUS_URI": "http://127.0.0.1:9"})
-    _one_line_error(proc, "MILVUS_URI=http://127.0.0.1:9", "cannot connect to Milvus")
-    proc = studio.cli("search", "a red circle", check=False, extra_env={"MILVUS_URI": "http://127.0.0.1:9"})
-    _one_line_error(proc, "MILVUS_URI=http://127.0.0.1:9", "cannot connect to Milvus")
+    proc = studio.cli("run", check=False, extra_env={"DROP_STUDIO_MILVUS_URI": "http://127.0.0.1:9"})
+    _one_line_error(proc, "DROP_STUDIO_MILVUS_URI=http://127.0.0.1:9", "cannot connect to Milvus")
+    proc = studio.cli("search", "a red circle", check=False, extra_env={"DROP_STUDIO_MILVUS_URI": "http://127.0.0.1:9"})
+    _one_line_error(proc, "DROP_STUDIO_MILVUS_URI=http://127.0.0.1:9", "cannot connect to Milvus")
 
 
 def test_malformed_briefs_fail_the_run_with_the_file_named_and_images_indexed(studio):
@@ -110,7 +111,7 @@ def test_malformed_briefs_fail_the_run_with_the_file_named_and_images_indexed(st
 def test_search_refuses_bad_arguments_clearly(studio):
     for args, needle in [
         (["search", "  "], "query is empty"),
-        (["search", "red", "--top-k", "0"], "--top-k must be from 1 to 100"),
+        (["search", "red", "--top-k", "0"], "Invalid value for '--top-k': 0 is not in the range 1<=x<=100"),
         (["search", "red", "--drop", "../etc"], "invalid drop name '../etc'"),
         (["search", "red", "--drop", "nosuch"], "drop 'nosuch' has no images"),
         (["run", "--drop", "nosuch"], "no such drop"),
@@ -130,3 +131,55 @@ def test_an_unchanged_drop_is_refreshed_without_torch_or_pymilvus(studio):
     (summary,) = json.loads(proc.stdout)
     assert (summary["ok"], summary["encoded"], summary["reused"], summary["indexed"]) == (True, 0, 24, 24)
     assert len(summary["generated"]) == 2
+
+
+# -- the Milvus setting's own name --------------------------------------------------------
+RENAMED = "MILVUS_URI is deprecated: name it DROP_STUDIO_MILVUS_URI (the old name keeps working for now)"
+
+
+def test_the_old_milvus_uri_name_still_runs_with_one_line_saying_so(studio):
+    draw_drop(studio.drops / "spring", spec=[("red", "circle", 2), ("blue", "square", 1)])
+    old = studio.root / "old-name.db"
+    proc = studio.cli("run", "--json", extra_env={"DROP_STUDIO_MILVUS_URI": "", "MILVUS_URI": str(old)})
+    (summary,) = json.loads(proc.stdout)
+    assert summary["ok"] and summary["indexed"] == 3
+    assert [line for line in proc.stderr.splitlines() if "MILVUS_URI" in line] == [RENAMED]
+    from assets_pkg.domain.store import ImageCollection
+
+    with ImageCollection(str(old)) as images:  # the rows went where the old name said
+        assert images.count("spring") == 3
+    assert not os.path.exists(studio.env["DROP_STUDIO_MILVUS_URI"])
+
+
+_USERS_SCRIPT = """
+import os
+import pymilvus  # the user's own import, before and beside Drop Studio's
+from assets_pkg.domain.settings import setting
+from assets_pkg.domain.store import ImageCollection
+before = dict(os.environ)
+with ImageCollection(setting("DROP_STUDIO_MILVUS_URI")) as images:
+    images.ensure_collection(4)
+    print(images.count(), pymilvus.MilvusClient.__name__)
+assert dict(os.environ) == before, "the library changed the environment"
+"""
+
+
+def test_a_users_own_import_pymilvus_works_beside_the_milvus_setting_and_the_environment_stays_as_it_was(studio):
+    env = {**os.environ, **studio.env}
+    env.pop("MILVUS_URI", None)
+    proc = subprocess.run([sys.executable, "-c", _USERS_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["0", "MilvusClient"]
+    assert os.path.exists(studio.env["DROP_STUDIO_MILVUS_URI"])
+
+
+def test_a_file_path_left_in_the_old_name_is_one_line_naming_the_new_one_in_a_script(studio):
+    script = ("from assets_pkg.domain.store import ImageCollection\n"
+              "from assets_pkg.domain.errors import StoreError\n"
+              "try:\n    ImageCollection('x.db').open()\nexcept StoreError as e:\n    print(e)\n")
+    env = {**os.environ, **studio.env, "MILVUS_URI": str(studio.root / "m.db")}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.strip() == ("MILVUS_URI is set to something other than a server URL, which pymilvus refuses "
+                                   "when imported: name Drop Studio's Milvus DROP_STUDIO_MILVUS_URI instead")

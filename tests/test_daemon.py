@@ -78,13 +78,13 @@ blue_square_0.png,TILE-2,Pool tile,Footwear,Blue
 
 
 def _products(studio, drop: str) -> dict[str, tuple[str, str]]:
-    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
         rows = store.client.query(store.collection, filter=f'drop == "{drop}"', output_fields=["path", "sku", "name"])
     return {r["path"]: (r["sku"], r["name"]) for r in rows if r["sku"]}
 
 
 def _count(studio, drop: str) -> int:
-    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
         return store.count(drop)
 
 

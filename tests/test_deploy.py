@@ -58,7 +58,7 @@ def test_compose_builds_the_shipped_code_and_wires_every_service_to_it():
     # Every service that opens the instance gets the PostgreSQL connection the config reads.
     for name in ("code", "webserver", "daemon"):
         assert PG_VARS <= set(services[name]["environment"]), name
-    assert services["code"]["environment"]["MILVUS_URI"] == "http://milvus:19530"
+    assert services["code"]["environment"]["DROP_STUDIO_MILVUS_URI"] == "http://milvus:19530"
     for name in ("webserver", "daemon"):
         assert services[name]["image"] == services["code"]["image"]
         assert "/opt/dagster/workspace.yaml" in services[name]["command"]
@@ -84,7 +84,7 @@ def test_compose_and_helm_name_only_real_settings_and_keep_secrets_out():
     assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env)  # from the Secret or the pod's role
     assert not {"MILVUS_TOKEN", "GEMINI_API_KEY", "DAGSTER_PG_PASSWORD"} & set(env)  # from the Secret
     assert deployment["envSecrets"] == [{"name": "drop-studio-secrets"}]
-    assert env["MILVUS_URI"].startswith("http://milvus-proxy.")
+    assert env["DROP_STUDIO_MILVUS_URI"].startswith("http://milvus-proxy.")
 
 
 def test_compose_and_helm_keep_drops_and_artifacts_in_a_bucket_not_a_shared_volume():

@@ -184,7 +184,7 @@ def test_upsert_is_idempotent_and_delete_is_exact(tmp_path):
 
 def test_a_milvus_lite_3_folder_is_refused_with_the_way_out(tmp_path):
     (tmp_path / "milvus.db" / "collections").mkdir(parents=True)
-    with pytest.raises(StoreError, match=r"MILVUS_URI=.*milvus.db is a folder.*Delete the folder and run again"):
+    with pytest.raises(StoreError, match=r"DROP_STUDIO_MILVUS_URI=.*milvus.db is a folder.*Delete the folder and run again"):
         ProductImageStore(str(tmp_path / "milvus.db")).open()
 
 

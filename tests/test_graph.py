@@ -36,7 +36,7 @@ def test_full_graph_materializes_with_exact_results(studio):
 
     col = metadata(result, "product_image_collection")
     assert (col["indexed"], col["upserted"], col["deleted"]) == (24, 24, 0)
-    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
         rows = store.rows_of_drop("spring")
     assert sorted(f.path for f in rows.values()) == sorted(names)
 
@@ -83,7 +83,7 @@ def test_second_run_changes_nothing_in_milvus(studio):
                 if e.event_type_value == "ASSET_CHECK_EVALUATION"
                 and e.asset_check_evaluation_data.check_name == "collection_matches_manifest"]
     assert check.passed and "verified_by" in check.metadata  # the Lite file was not even opened
-    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
         assert store.count() == 24
     # Every asset's data version is its stage's key: unchanged inputs, unchanged versions, for every asset.
     for asset in ASSETS:
@@ -94,14 +94,14 @@ def test_second_run_changes_nothing_in_milvus(studio):
 def test_a_row_deleted_behind_our_back_is_noticed_and_restored(studio):
     draw_drop(studio.drops / "spring", spec=[("red", "circle", 3)])
     assert materialize_drop("spring").success
-    with ProductImageStore(studio.env["MILVUS_URI"]) as store:  # someone else writes to the Lite file
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:  # someone else writes to the Lite file
         victim = sorted(store.ids_of_drop("spring"))[0]
         store.delete_ids("spring", [victim])
         store.flush()
     result = materialize_drop("spring")
     col = metadata(result, "product_image_collection")
     assert (col["upserted"], col["indexed"]) == (1, 3)
-    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
         assert victim in store.ids_of_drop("spring")
 
 
@@ -114,7 +114,7 @@ def test_two_drops_share_the_collection_but_searches_stay_in_their_drop(studio):
     from assets_pkg.resources import ClipModel
 
     query = ClipModel().encoder().embed_texts(["a red circle"])
-    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
         assert (store.count("reds"), store.count("blues"), store.count()) == (6, 6, 12)
         everywhere = store.search(query, top_k=3)[0]
         in_blues = store.search(query, drop="blues", top_k=3)[0]

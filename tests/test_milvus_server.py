@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import assets_pkg.domain.store as store_module
+import assets_pkg.domain.store.writes as writes_module
 from assets_pkg.domain.milvus import pymilvus
 from assets_pkg.stages.briefs.logic import load_briefs
 from assets_pkg.domain.encoder import ClipEncoder
@@ -60,12 +61,12 @@ def test_a_server_without_bm25_gives_lite_clip_results_with_exact_filters_and_sa
     assert lite["ok"]
     briefs = load_briefs(studio.drops / "spring" / "briefs.yaml")
     encoder = ClipEncoder(studio.env["CLIP_MODEL"])
-    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
         assert store.full_text and store.search_note() is None
         clip_only = {b.id: [(h.path, h.score) for h in store.search(encoder.embed_texts([b.query]), drop="spring",
                                                                      top_k=b.top_k)[0]] for b in briefs}
 
-    server = {"MILVUS_URI": milvus_server.uri, "MILVUS_TOKEN": TOKEN, "MILVUS_COLLECTION": "server_test"}
+    server = {"DROP_STUDIO_MILVUS_URI": milvus_server.uri, "MILVUS_TOKEN": TOKEN, "MILVUS_COLLECTION": "server_test"}
     shutil.rmtree(studio.artifacts / "spring")  # start the server side from scratch
     proc = studio.cli("run", "--json", extra_env=server)
     [s] = json.loads(proc.stdout)
@@ -165,10 +166,10 @@ def test_a_wrong_token_is_an_authentication_error_that_never_echoes_it(studio, m
     draw_drop(studio.drops / "spring", spec=[("red", "circle", 1)])
     for cmd in (("search", "a red circle"), ("run",)):
         proc = studio.cli(*cmd, check=False,
-                          extra_env={"MILVUS_URI": milvus_server.uri, "MILVUS_TOKEN": "root:not-the-password"})
+                          extra_env={"DROP_STUDIO_MILVUS_URI": milvus_server.uri, "MILVUS_TOKEN": "root:not-the-password"})
         assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
-        line = [ln for ln in proc.stderr.splitlines() if "MILVUS_URI" in ln]
-        assert line and f"MILVUS_URI={milvus_server.uri}" in line[0] and "authentication failed" in line[0], proc.stderr
+        line = [ln for ln in proc.stderr.splitlines() if "DROP_STUDIO_MILVUS_URI" in ln]
+        assert line and f"DROP_STUDIO_MILVUS_URI={milvus_server.uri}" in line[0] and "authentication failed" in line[0], proc.stderr
         assert "not-the-password" not in proc.stderr + proc.stdout
 
 
@@ -212,12 +213,12 @@ def test_a_network_blip_is_retried_with_backoff_and_bounded(milvus_server):
 def test_a_server_killed_mid_upsert_fails_the_run_and_the_next_run_converges(studio, milvus_server, monkeypatch):
     """Runs last in this module: it kills the server (and restarts it on the same data)."""
     names = draw_drop(studio.drops / "spring", briefs=BRIEFS)
-    monkeypatch.setenv("MILVUS_URI", milvus_server.uri)
+    monkeypatch.setenv("DROP_STUDIO_MILVUS_URI", milvus_server.uri)
     monkeypatch.setenv("MILVUS_TOKEN", TOKEN)
     monkeypatch.setenv("MILVUS_COLLECTION", "crash_test")
     monkeypatch.setenv("MILVUS_RETRIES", "1")
-    monkeypatch.setattr(store_module, "WRITE_BATCH", 5)  # 24 rows: five upserts
-    monkeypatch.setattr(store_module, "UPSERTS_IN_FLIGHT", 1)  # one at a time, so the acknowledged ones are exact
+    monkeypatch.setattr(writes_module, "WRITE_BATCH", 5)  # 24 rows: five upserts
+    monkeypatch.setattr(writes_module, "UPSERTS_IN_FLIGHT", 1)  # one at a time, so the acknowledged ones are exact
     MilvusClient = pymilvus().MilvusClient
     real_upsert, calls = MilvusClient.upsert, []
 
@@ -237,7 +238,7 @@ def test_a_server_killed_mid_upsert_fails_the_run_and_the_next_run_converges(stu
     assert calls == [5, 5]
 
     milvus_server.start()  # same data folder (the port may move while the old one is in TIME_WAIT)
-    monkeypatch.setenv("MILVUS_URI", milvus_server.uri)
+    monkeypatch.setenv("DROP_STUDIO_MILVUS_URI", milvus_server.uri)
     monkeypatch.setattr(MilvusClient, "upsert", real_upsert)
     with ProductImageStore(milvus_server.uri, TOKEN, "crash_test") as store:
         survived = store.count("spring")

@@ -33,7 +33,7 @@ def models_of(studio) -> SearchModels:
 
 def rows(studio, collection: str, drop: str) -> dict[str, int]:
     """row id -> vector dimension, of a drop's rows in a collection."""
-    with ProductImageStore(studio.env["MILVUS_URI"], collection=collection) as store:
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"], collection=collection) as store:
         if not store.exists():
             return {}
         got = store.client.query(collection, filter=f'drop == "{drop}"', output_fields=["id", "vector"])

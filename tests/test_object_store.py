@@ -77,7 +77,7 @@ def expected_ids(s3, bucket: str, drop: str) -> set[str]:
 
 
 def milvus_ids(studio, drop: str) -> set[str]:
-    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
         return store.ids_of_drop(drop)
 
 

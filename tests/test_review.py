@@ -55,7 +55,7 @@ def world(tmp_path_factory, tiny_clip):
     root = tmp_path_factory.mktemp("review")
     with FakeGemini() as gemini:
         env = {**os.environ, "DROPS_DIR": str(root / "drops"), "ARTIFACTS_DIR": str(root / "artifacts"),
-               "MILVUS_URI": str(root / "milvus.db"), "CLIP_MODEL": str(tiny_clip),
+               "DROP_STUDIO_MILVUS_URI": str(root / "milvus.db"), "CLIP_MODEL": str(tiny_clip),
                "DAGSTER_HOME": str(root / "dagster_home"), "PUBLISH_DIR": str(root / "publish"),
                "GEMINI_API_KEY": API_KEY, "GOOGLE_GEMINI_BASE_URL": gemini.url, "GEMINI_IMAGE_MODEL": MODEL,
                "GEMINI_RETRY_INITIAL_DELAY_MS": "10"}

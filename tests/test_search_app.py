@@ -31,7 +31,7 @@ def served(tmp_path_factory, tiny_clip):
     """Two drops run through the whole graph (campaign images by the offline board, indexed too), served."""
     root = tmp_path_factory.mktemp("serve")
     env = {**os.environ, "DROPS_DIR": str(root / "drops"), "ARTIFACTS_DIR": str(root / "artifacts"),
-           "MILVUS_URI": str(root / "milvus.db"), "CLIP_MODEL": str(tiny_clip),
+           "DROP_STUDIO_MILVUS_URI": str(root / "milvus.db"), "CLIP_MODEL": str(tiny_clip),
            "DAGSTER_HOME": str(root / "dagster_home")}
     for k in ("MILVUS_TOKEN", "GEMINI_API_KEY", "GOOGLE_API_KEY", "DROP_STUDIO_TOKEN"):
         env.pop(k, None)

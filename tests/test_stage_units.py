@@ -82,3 +82,28 @@ def test_the_embeddings_key_covers_the_fit_so_switching_it_encodes_again_and_pad
     assert (cropped["encoded"], cropped["model"]) == (3, padded["model"] + "+crop")
     assert cropped["inputs_key"] != padded["inputs_key"]
     assert embed("crop")["encoded"] == 0
+
+
+def test_each_drop_of_a_failed_batch_keeps_its_own_whole_line_even_when_it_holds_semicolons():
+    from assets_pkg.domain.errors import StudioError
+    from assets_pkg.partitions import RANGE_END_TAG, RANGE_START_TAG
+    from assets_pkg.run_results import failure
+    from assets_pkg.stage import Outcome, drop_stage, failed_drops
+
+    lines = {"autumn": "products.csv:3: price 'a; b' is not a number; nor is 'c'", "spring": "briefs.yaml: bad; worse"}
+
+    @drop_stage(name="picky")
+    def picky(context, drop: str) -> Outcome:
+        if drop in lines:
+            raise StudioError(lines[drop])
+        return Outcome(key=drop)
+
+    instance = DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(product_drops.name, ["autumn", "spring", "summer"])
+    result = materialize([picky], instance=instance, raise_on_error=False,
+                         tags={RANGE_START_TAG: "autumn", RANGE_END_TAG: "summer"})
+    assert not result.success
+    assert failure(result, "autumn") == f"picky: {lines['autumn']}"
+    assert failure(result, "spring") == f"picky: {lines['spring']}"
+    steps = [e for e in result.all_events if e.is_step_failure]
+    assert failed_drops(steps, ["autumn", "spring", "summer"]) == ["autumn", "spring"]

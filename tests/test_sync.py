@@ -22,7 +22,7 @@ from conftest import BRIEFS, check_results, draw_drop, materialize_drop, metadat
 
 
 def milvus_ids(studio, drop: str) -> set[str]:
-    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
         return store.ids_of_drop(drop)
 
 
@@ -68,7 +68,7 @@ def test_add_replace_remove_keep_milvus_exactly_equal_to_disk(studio):
 
     shutil.copy(folder / "red_circle_1.png", folder / "red circle (copy).png")  # same bytes, new name
     assert step("spring") == {"encoded": 0, "reused": 5, "upserted": 1, "deleted": 0, "indexed": 5}
-    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
         rows = store.rows_of_drop("spring")
     assert ("red circle (copy).png", ("red_circle_1.png",)) in [(f.path, f.aliases) for f in rows.values()]
 
@@ -78,7 +78,7 @@ def test_the_same_picture_in_two_drops_is_two_rows(studio):
     (studio.drops / "summer").mkdir()
     shutil.copy(studio.drops / "spring" / "red_circle_0.png", studio.drops / "summer" / "hero.png")
     step("spring"), step("summer")
-    with ProductImageStore(studio.env["MILVUS_URI"]) as store:
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
         assert (store.count("spring"), store.count("summer")) == (2, 1)
         sha = scan_drop(ProductDrop("summer", studio.drops / "summer")).images.at[0, "sha256"]
         assert {row_id("spring", sha), row_id("summer", sha)} <= store.ids_of_drop("spring") | store.ids_of_drop("summer")
@@ -222,7 +222,7 @@ def test_collection_check_catches_orphans_and_png_check_catches_broken_images(st
     assert materialize_drop("spring").success
     orphan = {"sha256": "0" * 64, "path": "ghost.png", "aliases": [], "width": 1, "height": 1,
               "vector": np.ones(64, np.float32) / 8}
-    with ProductImageStore(studio.env["MILVUS_URI"]) as store:  # an orphan row nobody's folder has
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:  # an orphan row nobody's folder has
         store.upsert_drop("spring", [orphan])
     # A sync whose deletes are lost (a store fault): the blocking check, run on the step's own connection,
     # sees the orphan and stops the references from being searched in a wrong collection.

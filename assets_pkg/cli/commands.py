@@ -18,6 +18,7 @@ import click
 warnings.filterwarnings("ignore", module="clip")
 warnings.filterwarnings("ignore", message=".*pkg_resources.*")
 
+from ..domain.store.rows import MAX_TOP_K  # noqa: E402
 from ..run_results import asset_metadata, check_results, failure  # noqa: E402  (check_results: for the tests too)
 from .instance import open_instance, reap_dead_runs, sync_drops  # noqa: E402  (after the warning filters)
 
@@ -39,6 +40,11 @@ class _Commands(click.Group):
             return super().invoke(ctx)
         except StudioError as e:  # a stage's or a setting's one-line error
             raise CliError(str(e)) from None
+        except click.UsageError as e:  # a bad option of a command: one line too, not the usage text
+            raise CliError(e.format_message()) from None
+
+
+TOP_K = click.IntRange(1, MAX_TOP_K)  # hits of one search, as the page and briefs allow
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -265,7 +271,7 @@ def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, log_le
 @cli.command()
 @click.argument("query")
 @click.option("--drop", help="only this drop's images")
-@click.option("--top-k", type=int, default=10, show_default=True)
+@click.option("--top-k", type=TOP_K, default=10, show_default=True)
 @click.option("--sku", help="only this product's images")
 @click.option("--category", help="only this category (any case)")
 @click.option("--color", help="only this colour (any case)")
@@ -278,13 +284,10 @@ def search(query: str, drop: str | None, top_k: int, sku: str | None, category: 
     from assets_pkg.domain.products import InvalidFilter, filter_value
     from assets_pkg.domain.settings import setting
     from assets_pkg.domain.storage import location
-    from assets_pkg.domain.store import MAX_TOP_K
     from assets_pkg.resources import ClipModel, DropLibrary, MilvusResource, search_models
 
     if not query.strip():
         raise CliError("the search query is empty")
-    if not 1 <= top_k <= MAX_TOP_K:
-        raise CliError(f"--top-k must be from 1 to {MAX_TOP_K}, got {top_k}")
     if drop:
         validate_drop_name(drop)
     where = {f: v for f, v in (("sku", sku), ("category", category), ("color", color)) if v}
@@ -328,7 +331,7 @@ def why_line(why: list[str], words: list[str]) -> str:
 
 @cli.command()
 @click.option("--host", help="default SEARCH_HOST (loopback); beyond loopback only with DROP_STUDIO_TOKEN set")
-@click.option("--port", type=int, help="default SEARCH_PORT")
+@click.option("--port", type=click.IntRange(1, 65535), help="default SEARCH_PORT")
 def serve(host: str | None, port: int | None) -> None:
     """The search page and JSON API for the people who pick pictures."""
     from assets_pkg.domain.settings import setting
@@ -419,7 +422,7 @@ def models_switch() -> None:
 @click.argument("model_a")
 @click.argument("model_b")
 @click.option("--query", "-q", "queries", multiple=True, help="a query of your own (repeatable), over every drop")
-@click.option("--top-k", type=int, default=10, show_default=True)
+@click.option("--top-k", type=TOP_K, default=10, show_default=True)
 @click.option("--no-briefs", is_flag=True, help="only the queries given, not every brief's")
 @click.option("--sheets", help="folder for a contact sheet per query (default: <ARTIFACTS_DIR>/_models/compare/...)")
 @click.option("--clip-only", is_flag=True, help="the models alone: no BM25 over names and catalogs, no SKU pinning")
@@ -432,12 +435,9 @@ def models_compare(model_a: str, model_b: str, queries: tuple[str, ...], top_k: 
     from assets_pkg.domain.compare import Query, compare, comparison_sheet
     from assets_pkg.domain.search_models import model_key
     from assets_pkg.domain.sheets import to_jpeg
-    from assets_pkg.domain.store import MAX_TOP_K
     from assets_pkg.resources import ClipModel, DropLibrary, MilvusResource, search_models
     from assets_pkg.stages.briefs.logic import read_briefs
 
-    if not 1 <= top_k <= MAX_TOP_K:
-        raise CliError(f"--top-k must be from 1 to {MAX_TOP_K}, got {top_k}")
     library, milvus, clip = DropLibrary(), MilvusResource(), ClipModel()
     state = search_models(library, milvus)
     chosen = []
@@ -497,7 +497,7 @@ def models_compare(model_a: str, model_b: str, queries: tuple[str, ...], top_k: 
 @click.option("--arch", default="tiny", show_default=True,
               help="tiny (trained here), vit-b-32 (random weights), or open_clip:<architecture> (random weights, "
                    "for CLIP_MODEL=open_clip:<architecture>:<file>)")
-@click.option("--steps", type=int, help="training steps of the tiny model")
+@click.option("--steps", type=click.IntRange(min=1), help="training steps of the tiny model")
 def make_checkpoint(out: str, arch: str, steps: int | None) -> None:
     """Write a local CLIP checkpoint (tiny trained, ViT-B/32-shaped, or an open_clip architecture's shapes)."""
     from assets_pkg.domain.checkpoints import write_checkpoint
@@ -507,6 +507,9 @@ def make_checkpoint(out: str, arch: str, steps: int | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from assets_pkg.domain.settings import adopt_renamed_settings
+
+    adopt_renamed_settings()
     cli.main(args=argv, prog_name="drop-studio")
 
 

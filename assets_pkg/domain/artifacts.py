@@ -35,9 +35,11 @@ def read_parquet(path: AnyPath) -> pa.Table:
     return pq.read_table(path if not storage.is_remote(path) else io.BytesIO(storage.read_bytes(path)))
 
 
-def digest(obj) -> str:
-    """A short, stable key of a JSON-able value (dict order does not matter)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:32]
+def digest(obj, length: int = 32) -> str:
+    """The one content hash of a JSON-able value (dict order does not matter): the first `length` hex digits
+    of the SHA-256 of its sorted JSON. Every key of a stage's output is one (a campaign image's request key
+    at full length)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
 def check_artifacts_dir(artifacts_dir: str | Path) -> None:

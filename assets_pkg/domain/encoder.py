@@ -1,4 +1,5 @@
-"""CLIP image and text embeddings: the reader and mapper of the embedding stage (embeddings.py writes).
+"""CLIP image and text embeddings: the reader and mapper of the embedding stage (its writer is
+stages/embeddings/logic.py).
 
 - reader: a torch DataLoader whose workers open, orient and preprocess images;
   files that fail to decode are dropped in `collate` and reported, not fatal;

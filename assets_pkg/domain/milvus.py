@@ -1,6 +1,6 @@
 """Talking to Milvus: pymilvus imported on first use, and which of its failures are worth another try.
 
-Kept apart from store.py, which is about the collection's rows; this is about the connection.
+Kept apart from store/, which is about a collection and its rows; this is about Milvus itself.
 """
 
 from __future__ import annotations
@@ -11,23 +11,24 @@ import logging
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from .processes import alive
 
 
 @functools.cache
 def pymilvus():
-    """pymilvus, imported on first use: steps that never touch Milvus do not pay for it (about 1 s).
-
-    pymilvus parses MILVUS_URI when imported and accepts only server URIs, but here MILVUS_URI may
-    name a Milvus Lite file: hide it for the import."""
-    saved = os.environ.pop("MILVUS_URI", None)
+    """pymilvus, imported on first use: steps that never touch Milvus do not pay for it (about 1 s)."""
     try:
         import pymilvus
         import pymilvus.exceptions
-    finally:
-        if saved is not None:
-            os.environ["MILVUS_URI"] = saved
+    except Exception as e:  # pymilvus parses MILVUS_URI when imported and refuses anything but a server URL
+        if os.environ.get("MILVUS_URI") and "uri" in str(e).lower():
+            from .errors import StoreError
+
+            raise StoreError("MILVUS_URI is set to something other than a server URL, which pymilvus refuses when "
+                             "imported: name Drop Studio's Milvus DROP_STUDIO_MILVUS_URI instead") from None
+        raise
     # pymilvus logs every failed RPC with a traceback; this module raises a one-line
     # StoreError for each instead, so keep only pymilvus's critical messages.
     logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
@@ -73,6 +74,14 @@ def is_transient(exc: BaseException) -> bool:
 
 def is_lite_uri(uri: str) -> bool:
     return not re.match(r"^(https?|tcp|grpc|unix)://", uri)
+
+
+def display_uri(uri: str) -> str:
+    """The URI without a user or password in it: what logs, metadata and keys may hold."""
+    if is_lite_uri(uri):
+        return uri
+    parts = urlsplit(uri)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 # -- a Milvus Lite file shared by the process that has it open -------------------------------------

@@ -62,6 +62,7 @@ class Decision:
 
 
 def image_stem(image: str) -> str:
+    """`campaign/red-hero.v2.png` -> `red-hero.v2`."""
     return image.rsplit("/", 1)[-1].removesuffix(".png")
 
 

@@ -7,6 +7,8 @@ CLI: there is no second copy of a default anywhere else.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 
 from .image_models import DEFAULT_GEMINI_IMAGE_MODEL
@@ -25,7 +27,9 @@ DEFAULTS: dict[str, str | int | None] = {
     # After CLIP_MODEL changes, search moves to the new model once every drop is built for it (auto), or when
     # you materialize search_model / run `drop-studio models switch` (manual: compare the two first).
     "MODEL_SWITCH": "auto",
-    "MILVUS_URI": "data/milvus.db",
+    # A Milvus Lite file or a server URL. Not MILVUS_URI: pymilvus reads that name itself when imported and
+    # refuses a file path there, which would break a plain `import pymilvus` in a user's own script.
+    "DROP_STUDIO_MILVUS_URI": "data/milvus.db",
     "MILVUS_TOKEN": None,
     "MILVUS_COLLECTION": "product_images",
     "MILVUS_TIMEOUT_S": 30,
@@ -59,10 +63,39 @@ DEFAULTS: dict[str, str | int | None] = {
 }
 
 
+# Settings renamed since an earlier release (new name -> old name): the old one still works, with a notice.
+RENAMED = {"DROP_STUDIO_MILVUS_URI": "MILVUS_URI"}
+
+
+@functools.cache
+def _say_renamed(old: str, new: str) -> None:
+    logging.getLogger(__name__).warning("%s is deprecated: name it %s (the old name keeps working for now)", old, new)
+
+
+def _raw(name: str) -> str | None:
+    raw = os.environ.get(name)
+    old = RENAMED.get(name)
+    if not raw and old and os.environ.get(old):
+        _say_renamed(old, name)
+        return os.environ[old]
+    return raw
+
+
+def adopt_renamed_settings() -> None:
+    """For our own processes only (the CLI, the Dagster code location), before anything imports pymilvus:
+    a setting still under its old name moves to its new one, with the one-line notice. pymilvus reads
+    MILVUS_URI itself at import and refuses a Milvus Lite path there, so the old name cannot stay set in a
+    process that imports it. The library itself never changes the environment."""
+    for new, old in RENAMED.items():
+        if os.environ.get(old) and not os.environ.get(new):
+            _say_renamed(old, new)
+            os.environ[new] = os.environ.pop(old)
+
+
 def setting(name: str):
     """The variable's value, typed like its default, or the default when unset or empty."""
     default = DEFAULTS[name]
-    raw = os.environ.get(name)
+    raw = _raw(name)
     if not raw:
         return default
     if isinstance(default, bool):

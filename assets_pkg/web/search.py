@@ -28,7 +28,7 @@ from ..domain.drops import DROP_NAME_RE, decode_problem, discover_drops, load_rg
 from ..domain.errors import StudioError
 from ..domain.milvus import campaign_collection
 from ..domain.products import FILTER_FIELDS, InvalidFilter, filter_value
-from ..domain.store import MAX_TOP_K, ProductImageStore
+from ..domain.store import MAX_TOP_K, ImageCollection
 from ..stages.briefs.logic import read_briefs
 from ..stages.campaigns.logic import campaign_dir, campaign_pngs, image_path
 from ..stages.catalog.logic import read_catalog_of
@@ -153,16 +153,16 @@ class _Connection:
     A Milvus Lite file stays open for as long as the page runs, shared: runs use this process's Milvus for
     it rather than wait for the file (domain/milvus.share_lite)."""
 
-    def __init__(self, open_products: Callable[[], ProductImageStore],
-                 open_campaigns: Callable[[], ProductImageStore]):
+    def __init__(self, open_products: Callable[[], ImageCollection],
+                 open_campaigns: Callable[[], ImageCollection]):
         self._open = (open_products, open_campaigns)  # each opens its collection of the first model
         self._lock = threading.RLock()
-        self._store: ProductImageStore | None = None
-        self._campaigns: ProductImageStore | None = None
+        self._store: ImageCollection | None = None
+        self._campaigns: ImageCollection | None = None
         self._busy: tuple[float, str] | None = None  # when opening last failed, and why
 
     @contextmanager
-    def use(self, model: "ModelEntry") -> Iterator[tuple[ProductImageStore, ProductImageStore]]:
+    def use(self, model: "ModelEntry") -> Iterator[tuple[ImageCollection, ImageCollection]]:
         """The product and campaign stores, pointed at `model`'s collections."""
         with self._lock:
             if self._store is None:
@@ -193,8 +193,8 @@ class _Connection:
 class SearchService:
     """What `drop-studio serve` answers from: DROPS_DIR, ARTIFACTS_DIR, Milvus and the CLIP model."""
 
-    def __init__(self, drops_dir: str, artifacts_dir: str, open_products: Callable[[], ProductImageStore],
-                 open_campaigns: Callable[[], ProductImageStore], load_encoder: Callable[["ModelEntry"], "ClipEncoder"],
+    def __init__(self, drops_dir: str, artifacts_dir: str, open_products: Callable[[], ImageCollection],
+                 open_campaigns: Callable[[], ImageCollection], load_encoder: Callable[["ModelEntry"], "ClipEncoder"],
                  serving: Callable[[], "ModelEntry"], cache_s: float = 10.0):
         """`serving`: the model search answers from now (domain/search_models.py); `load_encoder` loads a
         model's encoder."""

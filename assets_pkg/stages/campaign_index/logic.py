@@ -29,9 +29,9 @@ from PIL import Image
 from ...domain import storage
 from ...domain.artifacts import DropArtifacts
 from ...domain.errors import StudioError
-from ...domain.milvus import lite_fingerprint
+from ...domain.milvus import display_uri, lite_fingerprint
 from ...domain.record import StageRecord
-from ...domain.store import SCHEMA_VERSION, ProductImageStore, row_id
+from ...domain.store import SCHEMA_VERSION, ImageCollection, row_id
 from ..campaigns.logic import campaign_png_entries
 from ..collection.logic import rows_digest, verified_unchanged
 
@@ -83,7 +83,7 @@ def campaign_rows(art: DropArtifacts, known: dict[str, dict]) -> tuple[list[dict
 
 
 def index_campaign_images(drop: str, art: DropArtifacts, model_id: str, load_encoder: Callable[[], "ClipEncoder"],
-                          open_store: Callable[[], ProductImageStore], uri: str, collection: str,
+                          open_store: Callable[[], ImageCollection], uri: str, collection: str,
                           model_files: DropArtifacts | None = None, transition: str | None = None) \
         -> CampaignIndexReport:
     """`model_files`: the model's files of the drop (its record is there); `transition`: the change of model this
@@ -91,7 +91,7 @@ def index_campaign_images(drop: str, art: DropArtifacts, model_id: str, load_enc
     record = _record(model_files or art)
     last = record.last
     rows, files = campaign_rows(art, last.get("files", {}))
-    digest_now = rows_digest(drop, rows, model_id, collection, uri.split("@")[-1])
+    digest_now = rows_digest(drop, rows, model_id, collection, display_uri(uri))
     never_indexed = not rows and not last.get("indexed")
     if never_indexed or record.kept(digest_now, intact=verified_unchanged(lite_fingerprint(uri))):
         if transition and not never_indexed:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import itertools
 import re
 import time
@@ -29,12 +28,12 @@ from typing import Callable, Iterable, Sequence
 from PIL import Image
 
 from ...domain import storage
-from ...domain.artifacts import DropArtifacts, read_json, write_json
+from ...domain.artifacts import DropArtifacts, digest, read_json, write_json
 from ...domain.drops import ProductDrop
 from ...domain.errors import GeneratorError
 from .generator import Edit, Generation, Reference
 from ...domain.record import inputs_key
-from ...domain.reviews import image_stem as image_stem_of
+from ...domain.reviews import image_stem
 from ...domain.storage import AnyPath, write_atomic
 from ..briefs.logic import Brief, base_image_path, read_briefs
 from ..references.logic import read_references
@@ -63,7 +62,8 @@ def campaign_batch_path(art: DropArtifacts) -> AnyPath:
 TRANSIENT_FAILURES = ("HTTP_", "TIMEOUT", "CONNECTION_ERROR", "BATCH_")
 
 
-def image_stem(brief_id: str, variant: int) -> str:
+def variant_stem(brief_id: str, variant: int) -> str:
+    """The file stem of a brief's n-th image: `<brief>` for the first, `<brief>.v<n>` after."""
     return brief_id if variant == 1 else f"{brief_id}.v{variant}"
 
 
@@ -116,7 +116,7 @@ def image_request(brief: Brief, model: str, reference_hashes: list[str], max_ref
 
 
 def request_key(request: dict) -> str:
-    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+    return digest(request, 64)
 
 
 def file_sha256(path: AnyPath) -> str:
@@ -132,7 +132,7 @@ def legacy_generation_key(brief: Brief, generator: str, model: str | None, refer
     old_brief = {k: getattr(brief, k) for k in ("id", "prompt", "query", "top_k", "aspect_ratio", "image_size")}
     payload = {"brief": old_brief, "generator": generator, "model": model, "references": reference_hashes,
                "variant": variant}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return digest(payload, 64)
 
 
 def png_problem(data: bytes) -> str | None:
@@ -173,7 +173,7 @@ class ImageRequest:
 
     @property
     def stem(self) -> str:
-        return image_stem(self.brief.id, self.variant)
+        return variant_stem(self.brief.id, self.variant)
 
     @property
     def job_key(self) -> str:
@@ -317,7 +317,7 @@ class CampaignOutputs:
                         continue
                 todo.append(req)
             for variant, sidecar in sorted(revisions.items()):
-                stem = image_stem(brief.id, variant)
+                stem = variant_stem(brief.id, variant)
                 if png_decodes(self.png(stem)) is None:
                     report.request_keys[stem] = sidecar.get("cache_key", "")
                     report.generated.append(str(self.png(stem)))
@@ -450,8 +450,8 @@ class BatchRecord:
 
 
 def batch_display_name(drop: str, requests: Sequence[ImageRequest]) -> str:
-    digest = hashlib.sha256(json.dumps(sorted(r.job_key for r in requests)).encode()).hexdigest()[:16]
-    return f"drop-studio/{drop}/{digest}"
+    key = digest(sorted(r.job_key for r in requests), 16)
+    return f"drop-studio/{drop}/{key}"
 
 
 def reference_paths(drop_folder: AnyPath, req: ImageRequest) -> list[Reference]:
@@ -563,7 +563,7 @@ def make_campaign_images(drop: ProductDrop, art: DropArtifacts, gen, mode: str,
     else:
         check_budget(todo, price, cap, gen.model, mode)  # over the cap: nothing is requested
         generate_interactive(gen, outputs, drop.name, drop.folder, todo, price, concurrency, report, warn)
-    if revision is not None and str(outputs.png(image_stem_of(report.revision))) not in report.generated:
+    if revision is not None and str(outputs.png(image_stem(report.revision))) not in report.generated:
         blocked = next((b for b in report.blocked if b["brief"] == todo[0].brief.id), {}) if todo else {}
         raise GeneratorError(f"revision of {revision.parent}: the model made no image "
                              f"({blocked.get('reason', 'NO_IMAGE')}) {blocked.get('text', '')}".rstrip())

@@ -1,6 +1,6 @@
 """The collection stage: a drop's rows in Milvus are exactly its embedded images, keyed by drop and content.
 
-`sync_collection` brings them in line (`ProductImageStore.sync_drop`) and reads the ids back for the check.
+`sync_collection` brings them in line (`ImageCollection.sync_drop`) and reads the ids back for the check.
 For a Milvus Lite file it records the file's size and modification time after a verified sync: while the
 drop's rows and the file are unchanged, the next run need not open Milvus at all (opening a Lite file costs
 about half a second), and the check passes on that record.
@@ -24,7 +24,7 @@ from typing import Callable
 from ...domain.artifacts import DropArtifacts, digest
 from ...domain.record import StageRecord
 from ...domain.search_models import ModelEntry
-from ...domain.store import SCHEMA_VERSION, ProductImageStore, lite_fingerprint, row_id
+from ...domain.store import SCHEMA_VERSION, ImageCollection, lite_fingerprint, row_id
 from ..catalog.logic import read_catalog_of
 from ..embeddings.logic import read_embeddings
 from ..scan.logic import read_manifest
@@ -95,7 +95,7 @@ def rows_digest(drop: str, rows: list[dict], model_id: str | None, collection: s
     return digest({"model": model_id, "collection": collection, "milvus": milvus, "rows": sorted(described)})
 
 
-def sync_collection(drop: str, art: DropArtifacts, open_store: Callable[[], ProductImageStore], uri: str,
+def sync_collection(drop: str, art: DropArtifacts, open_store: Callable[[], ImageCollection], uri: str,
                     collection: str, display_uri: str, files: DropArtifacts | None = None,
                     transition: str | None = None) -> CollectionReport:
     """Make the drop's rows in `collection` exactly its images that have a vector in `files` (the model's
@@ -127,7 +127,7 @@ def sync_collection(drop: str, art: DropArtifacts, open_store: Callable[[], Prod
 
 
 def keep_serving_in_line(drop: str, art: DropArtifacts, serving: ModelEntry,
-                         open_store: Callable[[], ProductImageStore], uri: str, display_uri: str) -> str | None:
+                         open_store: Callable[[], ImageCollection], uri: str, display_uri: str) -> str | None:
     """While a change of model is built: the serving model's rows of the drop synced from its stored vectors
     (images gone, names and catalog fields reach search at once). Returns their key; None when the serving
     model never had the drop."""

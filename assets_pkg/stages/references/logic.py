@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable
 from ...domain.artifacts import DropArtifacts, digest
 from ...domain.record import StageRecord
 from ...domain.storage import exists
-from ...domain.store import MAX_TOP_K, ProductImageStore
+from ...domain.store import MAX_TOP_K, ImageCollection
 from ..briefs.logic import Brief, read_briefs
 from ..catalog.logic import read_catalog_of
 from ..collection.logic import sync_record
@@ -103,7 +103,7 @@ def _record(art: DropArtifacts) -> StageRecord:
 
 
 def find_references(drop: str, art: DropArtifacts, load_encoder: Callable[[], "ClipEncoder"],
-                    open_store: Callable[[], ProductImageStore], force: bool = False,
+                    open_store: Callable[[], ImageCollection], force: bool = False,
                     files: DropArtifacts | None = None) -> ReferencesReport:
     """The references of the drop's briefs: kept while their inputs are the same, unless `force` (a fresh
     search with today's ranking). `load_encoder`, `open_store` and `files` are those of the model search
