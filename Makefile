@@ -63,11 +63,13 @@ test-servers:
 test: install test-servers
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
-# The rules, in about 3 minutes: every test but those that start a server, `dagster dev` or a browser
+# The rules, in under 3 minutes: every test but those that start a server, `dagster dev` or a browser
 # (marked `services`) and the four that kill a run or build a world over several models or releases (marked
-# `slow`); `make test` runs them all. Tests are spread one by one over the two workers: no file here holds a server to share.
+# `slow`); `make test` runs them all. Tests are spread one by one over three workers (no file here holds a
+# server to share): on 2 cores a third worker uses the time the others wait on Milvus Lite, Gemini's test
+# server and subprocesses.
 test-fast: install
-	$(BIN)/python -m pytest -n 2 --dist load -m "not services and not slow"
+	$(BIN)/python -m pytest -n 3 --dist load -m "not services and not slow"
 
 clean:
 	rm -rf data/artifacts data/milvus.db data/milvus.db.lock data/milvus-campaigns.db data/milvus-campaigns.db.lock data/milvus*.db.shared.json data/dagster_home data/publish
