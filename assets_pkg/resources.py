@@ -13,34 +13,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Optional
 
-from dagster import ConfigurableResource, InitResourceContext
+from dagster import InitResourceContext
 from pydantic import PrivateAttr
 
 from .domain.artifacts import DropArtifacts
 from .domain.drops import ProductDrop
-from .domain.errors import EncoderError, GeneratorError, StudioError
-from .stages.campaigns.generator import BoardGenerator, GeminiGenerator
-from .domain.image_models import MODES, ImageModel, image_model
+from .domain.errors import EncoderError, StudioError
 from .domain.milvus import campaign_collection, campaign_uri, display_uri
 from .domain.model_id import clip_model_id, embedding_id
 from .domain.settings import setting
 from .domain.search_models import ModelEntry, SearchModels
 from .domain.store import LITE_LOCK_WAIT_S, ImageCollection, is_lite_uri
+from .settings_resource import FromSettings
+from .stages.campaigns.resource import ImageGeneratorResource
 
 if TYPE_CHECKING:
     from .domain.encoder import ClipEncoder
 
 
-class _FromSettings(ConfigurableResource):
-    SETTINGS: ClassVar[dict[str, str]] = {}  # field -> environment variable
-
-    def get(self, field: str):
-        """The field as set in run config, else its environment variable, else the one default."""
-        value = getattr(self, field)
-        return setting(self.SETTINGS[field]) if value is None else value
-
-
-class DropLibrary(_FromSettings):
+class DropLibrary(FromSettings):
     """Where drops are read from and where each step's files are written."""
 
     SETTINGS: ClassVar = {"drops_dir": "DROPS_DIR", "artifacts_dir": "ARTIFACTS_DIR",
@@ -59,7 +50,7 @@ class DropLibrary(_FromSettings):
         return DropArtifacts.at(self.get("artifacts_dir"), name)
 
 
-class ClipModel(_FromSettings):
+class ClipModel(FromSettings):
     """CLIP weights: a model name (`ViT-B/32`, downloaded on first use) or a checkpoint path.
 
     The weights belong to one run: set up empty when the run starts, loaded by the first step that
@@ -134,7 +125,7 @@ class ClipModel(_FromSettings):
         return self._encoder
 
 
-class MilvusResource(_FromSettings):
+class MilvusResource(FromSettings):
     """A Milvus Lite file path (default) or a server URI; the token only from MILVUS_TOKEN."""
 
     SETTINGS: ClassVar = {"uri": "DROP_STUDIO_MILVUS_URI", "collection": "MILVUS_COLLECTION", "timeout_s": "MILVUS_TIMEOUT_S",
@@ -185,66 +176,6 @@ class MilvusResource(_FromSettings):
     @property
     def display_uri(self) -> str:
         return display_uri(self.get("uri"))
-
-
-class ImageGeneratorResource(_FromSettings):
-    """Gemini when GEMINI_API_KEY (or GOOGLE_GENAI_USE_VERTEXAI) is set, else the offline campaign board."""
-
-    SETTINGS: ClassVar = {
-        "model": "GEMINI_IMAGE_MODEL", "timeout_s": "GEMINI_TIMEOUT_S", "attempts": "GEMINI_ATTEMPTS",
-        "retry_initial_delay_ms": "GEMINI_RETRY_INITIAL_DELAY_MS",
-        "max_reference_images": "GEMINI_MAX_REFERENCE_IMAGES", "concurrency": "GEMINI_CONCURRENCY",
-        "models_json": "GEMINI_MODELS", "image_size": "GEMINI_IMAGE_SIZE", "mode": "GEMINI_MODE",
-        "max_cost_usd": "GEMINI_MAX_COST_USD",
-    }
-    model: Optional[str] = None
-    timeout_s: Optional[int] = None  # per request
-    attempts: Optional[int] = None  # per request, including the first; exponential backoff with jitter
-    retry_initial_delay_ms: Optional[int] = None
-    max_reference_images: Optional[int] = None  # 0: what the model accepts (the model table)
-    concurrency: Optional[int] = None  # requests in flight
-    models_json: Optional[str] = None  # overrides of the model table
-    image_size: Optional[str] = None  # for briefs that do not ask for one
-    mode: Optional[str] = None  # interactive or batch
-    max_cost_usd: Optional[str] = None  # per run (a string: environment variables are)
-
-    @property
-    def enabled(self) -> bool:
-        return bool(setting("GEMINI_API_KEY") or setting("GOOGLE_GENAI_USE_VERTEXAI"))
-
-    def model_info(self) -> ImageModel:
-        return image_model(self.get("model"), self.get("models_json"))
-
-    def generator(self) -> BoardGenerator | GeminiGenerator:
-        if not self.enabled:
-            return BoardGenerator()
-        return GeminiGenerator(
-            api_key=setting("GEMINI_API_KEY"),
-            model=self.model_info(),
-            timeout_s=self.get("timeout_s"),
-            attempts=self.get("attempts"),
-            initial_delay_s=self.get("retry_initial_delay_ms") / 1000,
-            max_reference_images=self.get("max_reference_images"),
-        )
-
-    def run_mode(self) -> str:
-        """interactive or batch; the offline board is always interactive (nothing to wait for)."""
-        mode = self.get("mode")
-        if mode not in MODES:
-            raise GeneratorError(f"GEMINI_MODE={mode!r}: use one of {', '.join(MODES)}")
-        return mode if self.enabled else "interactive"
-
-    def cost_cap(self) -> float | None:
-        raw = self.get("max_cost_usd")
-        if not raw:
-            return None
-        try:
-            cap = float(raw)
-        except ValueError:
-            raise GeneratorError(f"GEMINI_MAX_COST_USD={raw!r} is not a number of dollars") from None
-        if cap < 0:
-            raise GeneratorError(f"GEMINI_MAX_COST_USD={raw!r} is negative")
-        return cap
 
 
 def search_models(library: DropLibrary, milvus: "MilvusResource") -> SearchModels:

@@ -24,7 +24,6 @@ from assets_pkg.stage import failed_drops
 from assets_pkg.domain.drops import drop_fingerprints
 from assets_pkg.domain.errors import StudioError
 from assets_pkg.domain.settings import setting
-from assets_pkg.stages.campaigns.logic import BatchRecord, campaign_batch_path
 from assets_pkg.resources import ClipModel, DropLibrary, ImageGeneratorResource, MilvusResource, search_models
 
 from assets_pkg.domain.reviews import Reviews
@@ -125,9 +124,9 @@ def campaign_batches(context: SensorEvaluationContext, library: DropLibrary,
                      generator: ImageGeneratorResource) -> SensorResult:
     waiting = {}
     for drop in sorted(context.instance.get_dynamic_partitions(product_drops.name)):
-        record = BatchRecord.load(campaign_batch_path(library.artifacts(drop)))
-        if record is not None and record.job:
-            waiting[drop] = record.job
+        job = generator.waiting_batch_job(library.artifacts(drop))
+        if job:
+            waiting[drop] = job
     if not waiting:
         return SensorResult(skip_reason="no drop waits on a batch job")
     if not generator.enabled:

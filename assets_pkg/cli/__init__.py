@@ -1,5 +1,5 @@
-"""`drop-studio`, the command line: commands.py (click) over the library, instance.py (the Dagster instance
-the CLI records its runs in)."""
+"""`drop-studio`, the command line: commands.py (click) over the library; the Dagster instance its runs are
+recorded in is assets_pkg/instance.py, shared with the search page's revisions."""
 
 from .commands import main
 

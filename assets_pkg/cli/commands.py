@@ -20,7 +20,7 @@ warnings.filterwarnings("ignore", message=".*pkg_resources.*")
 
 from ..domain.store.rows import MAX_TOP_K  # noqa: E402
 from ..run_results import asset_metadata, check_results, failure  # noqa: E402  (check_results: for the tests too)
-from .instance import open_instance, reap_dead_runs, sync_drops  # noqa: E402  (after the warning filters)
+from ..instance import open_instance, reap_dead_runs, sync_drops  # noqa: E402  (after the warning filters)
 
 
 class CliError(click.ClickException):

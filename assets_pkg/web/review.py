@@ -42,7 +42,7 @@ def run_revision(drop: str, revision: Revision) -> str:
     from dagster import materialize
 
     from ..assets import campaign_image_index, campaign_images, drop_assets, product_drops
-    from ..cli.instance import open_instance
+    from ..instance import open_instance
     from ..resources import build_resources
     from ..run_results import asset_metadata, failure
 

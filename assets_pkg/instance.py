@@ -1,5 +1,5 @@
-"""The Dagster instance the CLI records its runs in, and the bookkeeping a daemon would otherwise do:
-drop partitions for the folders in DROPS_DIR, and runs of drop-studio processes that died."""
+"""The Dagster instance in-process runs (the CLI's, the page's revisions) are recorded in, and the bookkeeping a
+daemon would otherwise do: drop partitions for the folders in DROPS_DIR, and runs of processes that died."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 import socket
 from pathlib import Path
 
-from ..domain.processes import alive
+from .domain.processes import alive
 
 DEFAULT_DAGSTER_HOME = "data/dagster_home"
 # The instance configs ship with the code location (they are what `dagster dev` and the deployments run with):
