@@ -1,0 +1,83 @@
+"""`drop-studio search` and `drop-studio serve` (the search page)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .app import TOP_K, CliError, cli, still_on_serving
+
+
+@cli.command()
+@click.argument("query")
+@click.option("--drop", help="only this drop's images")
+@click.option("--top-k", type=TOP_K, default=10, show_default=True)
+@click.option("--sku", help="only this product's images")
+@click.option("--category", help="only this category (any case)")
+@click.option("--color", help="only this colour (any case)")
+@click.option("--json", "as_json", is_flag=True)
+def search(query: str, drop: str | None, top_k: int, sku: str | None, category: str | None, color: str | None,
+           as_json: bool) -> None:
+    """Search by text: each hit's similarity to the query (cosine, CLIP), why it was found, its file and
+    product, in the fused order (exact SKU, then CLIP and BM25 fused; --json has the rank score too)."""
+    from assets_pkg.domain.drops import validate_drop_name
+    from assets_pkg.domain.products import InvalidFilter, filter_value
+    from assets_pkg.domain.settings import setting
+    from assets_pkg.domain.storage import location
+    from assets_pkg.resources import ClipModel, DropLibrary, MilvusResource, search_models
+
+    if not query.strip():
+        raise CliError("the search query is empty")
+    if drop:
+        validate_drop_name(drop)
+    where = {f: v for f, v in (("sku", sku), ("category", category), ("color", color)) if v}
+    for f, v in where.items():
+        try:
+            filter_value(f, v)
+        except InvalidFilter as e:
+            raise CliError(f"--{e}") from None
+    milvus, clip = MilvusResource(), ClipModel()
+    models = search_models(DropLibrary(), milvus)
+    serving = models.serving  # the model search answers from; None before any drop was built
+    if serving is not None and models.target is not None:
+        print(f"drop-studio: {still_on_serving(models)}", file=sys.stderr)
+    store = milvus.store(collection=serving.collection if serving else None)
+    encoder = clip.serving_encoder(serving) if serving else clip.encoder()
+    with store:
+        if drop and store.count(drop) == 0:
+            raise CliError(f"drop {drop!r} has no images in collection {store.collection!r} (run it first)")
+        note = store.search_note()
+        if note:
+            print(f"drop-studio: {note}", file=sys.stderr)
+        hits = store.search(encoder.embed_texts([query]), drop=drop, top_k=top_k, texts=[query], where=where)[0]
+    root = location("DROPS_DIR", setting("DROPS_DIR"))
+    rows = [{"path": str(root / h.drop / h.path), "drop": h.drop, "similarity": round(h.similarity, 4),
+             "why": list(h.why), "words": list(h.words), "score": round(h.score, 4), "sku": h.sku,
+             "name": h.name, "match": h.match} for h in hits]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            product = f"  {r['sku']} {r['name']}".rstrip() if r["sku"] or r["name"] else ""
+            print(f"{r['similarity']:.2f}  {why_line(r['why'], r['words']):<24}  {r['path']}{product}")
+        if not rows:
+            print("no results", file=sys.stderr)
+
+
+def why_line(why: list[str], words: list[str]) -> str:
+    """`sku`, `words: red apple`, `picture`, joined: why a hit was found, as the page says it."""
+    return " + ".join(f"words: {' '.join(words)}" if w == "words" else w for w in why)
+
+
+@cli.command()
+@click.option("--host", help="default SEARCH_HOST (loopback); beyond loopback only with DROP_STUDIO_TOKEN set")
+@click.option("--port", type=click.IntRange(1, 65535), help="default SEARCH_PORT")
+def serve(host: str | None, port: int | None) -> None:
+    """The search page and JSON API for the people who pick pictures."""
+    from assets_pkg.domain.settings import setting
+    from assets_pkg.web.server import serve as serve_page
+
+    serve_page(host or setting("SEARCH_HOST"), port or setting("SEARCH_PORT"),
+               say=lambda line: print(line, file=sys.stderr))
