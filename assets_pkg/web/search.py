@@ -30,7 +30,8 @@ from ..domain.milvus import campaign_collection
 from ..domain.products import FILTER_FIELDS, InvalidFilter, filter_value
 from ..domain.store import MAX_TOP_K, ImageCollection
 from ..stages.briefs.logic import read_briefs
-from ..stages.campaigns.logic import campaign_dir, campaign_pngs, image_path
+from ..stages.campaigns.logic import campaign_dir, campaign_pngs
+from ..stages.campaigns.requests import image_path
 from ..stages.catalog.logic import read_catalog_of
 from ..stages.references.logic import read_references
 from ..stages.scan.logic import read_manifest

@@ -10,7 +10,8 @@ from ...stage import Outcome, drop_stage
 from ..briefs.asset import campaign_briefs
 from ..references.asset import reference_images
 from .checks import CAMPAIGN_IMAGES_DECODE, campaign_images_decode
-from .logic import Revision, campaign_dir, make_campaign_images
+from .logic import campaign_dir, make_campaign_images
+from .requests import Revision
 
 
 class CampaignConfig(Config):

@@ -5,7 +5,8 @@ from dagster import AssetCheckResult, AssetCheckSpec, MetadataValue
 
 from ...domain.artifacts import DropArtifacts
 from ...partitions import product_drops
-from .logic import campaign_pngs, png_decodes
+from .logic import campaign_pngs
+from .outputs import png_decodes
 
 CAMPAIGN_IMAGES_DECODE = AssetCheckSpec(
     "campaign_images_decode", asset="campaign_images", partitions_def=product_drops,

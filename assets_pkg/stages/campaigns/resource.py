@@ -11,7 +11,8 @@ from ...domain.image_models import MODES, ImageModel, image_model
 from ...domain.settings import setting
 from ...settings_resource import FromSettings
 from .generator import BoardGenerator, GeminiGenerator
-from .logic import BatchRecord, campaign_batch_path
+from .batch import BatchRecord
+from .logic import campaign_batch_path
 
 
 class ImageGeneratorResource(FromSettings):

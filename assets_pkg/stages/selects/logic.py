@@ -22,7 +22,8 @@ from ...domain.artifacts import DropArtifacts, read_json
 from ...domain.record import inputs_key
 from ...domain.reviews import Decision, Reviews, current, image_stem
 from ...domain.storage import AnyPath, write_atomic
-from ..campaigns.logic import CampaignOutputs, campaign_dir, png_problem
+from ..campaigns.logic import campaign_dir
+from ..campaigns.outputs import CampaignOutputs, png_problem
 
 FILES = ()  # nothing under the drop's artifacts: it reads reviews/ (domain/reviews.py) and writes PUBLISH_DIR
 COLUMNS = ["image", "sha256", "drop", "brief", "prompt", "model", "size", "aspect_ratio", "cost_usd",
