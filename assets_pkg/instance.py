@@ -13,7 +13,7 @@ from .domain.processes import alive
 DEFAULT_DAGSTER_HOME = "data/dagster_home"
 # The instance configs ship with the code location (they are what `dagster dev` and the deployments run with):
 # data files, read, not imported.
-SHIPPED_INSTANCE_CONFIG = Path(__file__).parents[2] / "orchestration" / "dagster.yaml"
+SHIPPED_INSTANCE_CONFIG = Path(__file__).parents[1] / "orchestration" / "dagster.yaml"
 SHIPPED_POSTGRES_CONFIG = SHIPPED_INSTANCE_CONFIG.with_name("dagster-postgres.yaml")
 
 
