@@ -169,7 +169,7 @@ def materialize_drop(drop: str, instance=None, run_config=None, **resource_overr
 
 
 
-from assets_pkg.cli.commands import check_results  # noqa: E402  (re-exported for the tests)
+from assets_pkg.run_results import check_results  # noqa: E402,F401  (re-exported for the tests)
 
 
 def metadata(result, asset: str) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,6 +104,7 @@ class ForkedCli:
                                            err.read_text(errors="replace"))
 
     def close(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
         self.proc.stdin.close()
         try:
             self.proc.wait(timeout=10)

@@ -13,8 +13,7 @@ warnings.filterwarnings("ignore", module="clip")
 warnings.filterwarnings("ignore", message=".*pkg_resources.*")
 
 from . import drops, models, run, search  # noqa: E402,F401  (after the warning filters: each adds its commands)
-from ..run_results import check_results  # noqa: E402,F401  (for the tests)
-from .app import CliError, cli  # noqa: E402,F401
+from .app import cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
