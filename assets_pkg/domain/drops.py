@@ -16,9 +16,10 @@ from typing import BinaryIO
 
 from PIL import Image, ImageOps
 
-from . import storage
+from . import listing, storage
 from .errors import InvalidDropName, StudioError
-from .storage import AnyPath, Entry
+from .listing import Entry
+from .storage import AnyPath
 
 CATALOG_FILE = "products.csv"
 BRIEFS_FILE = "briefs.yaml"
@@ -81,15 +82,15 @@ def drop_fingerprints(drops_dir: str | Path) -> tuple[DropListing, dict[str, str
     """The drops under `drops_dir` and each one's `drop_fingerprint`, from one listing of the whole tree (in a
     bucket: one request to check the prefix, then one per 1,000 objects)."""
     root = drops_root(drops_dir)
-    tree = storage.list_tree(root)
-    listing = _drops_in(root, sorted(tree))
-    return listing, {d.name: drop_fingerprint(d, tree[d.name]) for d in listing.drops}
+    tree = listing.list_tree(root)
+    found = _drops_in(root, sorted(tree))
+    return found, {d.name: drop_fingerprint(d, tree[d.name]) for d in found.drops}
 
 
 def discover_drops(drops_dir: str | Path) -> DropListing:
     """Every visible sub-folder (or sub-prefix) of `drops_dir` is a drop; badly named ones are listed apart."""
     root = drops_root(drops_dir)
-    return _drops_in(root, [name for name, is_folder in storage.list_folders(root) if is_folder])
+    return _drops_in(root, [name for name, is_folder in listing.list_folders(root) if is_folder])
 
 
 def _drops_in(root: AnyPath, folders: list[str]) -> DropListing:
@@ -156,7 +157,7 @@ def drop_fingerprint(drop: ProductDrop, entries: list[Entry] | None = None) -> s
     products.csv. Any add, replace or remove changes it, and nothing is downloaded: reading every file on
     every sensor tick would not scale to large libraries."""
     h = hashlib.sha256()
-    entries = storage.list_files(drop.folder) if entries is None else entries
+    entries = listing.list_files(drop.folder) if entries is None else entries
     described = (drop.briefs_file.name, drop.catalog_file.name)
     for e in image_entries(entries) + [e for e in entries if e.rel in described]:
         h.update(f"{e.rel}\0{e.size}\0{e.version}\0{e.problem or ''}\n".encode())

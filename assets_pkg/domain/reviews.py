@@ -17,7 +17,7 @@ import unicodedata
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from . import storage
+from . import listing, storage
 from .artifacts import DropArtifacts, digest
 from .storage import AnyPath, write_atomic
 
@@ -88,7 +88,7 @@ class Reviews:
     def names(self) -> list[str]:
         """The decision files' names, sorted: per image, by time."""
         try:
-            listed = storage.list_folders(self.folder)
+            listed = listing.list_folders(self.folder)
         except FileNotFoundError:
             return []
         return [name for name, is_dir in listed if not is_dir and "@" in name and name.endswith(".json")]

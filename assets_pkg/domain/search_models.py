@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from . import storage
+from . import listing, storage
 from .artifacts import DropArtifacts, digest, read_json, write_json
 from .storage import AnyPath
 
@@ -98,7 +98,7 @@ class SearchModels:
         """The drops that have artifacts (folders of ARTIFACTS_DIR; `_` starts no drop name)."""
         if not storage.exists(self.root):
             return []
-        return sorted(name for name, is_dir in storage.list_folders(self.root) if is_dir and not name.startswith("_"))
+        return sorted(name for name, is_dir in listing.list_folders(self.root) if is_dir and not name.startswith("_"))
 
     def save(self) -> None:
         write_json(self.path_of(str(self.root), self.base), self.state)

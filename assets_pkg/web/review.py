@@ -23,7 +23,7 @@ from ..domain.errors import StudioError
 from ..domain.reviews import MAX_NOTE_CHARS, MAX_REVIEWER_CHARS, Decision, InvalidDecision, Reviews, plain_text
 from ..stages.campaigns.logic import campaign_dir
 from ..stages.campaigns.requests import Revision
-from .search import BadRequest
+from .params import BadRequest
 
 IMAGE_PATH_RE = re.compile(r"campaign/[A-Za-z0-9][A-Za-z0-9_.-]{0,80}\.png")
 DECISION_FILES_KEPT = 100_000  # parsed decision files (a few hundred bytes each)

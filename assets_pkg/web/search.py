@@ -2,12 +2,9 @@
 generated campaign images, the facts of each drop, and thumbnails of the files the index names.
 
 A `SearchService` serves one process (`drop-studio serve`): the CLIP model is loaded once, and the Milvus
-connection is kept open between requests. A Milvus Lite file can be open in one process at a time: the
-page keeps it open and shares it, so runs work through the page's Milvus while it searches; a request made
-while a run that started first holds the file fails fast (503) with a clear message.
-
-Only files that the index names (rows of a drop, in Milvus) or the artifacts name (contact sheets) are
-ever read for a client: a path is looked up among a drop's rows, never joined onto a folder as given.
+connection is kept open between requests (connection.py). Only files that the index names (rows of a drop,
+in Milvus) or the artifacts name (contact sheets) are ever read for a client: a path is looked up among a
+drop's rows, never joined onto a folder as given.
 """
 
 from __future__ import annotations
@@ -15,52 +12,26 @@ from __future__ import annotations
 import io
 import os
 import threading
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable
 
 from cachetools import LRUCache, TTLCache
 
 from ..domain import storage
-from ..domain.artifacts import DropArtifacts, read_json
-from ..domain.drops import DROP_NAME_RE, decode_problem, discover_drops, load_rgb
-from ..domain.errors import StudioError
-from ..domain.milvus import campaign_collection
-from ..domain.products import FILTER_FIELDS, InvalidFilter, filter_value
-from ..domain.store import MAX_TOP_K, ImageCollection
-from ..stages.briefs.logic import read_briefs
-from ..stages.campaigns.logic import campaign_dir, campaign_pngs
-from ..stages.campaigns.requests import image_path
-from ..stages.catalog.logic import read_catalog_of
-from ..stages.references.logic import read_references
-from ..stages.scan.logic import read_manifest
+from ..domain.artifacts import DropArtifacts
+from ..domain.drops import DROP_NAME_RE, discover_drops, load_rgb
+from ..domain.store import ImageCollection
+from .connection import Collections
+from .drop_view import DropView
+from .params import KINDS, BadRequest
 
 if TYPE_CHECKING:
     from ..domain.encoder import ClipEncoder
     from ..domain.search_models import ModelEntry
 
-KINDS = ("product", "campaign")
-MAX_QUERY_CHARS = 300
 THUMBNAIL_SIDE = 320
-MAX_UPLOAD_BYTES = 20_000_000  # a picture to search by
 THUMBNAILS_KEPT = 2048  # about 30 MB of JPEGs
-SIDECARS_KEPT = 20_000  # campaign images' facts, a few KB each
-SHEETS = ("drop", "references", "campaign")
-RETRY_OPEN_S = 2.0
-SERVING_CHECK_S = 1.0  # how often the page looks whether search moved to another model  # after Milvus could not be opened, requests answer 503 at once for this long
-
-
-class BadRequest(StudioError):
-    """A client's argument is wrong; the message starts with the parameter's name."""
-
-    def __init__(self, param: str, message: str):
-        super().__init__(f"{param}: {message}")
-        self.param = param
-
-
-class Busy(StudioError):
-    """Milvus cannot answer now (a run holds the Lite file, or the server is down)."""
+SERVING_CHECK_S = 1.0  # how often the page looks whether search moved to another model
 
 
 @dataclass(frozen=True)
@@ -90,105 +61,6 @@ class Found:
                 "match": self.match}
 
 
-def parse_filters(params) -> dict[str, str]:
-    """The catalog filters among a request's parameters (sku, category, color), checked."""
-    where = {}
-    for name in FILTER_FIELDS:
-        raw = (params.get(name) or "").strip()
-        if raw:
-            try:
-                where[name] = filter_value(name, raw)
-            except InvalidFilter as e:
-                raise BadRequest(name, str(e).split(": ", 1)[1]) from None
-    return where
-
-
-def parse_upload(data: bytes, max_pixels: int) -> None:
-    """An uploaded picture to search by: within the size and pixel limits of drops, and an image."""
-    if not data:
-        raise BadRequest("image", "the request body is empty; send the image's bytes")
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise BadRequest("image", f"{len(data)} bytes is over the limit of {MAX_UPLOAD_BYTES} bytes")
-    problem = decode_problem(data, max_pixels)
-    if isinstance(problem, str):
-        raise BadRequest("image", problem)
-
-
-def parse_k(raw: str | None, default: int = 24) -> int:
-    if raw is None or raw == "":
-        return default
-    try:
-        k = int(raw)
-    except ValueError:
-        raise BadRequest("k", f"must be a whole number from 1 to {MAX_TOP_K}, got {raw!r}") from None
-    if not 1 <= k <= MAX_TOP_K:
-        raise BadRequest("k", f"must be from 1 to {MAX_TOP_K}, got {k}")
-    return k
-
-
-def parse_kind(raw: str | None) -> tuple[str, ...]:
-    if raw in (None, "", "all"):
-        return KINDS
-    if raw not in KINDS:
-        raise BadRequest("kind", f"must be all, product or campaign, got {raw!r}")
-    return (raw,)
-
-
-def parse_query(raw: str | None) -> str:
-    query = (raw or "").strip()
-    if not query:
-        raise BadRequest("q", "the query is empty")
-    if len(query) > MAX_QUERY_CHARS:
-        raise BadRequest("q", f"the query is {len(query)} characters long; at most {MAX_QUERY_CHARS}")
-    return query
-
-
-def _reference(r: dict) -> dict:
-    """A reference as the page shows it: the product picture, how it was chosen, and its product."""
-    return {"path": r["path"], "score": r.get("score"), "via": r.get("via", "search"), "sku": r.get("sku") or "",
-            "name": r.get("name") or ""}
-
-
-class _Connection:
-    """The product and campaign collections, opened on demand and kept open, used by one request at a time.
-    A Milvus Lite file stays open for as long as the page runs, shared: runs use this process's Milvus for
-    it rather than wait for the file (domain/milvus.share_lite)."""
-
-    def __init__(self, open_products: Callable[[], ImageCollection],
-                 open_campaigns: Callable[[], ImageCollection]):
-        self._open = (open_products, open_campaigns)  # each opens its collection of the first model
-        self._lock = threading.RLock()
-        self._store: ImageCollection | None = None
-        self._campaigns: ImageCollection | None = None
-        self._busy: tuple[float, str] | None = None  # when opening last failed, and why
-
-    @contextmanager
-    def use(self, model: "ModelEntry") -> Iterator[tuple[ImageCollection, ImageCollection]]:
-        """The product and campaign stores, pointed at `model`'s collections."""
-        with self._lock:
-            if self._store is None:
-                if self._busy is not None and time.monotonic() - self._busy[0] < RETRY_OPEN_S:
-                    raise Busy(self._busy[1])  # at once: the requests queued behind a failed open need not wait
-                stores = [open_store() for open_store in self._open]
-                try:
-                    for store in stores:
-                        store.open()
-                except StudioError as e:
-                    for store in stores:
-                        store.close()
-                    self._busy = (time.monotonic(), str(e))
-                    raise Busy(str(e)) from None
-                self._store, self._campaigns = stores
-                self._busy = None
-            self._store.use_collection(model.collection)
-            self._campaigns.use_collection(campaign_collection(model.collection))
-            yield self._store, self._campaigns
-
-    def close_now(self) -> None:
-        for store in (self._store, self._campaigns):
-            if store is not None:
-                store.close()
-        self._store = self._campaigns = None
 
 
 class SearchService:
@@ -201,7 +73,7 @@ class SearchService:
         model's encoder."""
         self.drops_root = storage.location("DROPS_DIR", drops_dir)
         self.artifacts_dir = artifacts_dir
-        self._connection = _Connection(open_products, open_campaigns)
+        self._connection = Collections(open_products, open_campaigns)
         self._load_encoder = load_encoder
         self._serving = serving
         self._serving_cache = TTLCache(maxsize=1, ttl=SERVING_CHECK_S)
@@ -210,9 +82,11 @@ class SearchService:
         self._cached = TTLCache(maxsize=4096, ttl=cache_s)  # drop names, rows, facets: seconds-old is fine
         self._cache_lock = threading.Lock()
         self._thumbnails = LRUCache(maxsize=THUMBNAILS_KEPT)
-        self._sidecars = LRUCache(maxsize=SIDECARS_KEPT)
-        self._sidecar_lock = threading.Lock()
         self._thumb_lock = threading.Lock()
+        self.view = DropView(artifacts_dir, self._remember, self.drop_names, self._indexed)
+        # the page's drop views, answered from the stages' files
+        self.drops, self.drop_detail, self.facets, self.sheet = (
+            self.view.drops, self.view.detail, self.view.facets, self.view.sheet)
 
     def close(self) -> None:
         with self._connection._lock:
@@ -274,6 +148,10 @@ class SearchService:
                 self._encoder = (model.id, self._load_encoder(model))
             return self._encoder[1]
 
+    def _indexed(self) -> dict[str, int]:
+        with self._connection.use(self.model()) as (products, _):
+            return {d: products.count(d) for d in self.drop_names()}
+
     # -- search ------------------------------------------------------------
     def search(self, query: str, drop: str | None, k: int, kinds: tuple[str, ...] = KINDS,
                where: dict | None = None) -> tuple[list[Found], "ModelEntry"]:
@@ -318,81 +196,6 @@ class SearchService:
                     found += [Found.of(kind, h) for h in hits]
         return sorted(found, key=lambda f: (f.match != "sku", -f.score))[:k]
 
-    def facets(self) -> dict:
-        """The values the page's filter controls offer: every drop's catalog categories, colours and SKUs."""
-        def compute() -> dict:
-            values: dict[str, dict[str, int]] = {"category": {}, "color": {}, "sku": {}}
-            for drop in self.drop_names():
-                for p in read_catalog_of(DropArtifacts.at(self.artifacts_dir, drop)).products.values():
-                    for name in values:
-                        v = getattr(p, name)
-                        if v:
-                            values[name][v] = values[name].get(v, 0) + 1
-            return {name: [{"value": v, "images": n} for v, n in sorted(counts.items())]
-                    for name, counts in values.items()}
-
-        return self._remember(("facets",), compute)
-
-    # -- drops -------------------------------------------------------------
-    def drops(self) -> list[dict]:
-        def compute() -> list[dict]:
-            out = []
-            with self._connection.use(self.model()) as (products, campaigns):
-                counts = {d: products.count(d) for d in self.drop_names()}
-            for drop in self.drop_names():
-                art = DropArtifacts.at(self.artifacts_dir, drop)
-                manifest = read_manifest(art)
-                out.append({"drop": drop, "images": 0 if manifest is None else len(manifest.images),
-                            "indexed": counts[drop], "briefs": len(read_briefs(art)),
-                            "campaign_images": len(campaign_pngs(art))})
-            return out
-
-        return self._remember(("drop facts",), compute)
-
-    def _sidecar(self, entry: storage.Entry) -> dict:
-        """A campaign image's sidecar, read again only when the listing shows it changed."""
-        key = (str(entry.path), entry.version)
-        with self._sidecar_lock:
-            if key in self._sidecars:
-                return self._sidecars[key]
-        doc = read_json(entry.path, {}) or {}
-        with self._sidecar_lock:
-            self._sidecars[key] = doc
-        return doc
-
-    def drop_detail(self, drop: str) -> dict:
-        """The drop's counts, its briefs with their references, its campaign images with their sidecar facts
-        and lineage (references, base image, the image a revision was made from and its note), which campaign
-        images each product picture went into, and which contact sheets exist."""
-        art = DropArtifacts.at(self.artifacts_dir, drop)
-        refs = read_references(art)
-        # The listing is seconds-old at most, like the drops' facts: a new image shows on the next look.
-        files = self._remember(("campaign files", drop), lambda: {e.rel: e for e in storage.list_files(campaign_dir(art))})
-        campaign = []
-        used_in: dict[str, list[str]] = {}
-        for rel in sorted(r for r in files if r.endswith(".png") and "/" not in r):
-            sidecar = files.get(rel[:-4] + ".json")
-            facts = self._sidecar(sidecar) if sidecar else {}
-            brief = facts.get("brief", {})
-            path = image_path(rel[:-len(".png")])
-            campaign.append({
-                "path": path, "brief": brief.get("id", rel[:-4]), "prompt": brief.get("prompt", ""),
-                "model": facts.get("model"), "generator": facts.get("generator"),
-                "finish_reason": facts.get("finish_reason"), "estimated_cost_usd": facts.get("estimated_cost_usd"),
-                "image_size": facts.get("image_size"), "base_image": facts.get("base_image"),
-                "revision": facts.get("revision"),
-                "references": [_reference(r) for r in facts.get("references", [])],
-            })
-            for r in facts.get("references", []):
-                used_in.setdefault(r["path"], []).append(path)
-        briefs = [{"id": b.id, "prompt": b.prompt, "query": b.query, "products": b.products, "where": b.where,
-                   "base_image": b.base_image,
-                   "references": [{**_reference(r), "used_in": used_in.get(r["path"], [])} for r in refs.get(b.id, [])]}
-                  for b in read_briefs(art)]
-        summary = next((d for d in self.drops() if d["drop"] == drop), {"drop": drop})
-        sheets = [name for name in SHEETS if storage.exists(art.sheet_path(name))]
-        return {**summary, "briefs": briefs, "campaign": campaign, "used_in": used_in, "sheets": sheets}
-
     # -- files -------------------------------------------------------------
     def thumbnail(self, kind: str, drop: str, path: str) -> bytes:
         """A JPEG thumbnail of an indexed image (THUMBNAIL_SIDE on its long side)."""
@@ -421,11 +224,3 @@ class SearchService:
             if not os.path.realpath(source).startswith(os.path.realpath(base) + os.sep):
                 raise BadRequest("path", f"{path!r} leaves the folder of drop {drop!r}")
         return source
-
-    def sheet(self, drop: str, name: str) -> bytes:
-        if name not in SHEETS:
-            raise BadRequest("name", f"must be one of {', '.join(SHEETS)}, got {name!r}")
-        try:
-            return storage.read_bytes(DropArtifacts.at(self.artifacts_dir, drop).sheet_path(name))
-        except FileNotFoundError:
-            raise BadRequest("name", f"drop {drop!r} has no {name} contact sheet yet") from None

@@ -46,8 +46,9 @@ from ..domain.errors import StudioError
 from ..domain.reviews import current
 from ..domain.settings import DEFAULTS
 from .review import ReviewDesk, RevisionFailed
-from .search import (MAX_UPLOAD_BYTES, BadRequest, Busy, SearchService, parse_filters, parse_k, parse_kind,
-                     parse_query, parse_upload)
+from .connection import Busy
+from .params import MAX_UPLOAD_BYTES, BadRequest, parse_filters, parse_k, parse_kind, parse_query, parse_upload
+from .search import SearchService
 
 if TYPE_CHECKING:  # the resources import Dagster; the page's routes need not
     from ..resources import MilvusResource

@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 
 from ...domain import storage
 from ...domain.artifacts import digest, read_json, write_json
-from .generator import Generation
+from .generation import Generation
 from ...domain.storage import AnyPath
 from .budget import check_budget
 from .outputs import CampaignOutputs, CampaignReport

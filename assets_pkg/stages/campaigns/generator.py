@@ -1,151 +1,27 @@
-"""Campaign image generators: Gemini ("Nano Banana") or an offline campaign board.
-
-Both take a brief and its retrieved reference images and return a
-`Generation`: PNG bytes (or the reason there is none), the text the model
-said, token usage, and who made it.
-"""
+"""The Gemini ("Nano Banana") image generator: one request per image, or a Batch API job; the offline
+stand-in is board.py. Both take a brief and its references and return a `Generation` (generation.py)."""
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Sequence
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ...domain.drops import load_rgb
 from ...domain.errors import GeneratorError
-from ...domain.image_models import SIZE_PIXELS, ImageModel
+from ...domain.image_models import ImageModel
 from ...domain.settings import DEFAULTS
-from ...domain.sheets import font, wrap
 from ..briefs.logic import Brief
+from .generation import EDIT_MAX_BYTES, EDIT_MAX_SIDE, Edit, Generation, Reference, png_bytes
 
 RETRY_STATUS_CODES = (408, 429, 500, 502, 503, 504)
 # Batch job states after which the job will not change any more (the SDK's names).
 BATCH_DONE = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED")
 # The Batch API takes inline requests up to 20 MB in all (larger jobs need an uploaded JSONL file).
 BATCH_INLINE_LIMIT = 19_500_000
-
-
-@dataclass(frozen=True)
-class Reference:
-    path: Path
-    score: float | None  # None for a product the brief names (not searched)
-    sku: str = ""
-
-    @property
-    def label(self) -> str:
-        return f"{self.path.name}  ({self.sku or f'{self.score:.2f}'})"
-
-
-@dataclass(frozen=True)
-class Edit:
-    """An image for the model to change (a brief's base image, or an image to revise), sent before the
-    references, and the instruction that says what to change."""
-
-    image: Path
-    instruction: str
-
-
-# An image to change goes as it is (a PNG the model made, a JPEG shot) up to this size, else as a JPEG.
-EDIT_MAX_BYTES = 7_000_000
-EDIT_MAX_SIDE = 2048
-
-
-@dataclass
-class Generation:
-    brief_id: str
-    generator: str  # "gemini" or "offline-board"
-    model: str | None
-    png: bytes | None
-    text: str = ""
-    finish_reason: str | None = None
-    usage: dict = field(default_factory=dict)
-
-    @property
-    def blocked_reason(self) -> str | None:
-        if self.png is not None:
-            return None
-        return self.finish_reason or "NO_IMAGE"
-
-
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, "PNG", optimize=True)
-    return buf.getvalue()
-
-
-def _aspect_size(aspect: str | None, long_side: int = 1024) -> tuple[int, int]:
-    if not aspect:
-        return long_side, long_side
-    w, h = (int(v) for v in aspect.split(":"))
-    return (long_side, round(long_side * h / w)) if w >= h else (round(long_side * w / h), long_side)
-
-
-class BoardGenerator:
-    """Offline stand-in for an image model: lays the references and the prompt
-    out as a campaign board, so the whole graph runs without an API key."""
-
-    name = "offline-board"
-    model = None
-
-    def generate(self, brief: Brief, references: Sequence[Reference], edit: Edit | None = None) -> Generation:
-        if edit is not None:
-            return self._edit(brief, references, edit)
-        W, H = _aspect_size(brief.aspect_ratio, SIZE_PIXELS[brief.image_size])
-        board = Image.new("RGB", (W, H), (248, 246, 240))
-        d = ImageDraw.Draw(board)
-        margin = W // 24
-        d.text((margin, margin), f"Campaign board: {brief.id}", fill=(25, 25, 25), font=font(max(18, W // 32)))
-        prompt_font = font(max(14, W // 52))
-        d.multiline_text((margin, margin + W // 16), wrap(brief.prompt, 60), fill=(55, 55, 55), font=prompt_font,
-                         spacing=4)
-        top = margin + W // 16 + 5 * max(14, W // 52) + 20
-        n = max(1, len(references))
-        cell_w = (W - margin * (n + 1)) // n
-        cell_h = H - top - margin - 30
-        side = max(16, min(cell_w, cell_h))
-        for k, ref in enumerate(references):
-            try:
-                img = load_rgb(ref.path)
-            except Exception:
-                continue
-            scale = side / max(img.width, img.height)  # fill the cell, small pictures too
-            img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS)
-            x = margin + k * (cell_w + margin) + (cell_w - img.width) // 2
-            board.paste(img, (x, top))
-            d.text((x, top + img.height + 6), ref.label, fill=(90, 90, 90),
-                   font=font(max(12, W // 70)))
-        if not references:
-            d.text((margin, top), "no reference images found", fill=(160, 40, 40), font=prompt_font)
-        return Generation(brief.id, self.name, None, _png(board), text="", finish_reason="STOP")
-
-    def _edit(self, brief: Brief, references: Sequence[Reference], edit: Edit) -> Generation:
-        """The image to change, warmed a little, with the instruction written under it and the references
-        in a strip beside it: what an editor would be asked, laid out."""
-        W, H = _aspect_size(brief.aspect_ratio, SIZE_PIXELS[brief.image_size])
-        board = Image.new("RGB", (W, H), (250, 244, 232))
-        d = ImageDraw.Draw(board)
-        margin = W // 32
-        strip = W // 6 if references else 0
-        banner = max(60, H // 6)
-        base = load_rgb(edit.image)
-        base.thumbnail((W - strip - 2 * margin, H - banner - 2 * margin), Image.LANCZOS)
-        warm = Image.merge("RGB", [c.point(lambda v, f=f: min(255, round(v * f)))
-                                   for c, f in zip(base.split(), (1.06, 1.0, 0.9))])
-        board.paste(warm, (margin, margin))
-        for k, ref in enumerate(references[:4]):
-            try:
-                img = load_rgb(ref.path)
-            except Exception:
-                continue
-            img.thumbnail((strip - margin, strip - margin))
-            board.paste(img, (W - strip, margin + k * strip))
-        d.multiline_text((margin, H - banner), wrap(f"Edit: {edit.instruction}", 80), fill=(40, 30, 20),
-                         font=font(max(14, W // 56)), spacing=4)
-        return Generation(brief.id, self.name, None, _png(board), text="", finish_reason="STOP")
 
 
 def prepare_reference(path: Path, max_side: int = 1024) -> Image.Image:
@@ -344,7 +220,7 @@ class GeminiGenerator:
             for part in (cand.content.parts if cand.content and cand.content.parts else []):
                 if part.inline_data is not None and part.inline_data.data and png is None:
                     with Image.open(io.BytesIO(part.inline_data.data)) as im:
-                        png = _png(im.convert("RGB"))
+                        png = png_bytes(im.convert("RGB"))
                 elif part.text:
                     texts.append(part.text)
         if png is None and resp.prompt_feedback is not None and resp.prompt_feedback.block_reason is not None:

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 
-from ...domain import storage
+from ...domain import listing
 from ...domain.artifacts import DropArtifacts
 from ...domain.drops import ProductDrop
 from ...domain.errors import GeneratorError
@@ -39,9 +39,9 @@ def campaign_dir(art: DropArtifacts) -> AnyPath:
     return art / "campaign"
 
 
-def campaign_png_entries(art: DropArtifacts) -> list[storage.Entry]:
+def campaign_png_entries(art: DropArtifacts) -> list[listing.Entry]:
     """The generated PNGs as one listing shows them (size and version, nothing read)."""
-    return [e for e in storage.list_files(campaign_dir(art)) if e.rel.endswith(".png") and "/" not in e.rel]
+    return [e for e in listing.list_files(campaign_dir(art)) if e.rel.endswith(".png") and "/" not in e.rel]
 
 
 def campaign_pngs(art: DropArtifacts) -> list[AnyPath]:

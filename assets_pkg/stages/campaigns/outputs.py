@@ -11,10 +11,10 @@ from typing import Callable, Iterable, Sequence
 
 from PIL import Image
 
-from ...domain import storage
+from ...domain import listing, storage
 from ...domain.artifacts import read_json, write_json
 from ...domain.errors import GeneratorError
-from .generator import Edit, Generation
+from .generation import Edit, Generation
 from ...domain.record import inputs_key
 from ...domain.storage import AnyPath, write_atomic
 from ..briefs.logic import Brief, base_image_path
@@ -104,7 +104,7 @@ class CampaignOutputs:
 
     def _sidecars(self) -> Mapping[str, dict]:
         """stem -> sidecar, from one listing of the folder (read as needed)."""
-        stems = [e.rel[:-5] for e in storage.list_files(self.folder) if e.rel.endswith(".json") and "/" not in e.rel]
+        stems = [e.rel[:-5] for e in listing.list_files(self.folder) if e.rel.endswith(".json") and "/" not in e.rel]
         return _LazySidecars(self, stems)
 
     def revisions(self, brief_id: str, sidecars: Mapping[str, dict]) -> dict[int, dict]:
@@ -242,7 +242,7 @@ class CampaignOutputs:
         every file but those of the `wanted` stems (kept, made, asked for, or refused)."""
         wanted = set(wanted)
         removed = []
-        for entry in storage.list_files(self.folder):
+        for entry in listing.list_files(self.folder):
             stem, dot, suffix = entry.rel.rpartition(".")
             if "/" not in entry.rel and dot and suffix in ("png", "json") and stem not in wanted:
                 storage.remove(entry.path)

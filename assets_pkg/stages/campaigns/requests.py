@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from ...domain import storage
 from ...domain.artifacts import digest
-from .generator import Edit, Reference
+from .generation import Edit, Reference
 from ...domain.storage import AnyPath
 from ..briefs.logic import Brief
 

@@ -10,7 +10,8 @@ from ...domain.errors import GeneratorError
 from ...domain.image_models import MODES, ImageModel, image_model
 from ...domain.settings import setting
 from ...settings_resource import FromSettings
-from .generator import BoardGenerator, GeminiGenerator
+from .board import BoardGenerator
+from .generator import GeminiGenerator
 from .batch import BatchRecord
 from .logic import campaign_batch_path
 

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...domain import storage
+from ...domain import listing, storage
 from ...domain.artifacts import DropArtifacts, read_parquet
 from ...domain.drops import ProductDrop
 from ...domain.record import inputs_key
@@ -100,7 +100,7 @@ def write_partial_batch(art: DropArtifacts, sha256: list[str], vectors: np.ndarr
 def read_partial_batches(art: DropArtifacts, model_id: str) -> dict[str, np.ndarray]:
     found: dict[str, np.ndarray] = {}
     prefix = model_id.replace("/", "_") + "--"
-    batches = [e for e in storage.list_files(partial_dir(art))
+    batches = [e for e in listing.list_files(partial_dir(art))
                if e.rel.startswith(prefix) and e.rel.endswith(".parquet")]
     for entry in batches:
         found.update(zip(*_read_vectors(entry.path)))

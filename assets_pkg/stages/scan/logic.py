@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ...domain import storage
+from ...domain import listing, storage
 from ...domain.artifacts import DropArtifacts, digest, read_parquet
 from ...domain.drops import ProductDrop, decode_problem, image_entries
 from ...domain.errors import StudioError
 from ...domain.settings import DEFAULTS
-from ...domain.storage import Entry, write_atomic
+from ...domain.listing import Entry
+from ...domain.storage import write_atomic
 
 FILES = ("manifest.parquet", "rejected.json")
 MANIFEST_COLUMNS = ["path", "sha256", "width", "height", "format", "bytes", "version"]
@@ -119,7 +120,7 @@ def scan_drop(
     rejected: list[dict] = []
     todo: list[Entry] = []
     known_bad = {r["file"]: r for r in previous_rejected if "version" in r}
-    for entry in image_entries(storage.list_files(drop.folder)):
+    for entry in image_entries(listing.list_files(drop.folder)):
         old, bad = known.get(entry.rel), known_bad.get(entry.rel)
         if old is not None and entry.problem is None and entry.size == old["bytes"] and entry.version == old["version"]:
             rows.append({k: old[k] for k in MANIFEST_COLUMNS})

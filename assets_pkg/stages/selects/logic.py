@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ...domain import storage
+from ...domain import listing, storage
 from ...domain.artifacts import DropArtifacts, read_json
 from ...domain.record import inputs_key
 from ...domain.reviews import Decision, Reviews, current, image_stem
@@ -76,7 +76,7 @@ def publish_selects(drop: str, art: DropArtifacts, publish_root: AnyPath) -> Pub
     report.decisions = current(Reviews(art).history())
     outputs = CampaignOutputs(campaign_dir(art))
     previous = {r["image"]: r["sha256"] for r in read_json(folder / "manifest.json", []) or []}
-    present = {e.rel for e in storage.list_files(folder)}
+    present = {e.rel for e in listing.list_files(folder)}
     for image, decision in sorted(report.decisions.items()):
         if decision.decision != "approve":
             continue
