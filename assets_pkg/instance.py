@@ -69,3 +69,25 @@ def sync_drops(instance, drops_dir: str) -> tuple[list[str], list[str], list[str
     if new:
         instance.add_dynamic_partitions(product_drops.name, new)
     return names, new, listing.invalid
+
+
+def run_drops(part: list[str], resources: dict, instance=None, selection=None, tags: dict | None = None,
+              run_config: dict | None = None):
+    """One in-process run of the drop graph (the stages and their checks) for `part`: one drop's partition, or
+    several neighbouring drops as a range. The CLI's runs and the page's revisions are made here, with the
+    resources the caller holds (the page passes its loaded CLIP weights), tagged so reap_dead_runs can tell a
+    run whose process died."""
+    from dagster import materialize
+
+    from .assets import drop_assets, drop_checks
+    from .partitions import RANGE_END_TAG, RANGE_START_TAG
+
+    one = {"partition_key": part[0]} if len(part) == 1 else {}
+    span = {} if one else {RANGE_START_TAG: part[0], RANGE_END_TAG: part[-1]}
+    return materialize(
+        [*drop_assets, *drop_checks], selection=selection, instance=instance or open_instance(),
+        resources=resources, raise_on_error=False, run_config=run_config or {},
+        tags={"drop": part[0] if one else f"{part[0]}..{part[-1]}", "drops": str(len(part)),
+              "launched_by": "drop-studio", "drop_studio/pid": str(os.getpid()),
+              "drop_studio/host": socket.gethostname(), **span, **(tags or {})},
+        **one)

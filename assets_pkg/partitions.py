@@ -22,26 +22,6 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
-def batches(order: list[str], wanted, size: int) -> list[list[str]]:
-    """`wanted` drops in runs of at most `size`, each a range of neighbours in `order` (the partitions' order)."""
-    wanted = set(wanted)
-    out: list[list[str]] = []
-    run: list[str] = []
-    for name in order:
-        if name in wanted and len(run) < size:
-            run.append(name)
-            continue
-        if run:
-            out.append(run)
-        run = [name] if name in wanted else []
-    return out + [run] if run else out
-
-
-def split(drops: list[str], failed: list[str], size: int) -> list[list[str]]:
-    """A failed run's drops again: each that failed alone, the others in batches of neighbours."""
-    return [[d] for d in drops if d in failed] + batches(drops, set(drops) - set(failed), size)
-
-
 def run_drops(tags: dict) -> tuple[str, str] | None:
     """(first, last) drop of a run that carries a range, from its tags."""
     if RANGE_START_TAG in tags:

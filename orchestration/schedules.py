@@ -11,7 +11,8 @@ from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext
 
 from assets_pkg.assets import product_drops
 from assets_pkg.domain.settings import setting
-from assets_pkg.partitions import batches, drops_request
+from assets_pkg.domain.plan import batches
+from assets_pkg.partitions import drops_request
 
 from .jobs import refresh_catalog_job, regenerate_campaigns_job
 

@@ -19,7 +19,8 @@ from dagster import (
 
 from assets_pkg.assets import product_drops
 from assets_pkg.domain.artifacts import digest
-from assets_pkg.partitions import batches, drops_request, run_drops, split
+from assets_pkg.domain.plan import ModelStep, after_failure, batches, model_step
+from assets_pkg.partitions import drops_request, run_drops
 from assets_pkg.stage import failed_drops
 from assets_pkg.domain.drops import drop_fingerprints
 from assets_pkg.domain.errors import StudioError
@@ -182,44 +183,33 @@ def model_changes(context: SensorEvaluationContext, library: DropLibrary, milvus
                   clip: ClipModel) -> SensorResult:
     cursor = json.loads(context.cursor) if context.cursor else {}
     models = search_models(library, milvus)
-    if models.serving is None:
-        return SensorResult(skip_reason="no model has built a collection yet")
-    clip.use_in(models)  # CLIP_MODEL as the daemon sees it: begins (or calls off) a change of model
+    if models.serving is not None:
+        clip.use_in(models)  # CLIP_MODEL as the daemon sees it: begins (or calls off) a change of model
     drops = list(context.instance.get_dynamic_partitions(product_drops.name))
-    serving, target, transition = models.serving, models.target, models.transition
-    requests = []
-    if transition and cursor.get("rebuilt") != transition:
-        context.log.info(f"CLIP_MODEL is {target.id}; building its collection for {len(drops)} drop(s) while "
-                         f"search answers from {serving.id}")
-        requests = [drops_request(run, run_key=f"model:{transition}:{run[0]}..{run[-1]}",
-                                  job_name=rebuild_for_model_job.name,
-                                  tags={"trigger": f"model changed to {target.id}"})
-                    for run in batches(drops, drops, setting("DROP_BATCH"))]
-        cursor["rebuilt"] = transition
-    elif transition:
-        progress = models.progress(drops)
-        waiting = models.waiting(progress)
-        if not waiting and setting("MODEL_SWITCH") == "manual":
-            return SensorResult(cursor=json.dumps(cursor), skip_reason=(
-                f"every drop is built for {target.id}; search stays on {serving.id} until you materialize "
-                f"search_model or run `drop-studio models switch` (MODEL_SWITCH=manual)"))
-        if not waiting:
-            context.log.info(f"every drop is built for {target.id}: switching search to it")
-            requests = [RunRequest(run_key=f"switch:{transition}", job_name=switch_search_model_job.name,
-                                   tags={"trigger": f"every drop built for {target.id}"})]
-        else:
-            return SensorResult(cursor=json.dumps(cursor), skip_reason=(
-                f"search answers from {serving.id}; {len(drops) - len(waiting)} of {len(drops)} drops built "
-                f"for {target.id}"))
-    elif len(models.state["history"]) > 1 and cursor.get("searched") != (switch := digest(models.state["history"])):
-        # Search moved to this model: every brief's references are searched with it.
-        requests = [drops_request(run, run_key=f"references:{switch}:{run[0]}..{run[-1]}",
-                                  job_name=search_references_job.name,
-                                  tags={"trigger": f"search moved to {serving.id}"})
-                    for run in batches(drops, drops, setting("DROP_BATCH"))]
-        cursor["searched"] = switch
-    return SensorResult(run_requests=requests, cursor=json.dumps(cursor),
-                        skip_reason=None if requests else f"search answers from {serving.id}")
+    step = model_step(models.facts(drops, manual=setting("MODEL_SWITCH") == "manual"), drops,
+                      setting("DROP_BATCH"), cursor)
+    if step.action in ("rebuild", "switch", "search_again"):
+        context.log.info(step.reason)
+    requests = model_requests(step, models.serving.id if models.serving else None,
+                              models.target.id if models.target else None, models.transition)
+    return SensorResult(run_requests=requests, cursor=json.dumps(step.done),
+                        skip_reason=None if requests else step.reason)
+
+
+def model_requests(step: ModelStep, serving: str | None, target: str | None, transition: str | None) -> list:
+    """The runs a step of domain/plan.model_step asks for, as the daemon launches them."""
+    if step.action == "rebuild":
+        return [drops_request(run, run_key=f"model:{step.done['rebuilt']}:{run[0]}..{run[-1]}",
+                              job_name=rebuild_for_model_job.name, tags={"trigger": f"model changed to {target}"})
+                for run in step.runs]
+    if step.action == "switch":
+        return [RunRequest(run_key=f"switch:{transition}", job_name=switch_search_model_job.name,
+                           tags={"trigger": f"every drop built for {target}"})]
+    if step.action == "search_again":
+        return [drops_request(run, run_key=f"references:{step.done['searched']}:{run[0]}..{run[-1]}",
+                              job_name=search_references_job.name, tags={"trigger": f"search moved to {serving}"})
+                for run in step.runs]
+    return []
 
 
 SPLIT_JOBS = [ingest_drop_job, refresh_catalog_job, regenerate_campaigns_job, drop_graph_job,
@@ -241,13 +231,12 @@ def batch_split(context: RunFailureSensorContext):
     if span[0] not in order or span[1] not in order:
         return  # a drop of the range was removed since
     drops = order[order.index(span[0]):order.index(span[1]) + 1]
-    # A failure no stage put on a drop fails them all: each drop alone then tells which.
     failed = failed_drops(context.get_step_failure_events(), drops)
     own_job = run.job_name in {j.name for j in SPLIT_JOBS}
     job, selection = (run.job_name, None) if own_job else (drop_graph_job.name, list(run.asset_selection or []))
     context.log.info(f"run {run.run_id} of {len(drops)} drops failed; running {', '.join(failed)} alone "
                      f"and {len(drops) - len(failed)} other drop(s) again")
-    for part in split(drops, failed, setting("DROP_BATCH")):
+    for part in after_failure(drops, failed, setting("DROP_BATCH")):
         yield drops_request(part, run_key=f"split:{run.run_id}:{part[0]}", job_name=job,
                             asset_selection=selection or None,
                             tags={"trigger": f"split from failed run {run.run_id[:8]}"})

@@ -281,3 +281,37 @@ def test_the_models_state_keeps_a_switch_saved_by_another_process_meanwhile(tmp_
     now = SearchModels.load(root, "product_images")
     assert (now.serving.id, now.serving.spec, now.target) == ("B", "/moved/b.pt", None)
     assert [h["serving"] for h in now.state["history"]] == ["A", "B"]
+
+
+def test_reading_the_models_state_never_writes_it_even_when_it_adopts_the_first_model(tmp_path):
+    root = tmp_path / "artifacts"
+    (root / "spring").mkdir(parents=True)
+    # An earlier release's drop: its collection record names the one model, and there is no models state.
+    (root / "spring" / "collection.json").write_text(json.dumps({"collection": "product_images", "model_id": "A"}))
+    state_file = SearchModels.path_of(str(root), "product_images")
+    for _ in range(2):
+        models = SearchModels.load(str(root), "product_images")
+        assert (models.serving.id, models.serving.collection) == ("A", "product_images")
+        assert models.facts(["spring"], manual=False).serving == "A"
+    assert not Path(state_file).exists() and not (root / "_models").exists()
+    models.use("A", "a.pt", "pad")  # the first change writes what was adopted
+    assert json.loads(Path(state_file).read_text())["history"][0]["adopted"] is True
+
+
+def test_concurrent_changes_of_the_models_state_are_each_kept(tmp_path):
+    """Eight processes each register a model at once: under the lock every one is kept, none overwritten."""
+    import multiprocessing
+
+    root = str(tmp_path / "artifacts")
+    SearchModels.load(root, "product_images").use("A", "a.pt", "pad")
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.starmap(_register_model, [(root, f"M{i}") for i in range(8)])
+    models = SearchModels.load(root, "product_images")
+    assert sorted(m.id for m in models.models()) == ["A"] + sorted(f"M{i}" for i in range(8))
+    assert models.serving.id == "A"
+
+
+def _register_model(root: str, model: str) -> None:
+    SearchModels.load(root, "product_images").change(
+        lambda state: state["models"].setdefault(model, {"spec": f"{model}.pt", "fit": "pad",
+                                                         "collection": f"product_images__{model}", "files": ""}))

@@ -4,13 +4,12 @@ Dagster instance (so `dagster dev` shows the runs)."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sys
 
 import click
 
-from ..instance import open_instance, reap_dead_runs, sync_drops
+from ..domain.plan import after_failure, batches, model_step
+from ..instance import open_instance, reap_dead_runs, run_drops, sync_drops
 from ..run_results import asset_metadata, check_results, failure
 from .app import CliError, cli, quiet, still_on_serving
 
@@ -51,24 +50,42 @@ def summarize(drop: str, result, artifacts_dir: str, files=None) -> dict:
     }
 
 
-def run_in_batches(run_one, drops: list[str], order: list[str], size: int) -> dict:
-    """drop -> the run that settled it. `drops` go out in runs of at most `size` neighbours in `order`; a failed
-    run of several is split as the batch_split sensor splits one (the drops that failed alone, the others
-    together again) until every drop succeeded, or failed in a run of its own."""
-    from assets_pkg.partitions import batches, split
+def run_all(run_one, runs: list[list[str]], size: int) -> dict:
+    """drop -> the run that settled it. Each of `runs` goes out; a failed run of several is followed by the
+    runs domain/plan.after_failure names (as the batch_split sensor's are), until every drop succeeded or
+    failed in a run of its own."""
     from assets_pkg.stage import failed_drops
 
     settled = {}
-    todo = batches(order, drops, size)
+    todo = list(runs)
     while todo:
         part = todo.pop(0)
         result = run_one(part)
-        if result.success or len(part) == 1:
+        again = [] if result.success else after_failure(
+            part, failed_drops([e for e in result.all_events if e.is_step_failure], part), size)
+        if not again:
             settled.update({d: result for d in part})
-            continue
-        failures = [e for e in result.all_events if e.is_step_failure]
-        todo = split(part, failed_drops(failures, part), size) + todo
+        todo = again + todo
     return settled
+
+
+def follow_model(models_now, switch, search_again, drops: list[str], size: int, manual: bool) -> "object":
+    """After this run's drops were built: the steps of a change of model that domain/plan.model_step names, as
+    the model_changes sensor makes them (this run built the drops itself, and searches again only after a
+    switch it made). `switch()` runs the search_model asset, `search_again(runs)` the references."""
+    models = models_now()
+    facts = models.facts(drops, manual)
+    step = model_step(facts, drops, size, {"rebuilt": facts.transition, "searched": facts.switched})
+    if step.action == "switch" and switch():
+        models = models_now()
+        step = model_step(models.facts(drops, manual), drops, size, step.done)
+        if step.action == "search_again":
+            print(f"search now answers from {models.serving.id}; searching every brief's references with it",
+                  file=sys.stderr)
+            search_again(step.runs)
+    if models.target is not None:
+        print(still_on_serving(models), file=sys.stderr)
+    return models
 
 
 @cli.command()
@@ -82,7 +99,7 @@ def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, log_le
     """Materialize the whole graph for drops (default: all)."""
     from dagster import materialize
 
-    from assets_pkg.assets import drop_assets, drop_checks, reference_images, search_model
+    from assets_pkg.assets import reference_images, search_model
     from assets_pkg.domain.artifacts import check_artifacts_dir
     from assets_pkg.domain.settings import setting
     from assets_pkg.resources import ClipModel, DropLibrary, MilvusResource, build_resources, search_models
@@ -104,44 +121,26 @@ def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, log_le
     unknown = [d for d in wanted if d not in names]
     if unknown:
         raise CliError(f"no such drop in {drops_dir}: {', '.join(unknown)} (known: {', '.join(names) or 'none'})")
-    from assets_pkg.partitions import RANGE_END_TAG, RANGE_START_TAG
-
     order = list(instance.get_dynamic_partitions("product_drops"))
+    run_config = {**quiet(log_level), **({"ops": {"reference_images": {"config": {"search_again": True}}}}
+                                         if search_again else {})}
 
     def run_one(part: list[str], selection=None):
         if not as_json:
             print(f"== {', '.join(part)}", file=sys.stderr)
-        one = {"partition_key": part[0]} if len(part) == 1 else {}
-        span = {} if one else {RANGE_START_TAG: part[0], RANGE_END_TAG: part[-1]}
-        return materialize(
-            [*drop_assets, *drop_checks],
-            selection=selection,
-            instance=instance,
-            resources=resources,
-            raise_on_error=False,
-            tags={"drop": part[0] if one else f"{part[0]}..{part[-1]}", "drops": str(len(part)),
-                  "launched_by": "drop-studio", "drop_studio/pid": str(os.getpid()),
-                  "drop_studio/host": socket.gethostname(), **span},
-            run_config={**quiet(log_level),
-                        **({"ops": {"reference_images": {"config": {"search_again": True}}}}
-                           if search_again else {})},
-            **one,
-        )
+        return run_drops(part, resources, instance, selection=selection, run_config=run_config)
 
-    settled = run_in_batches(run_one, wanted, order, setting("DROP_BATCH"))
-    models = search_models(DropLibrary(), MilvusResource())
-    if models.target is not None and all(r.success for r in settled.values()) and setting("MODEL_SWITCH") == "auto":
-        # A change of CLIP_MODEL: search moves to it once every drop is built, and briefs search with it.
-        switch = materialize([search_model], instance=instance, resources=resources, raise_on_error=False,
-                             tags={"launched_by": "drop-studio"}, run_config=quiet(log_level))
-        models = search_models(DropLibrary(), MilvusResource())
-        if switch.success and models.target is None:
-            print(f"search now answers from {models.serving.id}; searching every brief's references with it",
-                  file=sys.stderr)
-            run_in_batches(lambda part: run_one(part, selection=[reference_images]), order, order,
-                           setting("DROP_BATCH"))
-        elif models.target is not None:
-            print(still_on_serving(models), file=sys.stderr)
+    size = setting("DROP_BATCH")
+    settled = run_all(run_one, batches(order, wanted, size), size)
+
+    def switch() -> bool:
+        return all(r.success for r in settled.values()) and materialize(
+            [search_model], instance=instance, resources=resources, raise_on_error=False,
+            tags={"launched_by": "drop-studio"}, run_config=quiet(log_level)).success
+
+    models = follow_model(lambda: search_models(DropLibrary(), MilvusResource()), switch,
+                          lambda runs: run_all(lambda part: run_one(part, selection=[reference_images]), runs, size),
+                          order, size, manual=setting("MODEL_SWITCH") == "manual")
     model = models.find(ClipModel().model_id())
     files = model.files if model else None
     summaries = []

@@ -20,13 +20,21 @@ State: `<ARTIFACTS_DIR>/_models/<MILVUS_COLLECTION>.json` (`_` starts no drop na
 
 from __future__ import annotations
 
+import copy
 import re
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+from filelock import FileLock
 
 from . import listing, storage
 from .artifacts import DropArtifacts, digest, read_json, write_json
+from .plan import ModelFacts
 from .storage import AnyPath
 
 STATE_DIR = "_models"
@@ -75,24 +83,43 @@ class SearchModels:
 
     @classmethod
     def load(cls, artifacts_dir: str, base: str) -> "SearchModels":
-        state = read_json(cls.path_of(artifacts_dir, base))
-        models = cls(artifacts_dir, base, state or {"models": {}, "serving": None, "target": None, "history": []})
-        if state is None and models._adopt_first():
-            models.save()
+        """The state as its file holds it; reading never writes it (a first model adopted from an earlier
+        release's files is written by the first change, under the lock)."""
+        models = cls(artifacts_dir, base, {})
+        models.state = models._read()
         return models
 
-    def _adopt_first(self) -> bool:
-        """A release before models could change kept one model's rows in MILVUS_COLLECTION and its files in
-        the drop folders: that model is the first one, and serves."""
-        for drop in self.drops():
-            record = read_json(self.root / drop / RECORD, {})
-            if record.get("collection") == self.base and record.get("model_id"):
-                model = record["model_id"]  # its weights' spec is filled in by the first run that uses it
-                self._register(model, spec="", fit="crop" if model.endswith("+crop") else "pad", first=True)
-                self.state["serving"] = record["model_id"]
-                self.state["history"].append({"serving": record["model_id"], "at": _now(), "adopted": True})
-                return True
-        return False
+    def _read(self) -> dict:
+        state = read_json(self.path_of(str(self.root), self.base))
+        if state is None:
+            state = {"models": {}, "serving": None, "target": None, "history": []}
+            _adopt_first(state, self.root, self.base, self.drops())
+        return state
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The lock every change of the state is made under: a file beside the state (in a bucket, a local
+        file named after its URL, which orders the writers of this machine)."""
+        path = self.path_of(str(self.root), self.base)
+        if storage.is_remote(path):
+            lock = Path(tempfile.gettempdir()) / f"drop-studio-models-{digest(str(path))[:16]}.lock"
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = path.with_name(path.name + ".lock")
+        with FileLock(str(lock)):
+            yield
+
+    def change(self, apply: Callable[[dict], object]) -> object:
+        """The one way the model state changes: under the lock, `apply` is given the state as the file holds
+        it now, and what it made of it is written when it differs. Returns what `apply` returned."""
+        with self._locked():
+            state = self._read()
+            before = copy.deepcopy(state)
+            result = apply(state)
+            if state != before or read_json(self.path_of(str(self.root), self.base)) is None:
+                write_json(self.path_of(str(self.root), self.base), state)
+            self.state = state
+        return result
 
     def drops(self) -> list[str]:
         """The drops that have artifacts (folders of ARTIFACTS_DIR; `_` starts no drop name)."""
@@ -100,21 +127,7 @@ class SearchModels:
             return []
         return sorted(name for name, is_dir in listing.list_folders(self.root) if is_dir and not name.startswith("_"))
 
-    def save(self) -> None:
-        write_json(self.path_of(str(self.root), self.base), self.state)
-
     # -- models -------------------------------------------------------------
-    def _register(self, model_id: str, spec: str, fit: str, first: bool = False) -> ModelEntry:
-        known = self.state["models"].get(model_id)
-        if known is None:
-            key = model_key(model_id)
-            known = {"spec": spec, "fit": fit, "collection": self.base if first else f"{self.base}__{key}",
-                     "files": "" if first else f"{MODELS_DIR}/{key}"}
-            self.state["models"][model_id] = known
-        elif spec:
-            known["spec"] = spec  # where the weights are now (a checkpoint moved; the id is its content)
-        return self.entry(model_id)
-
     def find(self, model: str) -> ModelEntry | None:
         """A known model by its id or by the CLIP_MODEL value it was loaded from."""
         if model in self.state["models"]:
@@ -145,27 +158,13 @@ class SearchModels:
 
     def use(self, model_id: str, spec: str, fit: str) -> ModelEntry:
         """The model a run encodes with (CLIP_MODEL): registered, serving at once when nothing serves yet,
-        else the target of a change (or no change, when it is the serving one). Saved when that changed,
-        applied to the state as the file holds it then (a switch made since this was loaded is kept)."""
-        before = repr(self.state)
-        self._apply_use(model_id, spec, fit)
-        if repr(self.state) != before:
-            fresh = read_json(self.path_of(str(self.root), self.base))
-            if fresh is not None and repr(fresh) != before:
-                self.state = fresh
-                self._apply_use(model_id, spec, fit)
-            self.save()
+        else the target of a change (or no change, when it is the serving one). Written only when that
+        changes the state (or the state was adopted and not yet written), through `change`."""
+        trial = copy.deepcopy(self.state)
+        _apply_use(trial, self.base, model_id, spec, fit)
+        if trial != self.state or not storage.exists(self.path_of(str(self.root), self.base)):
+            self.change(lambda state: _apply_use(state, self.base, model_id, spec, fit))
         return self.entry(model_id)
-
-    def _apply_use(self, model_id: str, spec: str, fit: str) -> None:
-        self._register(model_id, spec, fit, first=not self.state["models"])
-        if not self.state.get("serving"):
-            self.state["serving"] = model_id
-            self.state["history"].append({"serving": model_id, "at": _now()})
-        elif model_id == self.state["serving"]:
-            self.state["target"] = None  # set back before the change finished: the serving model stays
-        elif (self.state.get("target") or {}).get("model") != model_id:
-            self.state["target"] = {"model": model_id, "since": _now()}
 
     def models(self) -> list[ModelEntry]:
         return [self.entry(m) for m in self.state["models"]]
@@ -199,21 +198,64 @@ class SearchModels:
         """The drops of a `progress` that hold up the switch: the serving model has them, the target not yet."""
         return [d for d, p in progress.items() if p["serving_images"] is not None and not p["built"]]
 
+    def facts(self, drops: list[str], manual: bool) -> ModelFacts:
+        """Where a change of model is, for domain/plan.model_step (the drops' records are read only during one)."""
+        history = self.state["history"]
+        return ModelFacts(
+            serving=self.serving.id if self.serving else None, target=self.target.id if self.target else None,
+            transition=self.transition, waiting=tuple(self.waiting(self.progress(drops))) if self.target else (),
+            switched=digest(history) if len(history) > 1 else None, manual=manual)
+
     def switch_if_ready(self, drops: list[str]) -> tuple[bool, dict[str, dict]]:
         """Make the target serve when every drop the serving model has is built for it. Returns (whether it
-        switched, `progress`)."""
-        progress = self.progress(drops)
-        if self.target is None:
-            return False, progress
-        if self.waiting(progress):
-            return False, progress
-        model, checked = self.state["target"]["model"], repr(self.state)
-        fresh = read_json(self.path_of(str(self.root), self.base))
-        if fresh is not None and repr(fresh) != checked:  # changed while the drops were read: check again
-            self.state = fresh
-            return self.switch_if_ready(drops)
-        self.state["serving"] = model
-        self.state["target"] = None
-        self.state["history"].append({"serving": model, "at": _now()})
-        self.save()
-        return True, progress
+        switched, `progress`). The drops are read outside the lock; the switch is made only if the state is
+        still the one they were read for, else they are read again."""
+        while True:
+            progress = self.progress(drops)
+            if self.target is None or self.waiting(progress):
+                return False, progress
+            read_for = (self.state["serving"], self.state["target"], len(self.state["history"]))
+
+            def switch(state: dict) -> bool:
+                if (state.get("serving"), state.get("target"), len(state["history"])) != read_for:
+                    return False  # changed while the drops were read
+                state["serving"], state["target"] = state["target"]["model"], None
+                state["history"].append({"serving": state["serving"], "at": _now()})
+                return True
+
+            if self.change(switch):
+                return True, progress
+
+
+def _register(state: dict, base: str, model_id: str, spec: str, fit: str, first: bool = False) -> None:
+    known = state["models"].get(model_id)
+    if known is None:
+        key = model_key(model_id)
+        state["models"][model_id] = {"spec": spec, "fit": fit, "collection": base if first else f"{base}__{key}",
+                                     "files": "" if first else f"{MODELS_DIR}/{key}"}
+    elif spec:
+        known["spec"] = spec  # where the weights are now (a checkpoint moved; the id is its content)
+
+
+def _apply_use(state: dict, base: str, model_id: str, spec: str, fit: str) -> None:
+    _register(state, base, model_id, spec, fit, first=not state["models"])
+    if not state.get("serving"):
+        state["serving"] = model_id
+        state["history"].append({"serving": model_id, "at": _now()})
+    elif model_id == state["serving"]:
+        state["target"] = None  # set back before the change finished: the serving model stays
+    elif (state.get("target") or {}).get("model") != model_id:
+        state["target"] = {"model": model_id, "since": _now()}
+
+
+def _adopt_first(state: dict, root: AnyPath, base: str, drops: list[str]) -> None:
+    """A release before models could change kept one model's rows in MILVUS_COLLECTION and its files in
+    the drop folders: that model is the first one, and serves."""
+    for drop in drops:
+        record = read_json(root / drop / RECORD, {})
+        if record.get("collection") == base and record.get("model_id"):
+            model = record["model_id"]  # its weights' spec is filled in by the first run that uses it
+            _register(state, base, model, spec="", fit="crop" if model.endswith("+crop") else "pad", first=True)
+            state["serving"] = model
+            state["history"].append({"serving": model, "at": _now(), "adopted": True})
+            return
