@@ -393,3 +393,37 @@ def test_offline_the_board_makes_revisions_and_later_runs_keep_them(studio):
     from assets_pkg.run_results import failure
 
     assert failure(wrong, "spring") == "campaign_images: path: 'campaign/blue-shelf.v9.png' is not a campaign image of this drop"
+
+
+def test_a_revision_from_the_page_runs_through_the_clis_runner_with_the_weights_the_page_holds(studio, monkeypatch):
+    from dagster import DagsterInstance
+
+    from assets_pkg.domain import encoder
+    from assets_pkg.resources import ClipModel, MilvusResource
+    from assets_pkg.web.server import build_service, page_desk
+
+    draw_drop(studio.drops / "spring", briefs=BRIEFS)
+    assert materialize_drop("spring").success
+    loads = []
+    real_init = encoder.ClipEncoder.__init__
+
+    def counted(self, *args, **kwargs):  # the real encoder, counted
+        loads.append(args[0])
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(encoder.ClipEncoder, "__init__", counted)
+    clip = ClipModel()
+    service = build_service(MilvusResource(), clip)
+    try:
+        service.encoder()  # the page loads its model once, before the first request
+        desk = page_desk(service, clip)
+        made = desk.revise("spring", {"path": "campaign/blue-shelf.v2.png", "note": "bluer sky", "reviewer": "Fay"})
+        assert made == "campaign/blue-shelf.v4.png"
+        assert len(loads) == 1  # the revision's run encoded its image with the page's weights
+        hits, _ = service.search("bluer sky", "spring", 20, kinds=("campaign",))
+        assert "campaign/blue-shelf.v4.png" in {h.path for h in hits}  # indexed by the same run
+    finally:
+        service.close()
+    run = DagsterInstance.get().get_runs(limit=1)[0]
+    assert (run.tags["trigger"], run.tags["launched_by"], run.tags["revision/parent"]) == (
+        "revision", "drop-studio", "campaign/blue-shelf.v2.png")

@@ -196,3 +196,41 @@ def test_campaign_index_encodes_only_new_images_and_skips_milvus_when_nothing_ch
         png.unlink()
     gone = run(load=_never)
     assert (gone.deleted, gone.indexed) == (2, 0)
+
+
+def test_campaign_index_sends_only_the_rows_it_encoded_when_another_writer_changed_one_meanwhile(tmp_path, tiny_clip):
+    """A row the index did not encode is never written by it, even when another writer changed that row
+    between the index's read and its write (it would have had no vector to send)."""
+    from assets_pkg.domain.checkpoints import draw_shape
+    from assets_pkg.domain.store import ImageCollection
+    from assets_pkg.stages.campaign_index.logic import index_campaign_images
+
+    art = DropArtifacts.at(tmp_path / "artifacts", "spring")
+    campaign_dir(art).mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    for name, colour in (("red-hero", "red"), ("blue-shelf", "blue")):
+        draw_shape(colour, "circle", rng).save(campaign_dir(art) / f"{name}.png")
+    uri = str(tmp_path / "milvus-campaigns.db")
+    encoder = ClipEncoder(str(tiny_clip), batch_size=4, num_workers=0)
+
+    class MeanwhileAnotherWriter(ImageCollection):
+        def changed_rows(self, drop, rows, rewrite_all=False, current=None):
+            todo = super().changed_rows(drop, rows, rewrite_all, current)
+            if current is None:  # the index asking, before it encodes: another run renames blue-shelf now
+                (blue,) = [r for r in rows if r["path"] == "campaign/blue-shelf.png"]
+                vector = self.vectors([row_id(drop, blue["sha256"])])[row_id(drop, blue["sha256"])]
+                self.upsert_drop(drop, [{**blue, "aliases": ["campaign/blue-shelf-copy.png"], "vector": vector}])
+            return todo
+
+    def run(store_class):
+        return index_campaign_images("spring", art, clip_model_id(str(tiny_clip)), lambda: encoder,
+                                     lambda: store_class(uri, collection="c_campaigns"), uri, "c_campaigns")
+
+    assert run(ImageCollection).encoded == 2
+    draw_shape("green", "square", rng).save(campaign_dir(art) / "red-hero.png")  # regenerated
+    report = run(MeanwhileAnotherWriter)
+    assert (report.encoded, report.upserted, report.deleted, report.indexed) == (1, 1, 1, 2)
+    with ImageCollection(uri, collection="c_campaigns") as store:
+        ids = sorted(store.ids_of_drop("spring"))
+        norms = {i: float(np.linalg.norm(v)) for i, v in store.vectors(ids).items()}
+    assert len(norms) == 2 and min(norms.values()) > 0.5, norms  # unit vectors; none written as zeros

@@ -2,16 +2,15 @@
 
 A decision is one file written once (domain/reviews.py), so the desk only checks what it is given and caches
 what it has read. A revision is a Dagster run of `campaign_images` (and `campaign_image_index`, so the new
-image is searchable and its thumbnail can be served) for the drop, in this process and recorded in the
-instance at DAGSTER_HOME like the CLI's runs: the UI's runs and the asset's materializations show it.
+image is searchable and its thumbnail can be served) for the drop, in this process through the CLI's runner
+(instance.run_drops) with the page's resources, and recorded in the instance at DAGSTER_HOME like the CLI's
+runs: the UI's runs and the asset's materializations show it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
 import threading
 from typing import Callable
 
@@ -38,24 +37,22 @@ def _bad(e: InvalidDecision) -> BadRequest:
     return BadRequest(field, message)
 
 
-def run_revision(drop: str, revision: Revision) -> str:
-    """Run campaign_images (and the campaign index) for `drop` with `revision`; the revised image's path."""
-    from dagster import materialize
-
-    from ..assets import campaign_image_index, campaign_images, drop_assets, product_drops
-    from ..instance import open_instance
+def run_revision(drop: str, revision: Revision, resources: dict | None = None) -> str:
+    """Run campaign_images (and the campaign index) for `drop` with `revision`, through the CLI's in-process
+    runner (instance.run_drops) with `resources` (the page's: its CLIP weights are not loaded again); the
+    revised image's path."""
+    from ..assets import campaign_image_index, campaign_images, product_drops
+    from ..instance import open_instance, run_drops
     from ..resources import build_resources
     from ..run_results import asset_metadata, failure
 
     instance = open_instance()
     if drop not in instance.get_dynamic_partitions(product_drops.name):
         instance.add_dynamic_partitions(product_drops.name, [drop])
-    result = materialize(
-        drop_assets, selection=[campaign_images, campaign_image_index], partition_key=drop, instance=instance,
-        resources=build_resources(), raise_on_error=False,
-        tags={"drop": drop, "trigger": "revision", "launched_by": "drop-studio", "drop_studio/pid": str(os.getpid()),
-              "drop_studio/host": socket.gethostname(), "revision/parent": revision.parent,
-              "revision/note": revision.note, "revision/reviewer": revision.reviewer},
+    result = run_drops(
+        [drop], resources or build_resources(), instance, selection=[campaign_images, campaign_image_index],
+        tags={"trigger": "revision", "revision/parent": revision.parent, "revision/note": revision.note,
+              "revision/reviewer": revision.reviewer},
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}},
                     "ops": {"campaign_images": {"config": {"revise": revision.parent, "note": revision.note,
                                                            "reviewer": revision.reviewer}}}},

@@ -27,6 +27,7 @@ is refused, and the writes take JSON only, which a cross-site form cannot send.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 from pathlib import Path
@@ -45,13 +46,13 @@ from starlette.routing import Route
 from ..domain.errors import StudioError
 from ..domain.reviews import current
 from ..domain.settings import DEFAULTS
-from .review import ReviewDesk, RevisionFailed
+from .review import ReviewDesk, RevisionFailed, run_revision
 from .connection import Busy
 from .params import MAX_UPLOAD_BYTES, BadRequest, parse_filters, parse_k, parse_kind, parse_query, parse_upload
 from .search import SearchService
 
 if TYPE_CHECKING:  # the resources import Dagster; the page's routes need not
-    from ..resources import MilvusResource
+    from ..resources import ClipModel, MilvusResource
 
 WEB = Path(__file__).with_name("static")
 PAGES = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "text/javascript"),
@@ -273,13 +274,14 @@ class _Guard(BaseHTTPMiddleware):
 SEARCH_LOCK_WAIT_S = 1
 
 
-def build_service(milvus: MilvusResource) -> SearchService:
-    """The search every setting points at, as the rest of Drop Studio reads them."""
+def build_service(milvus: MilvusResource, clip: "ClipModel | None" = None) -> SearchService:
+    """The search every setting points at, as the rest of Drop Studio reads them; `clip` holds the weights
+    (the page shares them with its revisions' runs)."""
     from ..domain.search_models import ModelEntry, SearchModels
     from ..domain.settings import setting
     from ..resources import ClipModel
 
-    clip = ClipModel()
+    clip = clip or ClipModel()
 
     def serving() -> ModelEntry:
         # Before any drop is built nothing serves: CLIP_MODEL would, in MILVUS_COLLECTION.
@@ -292,18 +294,29 @@ def build_service(milvus: MilvusResource) -> SearchService:
                          clip.serving_encoder, serving)
 
 
+def page_desk(service: SearchService, clip: "ClipModel") -> ReviewDesk:
+    """The review desk whose revisions run with the page's CLIP weights: the run is given the page's ClipModel
+    as it is (loaded, not set up again), so a revision encodes its image with the weights search holds."""
+    from dagster import ResourceDefinition
+
+    from ..resources import build_resources
+
+    resources = {**build_resources(), "clip": ResourceDefinition.hardcoded_resource(clip)}
+    return ReviewDesk(service.artifacts_dir, revise=functools.partial(run_revision, resources=resources))
+
+
 def serve(host: str, port: int, say=lambda line: None) -> None:
     import uvicorn
 
     from ..domain.settings import setting
-    from ..resources import MilvusResource
+    from ..resources import ClipModel, MilvusResource
 
     token = setting("DROP_STUDIO_TOKEN")
     if host not in LOOPBACK and not token:
         raise StudioError(f"--host {host} reaches beyond this machine: set DROP_STUDIO_TOKEN first (anyone who can "
                           f"reach the port could search and view every image)")
-    milvus = MilvusResource()
-    service = build_service(milvus)
+    milvus, clip = MilvusResource(), ClipModel()
+    service = build_service(milvus, clip)
     service.drop_names()  # a wrong DROPS_DIR fails here, in one line, before the server starts
     service.encoder()  # the model loads once, before the first request
     note = milvus.search_note()  # opens nothing for Milvus Lite, which always has BM25
@@ -311,6 +324,7 @@ def serve(host: str, port: int, say=lambda line: None) -> None:
         say(f"drop-studio: {note}")
     say(f"Drop Studio search on http://{host}:{port}/")
     try:
-        uvicorn.run(create_app(service, token, setting("MAX_IMAGE_PIXELS")), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(service, token, setting("MAX_IMAGE_PIXELS"), page_desk(service, clip)),
+                    host=host, port=port, log_level="warning")
     finally:
         service.close()

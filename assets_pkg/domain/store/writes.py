@@ -81,13 +81,16 @@ class Writes:
         current = self.rows_of_drop(drop) if current is None else current
         return [r for r in rows if rewrite_all or current.get(row_id(drop, r["sha256"])) != row_facts(r)]
 
-    def sync_drop(self, drop: str, rows: Sequence[dict], dim: int, rewrite_all: bool = False) -> SyncReport:
+    def sync_drop(self, drop: str, rows: Sequence[dict], dim: int, rewrite_all: bool = False,
+                  write: Sequence[dict] | None = None) -> SyncReport:
         """Make the drop's rows exactly `rows` (keys sha256, path, aliases, width, height, vector, product):
-        upsert `changed_rows`, delete the rest, and flush only if something was written."""
+        upsert `write` (the rows a caller chose and encoded; each has its vector) or else `changed_rows`,
+        delete the rest, and flush only if something was written. With `write`, only those rows are sent:
+        a row another writer changed meanwhile is not written without its vector."""
         self.ensure_collection(dim)
         current = self.rows_of_drop(drop)
         wanted = {row_id(drop, r["sha256"]): r for r in rows}
-        changed = self.changed_rows(drop, rows, rewrite_all, current)
+        changed = self.changed_rows(drop, rows, rewrite_all, current) if write is None else list(write)
         new = [r for r in changed if row_id(drop, r["sha256"]) not in current]
         upserted = self.upsert_drop(drop, [r for r in changed if row_id(drop, r["sha256"]) in current]) \
             + self.upsert_drop(drop, new, new=True)

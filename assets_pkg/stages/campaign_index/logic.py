@@ -23,7 +23,6 @@ import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-import numpy as np
 from PIL import Image
 
 from ...domain import storage
@@ -106,10 +105,9 @@ def index_campaign_images(drop: str, art: DropArtifacts, model_id: str, load_enc
             bad = ", ".join(todo[i]["path"] for i, _ in batch.failures)
             raise StudioError(f"{drop}: campaign images that do not decode: {bad}")
         dim = encoder.dim if encoder else store.dim()
-        vectors = {todo[i]["sha256"]: v for i, v in zip(batch.indices, batch.vectors)} if batch else {}
-        for r in rows:  # rows left out of `todo` are not sent: sync_drop skips them by the same rule
-            r["vector"] = vectors.get(r["sha256"], np.zeros(dim or 1, np.float32))
-        done = store.sync_drop(drop, rows, dim, rewrite_all=rewrite_all) if dim else None
+        encoded = [{**todo[i], "vector": v} for i, v in zip(batch.indices, batch.vectors)] if batch else []
+        # Only the rows encoded here are sent; the others are kept as stored, or deleted when gone.
+        done = store.sync_drop(drop, rows, dim, rewrite_all=rewrite_all, write=encoded) if dim else None
     indexed = len(done.ids) if done else 0
     verified = done and done.ids == {row_id(drop, r["sha256"]) for r in rows}
     facts = {"transition": transition} if transition and verified else {}
