@@ -289,6 +289,8 @@ def test_a_world_made_by_the_previous_release_upgrades_with_nothing_encoded_or_b
         assert (art / "embeddings.parquet").stat().st_mtime_ns == embeddings
         sidecar = json.loads((art / "campaign" / "red-hero.json").read_text())
         assert sidecar["request"]["prompt"] == "A red product on a sunny beach"  # adopted under the new key
+        # Each upgrade step ran once for the drop and says so; the next run asks none of them again.
+        assert set(json.loads((art / "upgrade.json").read_text())) == {"references", "campaigns"}
         with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
             assert {"sku", "text", "text_sparse"} <= set(store._fields()) and store.count("spring") == 24
         campaigns = Path(studio.env["DROP_STUDIO_MILVUS_URI"]).with_name("milvus-campaigns.db")

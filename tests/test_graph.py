@@ -59,8 +59,12 @@ def test_full_graph_materializes_with_exact_results(studio):
         assert [r["path"] for r in sidecar["references"]] == [r["path"] for r in refs[brief]]
     assert size == (1024, 576)  # blue-shelf asked for 16:9
 
-    # Every file the run wrote is one a stage declares (stages/<stage>/logic.py FILES), or a contact sheet.
+    # Every file the run wrote is one a stage declares (stages/<stage>/logic.py FILES), a contact sheet, or
+    # the record of which upgrade steps ran for the drop (domain/upgrade.py).
+    from assets_pkg.domain import upgrade
+
     declared = {f for s in STAGES for f in importlib.import_module(s.__name__.replace(".asset", ".logic")).FILES}
+    declared.add(upgrade.RECORD)
     for path in (studio.artifacts / "spring").rglob("*"):
         rel = path.relative_to(studio.artifacts / "spring").as_posix()
         if path.is_file():

@@ -283,19 +283,22 @@ def test_the_models_state_keeps_a_switch_saved_by_another_process_meanwhile(tmp_
     assert [h["serving"] for h in now.state["history"]] == ["A", "B"]
 
 
-def test_reading_the_models_state_never_writes_it_even_when_it_adopts_the_first_model(tmp_path):
+def test_reading_the_models_state_never_writes_it_and_the_first_write_adopts_the_one_model_layout(tmp_path):
     root = tmp_path / "artifacts"
     (root / "spring").mkdir(parents=True)
     # An earlier release's drop: its collection record names the one model, and there is no models state.
     (root / "spring" / "collection.json").write_text(json.dumps({"collection": "product_images", "model_id": "A"}))
-    state_file = SearchModels.path_of(str(root), "product_images")
+    state_file = Path(SearchModels.path_of(str(root), "product_images"))
     for _ in range(2):
         models = SearchModels.load(str(root), "product_images")
-        assert (models.serving.id, models.serving.collection) == ("A", "product_images")
-        assert models.facts(["spring"], manual=False).serving == "A"
-    assert not Path(state_file).exists() and not (root / "_models").exists()
-    models.use("A", "a.pt", "pad")  # the first change writes what was adopted
-    assert json.loads(Path(state_file).read_text())["history"][0]["adopted"] is True
+        assert models.serving is None and models.facts(["spring"], manual=False).serving is None
+    assert not state_file.exists() and not (root / "_models").exists()
+    # The first change (a run with CLIP_MODEL at another model) takes the earlier model as the serving one.
+    models.use("B", "b.pt", "pad")
+    state = json.loads(state_file.read_text())
+    assert (state["serving"], state["target"]["model"]) == ("A", "B")
+    assert state["models"]["A"]["collection"] == "product_images" and state["history"][0]["adopted"] is True
+    assert (models.serving.id, models.target.id) == ("A", "B")
 
 
 def test_concurrent_changes_of_the_models_state_are_each_kept(tmp_path):

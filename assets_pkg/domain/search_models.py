@@ -32,7 +32,7 @@ from typing import Callable, Iterator
 
 from filelock import FileLock
 
-from . import listing, storage
+from . import listing, storage, upgrade
 from .artifacts import DropArtifacts, digest, read_json, write_json
 from .plan import ModelFacts
 from .storage import AnyPath
@@ -83,18 +83,15 @@ class SearchModels:
 
     @classmethod
     def load(cls, artifacts_dir: str, base: str) -> "SearchModels":
-        """The state as its file holds it; reading never writes it (a first model adopted from an earlier
-        release's files is written by the first change, under the lock)."""
+        """The state as its file holds it; reading never writes it (an earlier release's one model is
+        adopted by the first change, under the lock: domain/upgrade.py)."""
         models = cls(artifacts_dir, base, {})
         models.state = models._read()
         return models
 
     def _read(self) -> dict:
-        state = read_json(self.path_of(str(self.root), self.base))
-        if state is None:
-            state = {"models": {}, "serving": None, "target": None, "history": []}
-            _adopt_first(state, self.root, self.base, self.drops())
-        return state
+        return read_json(self.path_of(str(self.root), self.base)) or {"models": {}, "serving": None, "target": None,
+                                                                      "history": []}
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -113,10 +110,14 @@ class SearchModels:
         """The one way the model state changes: under the lock, `apply` is given the state as the file holds
         it now, and what it made of it is written when it differs. Returns what `apply` returned."""
         with self._locked():
+            first = not storage.exists(self.path_of(str(self.root), self.base))
             state = self._read()
+            if first:  # the first write: an earlier release's one model is taken as the first one
+                upgrade.first_model(state, self.root, self.base, self.drops(), RECORD,
+                                    lambda state, model, spec, fit: _register(state, self.base, model, spec, fit, first=True))
             before = copy.deepcopy(state)
             result = apply(state)
-            if state != before or read_json(self.path_of(str(self.root), self.base)) is None:
+            if state != before or first:
                 write_json(self.path_of(str(self.root), self.base), state)
             self.state = state
         return result
@@ -246,16 +247,3 @@ def _apply_use(state: dict, base: str, model_id: str, spec: str, fit: str) -> No
         state["target"] = None  # set back before the change finished: the serving model stays
     elif (state.get("target") or {}).get("model") != model_id:
         state["target"] = {"model": model_id, "since": _now()}
-
-
-def _adopt_first(state: dict, root: AnyPath, base: str, drops: list[str]) -> None:
-    """A release before models could change kept one model's rows in MILVUS_COLLECTION and its files in
-    the drop folders: that model is the first one, and serves."""
-    for drop in drops:
-        record = read_json(root / drop / RECORD, {})
-        if record.get("collection") == base and record.get("model_id"):
-            model = record["model_id"]  # its weights' spec is filled in by the first run that uses it
-            _register(state, base, model, spec="", fit="crop" if model.endswith("+crop") else "pad", first=True)
-            state["serving"] = model
-            state["history"].append({"serving": model, "at": _now(), "adopted": True})
-            return

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 
-from ...domain import storage
+from ...domain import storage, upgrade
 from ...domain.artifacts import digest, read_json, write_json
 from .generation import Generation
 from ...domain.storage import AnyPath
@@ -60,8 +60,10 @@ def run_batch(gen, outputs: CampaignOutputs, record_path: AnyPath, drop: str, dr
     if record is not None:
         state, results = gen.batch_results(record.job)
         in_job = {r["key"] for r in record.requests}
-        # A job submitted by the previous release knows its requests by their old keys.
-        wanted = {**{r.legacy_key: r for r in todo if r.legacy_key}, **{r.job_key: r for r in todo}}
+        wanted = {r.job_key: r for r in todo}
+        if any(":" not in k for k in in_job):  # a job an earlier release submitted, under its keys
+            wanted |= {upgrade.previous_generation_key(r.brief, gen.name, gen.model,
+                                                       [x["sha256"] for x in r.references], r.variant): r for r in todo}
         submitted = {r.job_key for k, r in wanted.items() if k in in_job}
         if results is None:
             report.pending = len(submitted)

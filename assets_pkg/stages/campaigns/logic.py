@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 
-from ...domain import listing
+from ...domain import listing, upgrade
 from ...domain.artifacts import DropArtifacts
 from ...domain.drops import ProductDrop
 from ...domain.errors import GeneratorError
@@ -87,6 +87,7 @@ def make_campaign_images(drop: ProductDrop, art: DropArtifacts, gen, mode: str,
     max_references = getattr(gen, "max_reference_images", None)
     todo = outputs.plan(briefs, refs, gen.name, gen.model, force, report, log, max_references=max_references,
                         drop_folder=drop.folder, shared_base_images=shared_base_images)
+    upgrade.done(art, "campaigns")  # an earlier release's images were taken by this plan, or there were none
     if revision is not None:
         report.waiting = len(todo)
         if todo:

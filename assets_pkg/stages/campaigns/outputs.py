@@ -11,15 +11,15 @@ from typing import Callable, Iterable, Sequence
 
 from PIL import Image
 
-from ...domain import listing, storage
-from ...domain.artifacts import read_json, write_json
+from ...domain import listing, storage, upgrade
+from ...domain.artifacts import DropArtifacts, read_json, write_json
 from ...domain.errors import GeneratorError
 from .generation import Edit, Generation
 from ...domain.record import inputs_key
 from ...domain.storage import AnyPath, write_atomic
 from ..briefs.logic import Brief, base_image_path
 from .requests import (TRANSIENT_FAILURES, ImageRequest, Revision, base_instruction, file_sha256, image_path,
-                       image_request, legacy_generation_key, request_key, revision_instruction, variant_number,
+                       image_request, request_key, revision_instruction, variant_number,
                        variant_stem)
 
 
@@ -126,6 +126,8 @@ class CampaignOutputs:
         for again); a brief's own variants take the numbers revisions do not hold."""
         todo = []
         sidecars = self._sidecars()
+        # Once per drop: images an earlier release made under its keys for the same inputs are kept.
+        from_previous_release = upgrade.pending(DropArtifacts(self.folder.parent), "campaigns")
         for brief in briefs:
             brief_refs = refs.get(brief.id, [])
             if any("sha256" not in r for r in brief_refs):
@@ -145,10 +147,13 @@ class CampaignOutputs:
             for variant in numbers:
                 req = ImageRequest(brief, variant, brief_refs,
                                    image_request(brief, model or generator, hashes, max_references, base_sha),
-                                   legacy_generation_key(brief, generator, model, hashes, variant), edit, provenance)
+                                   edit, provenance)
                 report.request_keys[req.stem] = req.key
                 previous = sidecars.get(req.stem, {})
                 how = None if force else req.made(previous)
+                if how is None and not force and previous and from_previous_release and previous.get("cache_key") \
+                        == upgrade.previous_generation_key(brief, generator, model, hashes, variant):
+                    how = "previous release"
                 if how is not None:
                     if png_decodes(self.png(req.stem)) is None:
                         if how != "key":
@@ -201,7 +206,7 @@ class CampaignOutputs:
         variant = max([brief.variants, *(n for n in used.values() if n is not None)]) + 1
         provenance = {"revision": {"parent": revision.parent, "parent_sha256": parent_sha, "note": revision.note,
                                    "reviewer": revision.reviewer}}
-        req = ImageRequest(brief, variant, brief_refs, request, None,
+        req = ImageRequest(brief, variant, brief_refs, request,
                            Edit(self.png(stem), revision_instruction(brief, revision.note)), provenance)
         report.revision = image_path(req.stem)
         report.request_keys[req.stem] = req.key

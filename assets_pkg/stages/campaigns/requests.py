@@ -1,6 +1,6 @@
 """What is sent to the image model for each image, and its key: the same key is the same billed request
-(and a refusal to it stays a refusal). An image made under an older key is adopted when its request is the
-same (`legacy_generation_key`), so a change of key bills nothing."""
+(and a refusal to it stays a refusal). An image whose sidecar records the same request under another key is
+kept, so a change of key bills nothing (an earlier release's keys: domain/upgrade.py)."""
 
 from __future__ import annotations
 
@@ -81,18 +81,6 @@ def file_sha256(path: AnyPath) -> str:
     return hashlib.sha256(storage.read_bytes(path)).hexdigest()
 
 
-def legacy_generation_key(brief: Brief, generator: str, model: str | None, reference_hashes: list[str],
-                          variant: int) -> str | None:
-    """The key the previous release gave an image (it hashed the whole brief); None for a brief that uses
-    what that release did not have. An image whose sidecar holds it was made from this same request."""
-    if brief.products or brief.where or brief.query is None or brief.base_image:
-        return None
-    old_brief = {k: getattr(brief, k) for k in ("id", "prompt", "query", "top_k", "aspect_ratio", "image_size")}
-    payload = {"brief": old_brief, "generator": generator, "model": model, "references": reference_hashes,
-               "variant": variant}
-    return digest(payload, 64)
-
-
 @dataclass
 class ImageRequest:
     """One image a brief needs: its variant, references, the request sent for it and its key."""
@@ -101,7 +89,6 @@ class ImageRequest:
     variant: int
     references: list[dict]  # [{path, score, sha256, via, sku, name}]
     request: dict  # image_request(...)
-    legacy_key: str | None = None
     edit: Edit | None = None  # the image the model changes (a base image, or the image revised)
     provenance: dict = field(default_factory=dict)  # sidecar facts: {"base_image": ...} or {"revision": ...}
 
@@ -119,14 +106,12 @@ class ImageRequest:
         return f"{self.stem}:{self.key}"
 
     def made(self, sidecar: dict) -> str | None:
-        """How a sidecar's image matches this request: "key", "request" (recorded, under another key) or
-        "legacy" (the previous release's key of the same inputs); None when it was made from another one."""
+        """How a sidecar's image matches this request: "key", or "request" (recorded, under another key);
+        None when it was made from another one."""
         if sidecar.get("cache_key") == self.key:
             return "key"
         if sidecar.get("request") == self.request:
             return "request"
-        if self.legacy_key is not None and sidecar.get("cache_key") == self.legacy_key:
-            return "legacy"
         return None
 
 

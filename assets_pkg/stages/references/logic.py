@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from ...domain import upgrade
 from ...domain.artifacts import DropArtifacts, digest
 from ...domain.record import StageRecord
 from ...domain.storage import exists
@@ -28,11 +29,6 @@ if TYPE_CHECKING:
     from ...domain.encoder import ClipEncoder
 
 FILES = ("references.json", "references.inputs.json")
-
-# The fields of a brief before products and filters existed: references searched by that release are
-# adopted while the briefs and rows are the same (see `legacy_inputs_key`).
-LEGACY_BRIEF_FIELDS = ("id", "prompt", "query", "top_k", "aspect_ratio", "image_size", "variants")
-
 
 @dataclass(frozen=True)
 class ReferencesReport:
@@ -60,14 +56,6 @@ def inputs_key(briefs: list[Brief], sync: dict) -> str:
     """Exactly what the references depend on: each brief's search inputs and the drop's rows."""
     return digest({"search": [{"id": b.id, "query": b.query, "top_k": b.top_k, "products": b.products,
                                "where": b.where} for b in briefs], "rows": _rows(sync)})
-
-
-def legacy_inputs_key(briefs: list[Brief], sync: dict) -> str | None:
-    """The key the previous release gave the same inputs (it hashed the whole brief); None when a brief uses
-    what that release did not have."""
-    if any(b.products or b.where or b.query is None for b in briefs):
-        return None
-    return digest({"briefs": [{k: getattr(b, k) for k in LEGACY_BRIEF_FIELDS} for b in briefs], "rows": _rows(sync)})
 
 
 def named_references(briefs: list[Brief], art: DropArtifacts, files: DropArtifacts | None = None) \
@@ -115,11 +103,8 @@ def find_references(drop: str, art: DropArtifacts, load_encoder: Callable[[], "C
     intact = lambda r: exists(art / "references.json")  # noqa: E731
     if not force and record.kept(key, intact):
         return ReferencesReport(briefs, read_references(art), searched=False, key=key)
-    legacy = legacy_inputs_key(briefs, sync)
-    if not force and legacy and record.kept(legacy, intact):
-        refs = read_references(art)
-        record.write(key)
-        return ReferencesReport(briefs, refs, searched=False, key=key, adopted=True)
+    if not force and upgrade.adopt_references(art, record, briefs, _rows(sync), key, intact):
+        return ReferencesReport(briefs, read_references(art), searched=False, key=key, adopted=True)
     refs = named_references(briefs, art, files)
     queried = [b for b in briefs if b.query]
     if queried:

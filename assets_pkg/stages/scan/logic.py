@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ...domain import listing, storage
+from ...domain import listing, storage, upgrade
 from ...domain.artifacts import DropArtifacts, digest, read_parquet
 from ...domain.drops import ProductDrop, decode_problem, image_entries
 from ...domain.errors import StudioError
@@ -60,8 +60,8 @@ def read_manifest(art: DropArtifacts) -> Manifest | None:
         images = read_parquet(art / "manifest.parquet").to_pandas()
     except FileNotFoundError:
         return None
-    # A manifest from before `version` existed: its files are read once more, their vectors reused.
-    images = images.reindex(columns=MANIFEST_COLUMNS).fillna({"version": ""})
+    if "version" not in images.columns:
+        images = upgrade.manifest_without_versions(images, MANIFEST_COLUMNS)
     return Manifest(images=images, rejected=art.read_json("rejected.json", []))
 
 
