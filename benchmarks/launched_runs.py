@@ -27,10 +27,21 @@ DROPS = ("fruit-stand", "drinkware", "sports-gear")
 
 
 def _copy_drop(name: str, dest: Path, n: int) -> list[Path]:
+    """The sample drop with its briefs and products.csv, and n pictures: those of the products its briefs
+    name first (a brief naming a SKU with no picture would fail, as it should), then in name order."""
+    import csv
+
+    import yaml
+
     src = ROOT / "data" / "drops" / name
     dest.mkdir(parents=True)
-    shutil.copy(src / "briefs.yaml", dest / "briefs.yaml")
-    pictures = sorted(src.glob("*.png"))
+    for f in ("briefs.yaml", "products.csv"):
+        if (src / f).exists():
+            shutil.copy(src / f, dest / f)
+    named = {sku for b in yaml.safe_load((src / "briefs.yaml").read_text())["briefs"] for sku in b.get("products", [])}
+    rows = list(csv.DictReader((src / "products.csv").open())) if (src / "products.csv").exists() else []
+    first = {r["file"] for r in rows if r["sku"] in named}
+    pictures = sorted(src.glob("*.png"), key=lambda p: (p.name not in first, p.name))
     for p in pictures[:n]:
         shutil.copy(p, dest / p.name)
     return pictures[n:]
@@ -83,7 +94,7 @@ def main(argv=None):
             time.sleep(12)  # two automation ticks: nothing may follow a refresh that changed nothing
             for run in reversed(instance.get_runs()):
                 t = run_timings(instance, run.run_id)
-                rows.append({"drop": run.tags.get("dagster/partition"), "trigger": run.tags.get("trigger",
+                rows.append({"drop": run.tags.get("dagster/partition") or run.tags.get("drop"), "trigger": run.tags.get("trigger",
                              "automation"), "job": run.job_name, "ok": run.status == DagsterRunStatus.SUCCESS, **t,
                              "wall_per_step_time": round(t["wall_s"] / t["steps_s"], 2) if t["steps_s"] else None,
                              "without_gpu_wait": round((t["wall_s"] - t["gpu_wait_s"]) / t["steps_s"], 2)
