@@ -110,8 +110,9 @@ class SearchModels:
         """The one way the model state changes: under the lock, `apply` is given the state as the file holds
         it now, and what it made of it is written when it differs. Returns what `apply` returned."""
         with self._locked():
-            first = not storage.exists(self.path_of(str(self.root), self.base))
-            state = self._read()
+            held = read_json(self.path_of(str(self.root), self.base))
+            first = held is None
+            state = held or self._read()
             if first:  # the first write: an earlier release's one model is taken as the first one
                 upgrade.first_model(state, self.root, self.base, self.drops(), RECORD,
                                     lambda state, model, spec, fit: _register(state, self.base, model, spec, fit, first=True))
