@@ -49,6 +49,13 @@ class DropLibrary(FromSettings):
     def artifacts(self, name: str) -> DropArtifacts:
         return DropArtifacts.at(self.get("artifacts_dir"), name)
 
+    def channels(self, name: str) -> dict:
+        """The channels the drop's briefs may name: the table with DROPS_DIR's and the drop's channels.yaml."""
+        from .domain import storage
+        from .domain.channels import channels_for
+
+        return channels_for(storage.location("DROPS_DIR", self.get("drops_dir")), self.drop(name).folder)
+
 
 class ClipModel(FromSettings):
     """CLIP weights: a model name (`ViT-B/32`, downloaded on first use) or a checkpoint path.

@@ -41,6 +41,20 @@ def image_reply(png: bytes | None = None, text: str = "Here you go") -> dict:
     }
 
 
+def asked_size(body: dict) -> tuple[str | None, str]:
+    """(aspect ratio, image size) a generateContent body asks for."""
+    config = (body.get("generationConfig") or {}).get("imageConfig") or {}
+    return config.get("aspectRatio"), config.get("imageSize") or "1K"
+
+
+def sized_reply(body: dict) -> dict:
+    """An image at the aspect ratio and size asked, as the real models answer (1K: about 1024x1024 of area)."""
+    from assets_pkg.domain.image_models import output_size
+
+    ratio, size = asked_size(body)
+    return image_reply(png_bytes(size=output_size(ratio, size)))
+
+
 def _error(code: int) -> dict:
     status = {429: "RESOURCE_EXHAUSTED", 404: "NOT_FOUND", 403: "PERMISSION_DENIED"}.get(code, "INTERNAL")
     return {"error": {"code": code, "message": "scripted", "status": status}}
@@ -82,7 +96,7 @@ class FakeGemini:
                     reply = server._create_batch(m.group(2), body)
                     time.sleep(server.batch_create_delay)  # the job exists; the client has not heard yet
                     return self._send(200, reply)
-                action = server.script.pop(0) if server.script else image_reply()
+                action = server.script.pop(0) if server.script else sized_reply(body)
                 if isinstance(action, tuple) and action[0] == "sleep":
                     time.sleep(action[1])
                     action = action[2]

@@ -57,7 +57,7 @@ def test_full_graph_materializes_with_exact_results(studio):
         assert sidecar["generator"] == "offline-board"
         assert sidecar["brief"]["prompt"]
         assert [r["path"] for r in sidecar["references"]] == [r["path"] for r in refs[brief]]
-    assert size == (1024, 576)  # blue-shelf asked for 16:9
+    assert size == (1344, 768)  # blue-shelf asked for 16:9 at 1K, the pixels the image models answer with
 
     # Every file the run wrote is one a stage declares (stages/<stage>/logic.py FILES), a contact sheet, or
     # the record of which upgrade steps ran for the drop (domain/upgrade.py).

@@ -28,6 +28,21 @@ STANDARD_ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16
 # Every aspect ratio a model of the table takes (a brief may ask for any; its model is checked after).
 ASPECT_RATIOS = STANDARD_ASPECT_RATIOS + ("1:4", "4:1", "1:8", "8:1")
 MODES = ("interactive", "batch")
+# The pixels a model answers with at 1K for each aspect ratio (Google's image generation docs); the other sizes
+# scale it (512: half, 2K: twice, 4K: four times). A ratio not listed keeps 1K's area, in multiples of 32.
+OUTPUT_1K = {"1:1": (1024, 1024), "2:3": (832, 1248), "3:2": (1248, 832), "3:4": (864, 1184), "4:3": (1184, 864),
+             "4:5": (896, 1152), "5:4": (1152, 896), "9:16": (768, 1344), "16:9": (1344, 768), "21:9": (1536, 672)}
+
+
+def output_size(aspect: str | None, size: str) -> tuple[int, int]:
+    """(width, height) of an image the model makes at `aspect` and `size` (about size x size pixels of area)."""
+    scale = SIZE_PIXELS[size] / 1024
+    if aspect in OUTPUT_1K or aspect is None:
+        w, h = OUTPUT_1K[aspect or "1:1"]
+    else:
+        rw, rh = (int(v) for v in aspect.split(":"))
+        w, h = (max(32, round((1024 * 1024 * a) ** 0.5 / 32) * 32) for a in (rw / rh, rh / rw))
+    return round(w * scale), round(h * scale)
 
 
 class ImageModel(BaseModel):

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from ...domain import storage
 from ...domain.artifacts import DropArtifacts, digest
+from ...domain.channels import CHANNEL_NAME, FOCUS
 from ...domain.errors import BriefsError
 from ...domain.image_models import ASPECT_RATIOS, IMAGE_SIZES, ImageModel
 from ...domain.products import FILTER_FIELDS, SKU_RE, InvalidFilter, filter_value
@@ -63,6 +64,8 @@ class Brief(BaseModel):
     products: list[Annotated[str, StringConstraints(pattern=SKU_RE.pattern)]] = []  # SKUs, references first
     where: dict[Literal[FILTER_FIELDS], str] = {}  # the search's filters
     base_image: Optional[str] = None  # a photo to change (in the drop, else under BASE_IMAGES_DIR)
+    channels: list[Annotated[str, StringConstraints(pattern=CHANNEL_NAME)]] = []  # placements to publish for
+    focus: Literal[FOCUS] = "center"  # the side a rendition's crop keeps
 
     @field_validator("base_image")
     @classmethod
@@ -100,8 +103,13 @@ class Brief(BaseModel):
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v  # `image_size: 512` in YAML
 
     def to_dict(self) -> dict:
-        # Without a base image a brief is stored as before base images existed: its key is unchanged.
-        return self.model_dump(exclude={"base_image"} if self.base_image is None else None)
+        # A brief without a base image or channels is stored as before they existed: its key is unchanged.
+        unset = {"base_image": None, "channels": [], "focus": "center"}
+        return self.model_dump(exclude={k for k, v in unset.items() if getattr(self, k) == v} or None)
+
+    def at(self, aspect_ratio: str, image_size: str) -> "Brief":
+        """This brief asked at another aspect ratio and size (the image a channel's rendition is cut from)."""
+        return self.model_copy(update={"aspect_ratio": aspect_ratio, "image_size": image_size})
 
 
 def _problem(error: dict, raw: dict, where_size: str) -> str:
@@ -127,6 +135,10 @@ def _problem(error: dict, raw: dict, where_size: str) -> str:
         return f"top_k must be an integer from 1 to {MAX_TOP_K}, got {value!r}"
     if key == "variants":
         return f"variants must be an integer from 1 to {MAX_VARIANTS}, got {value!r}"
+    if key == "channels":
+        return f"channels must be a list of channel names, like [meta-feed, meta-story], got {value!r}"
+    if key == "focus":
+        return f"focus must be one of {', '.join(FOCUS)}, got {value!r}"
     if key == "aspect_ratio":
         return f"aspect_ratio {value!r} is not one of {', '.join(sorted(ASPECT_RATIOS))}"
     if key == "image_size":
@@ -187,6 +199,19 @@ def load_briefs(path: str | Path | AnyPath, model: ImageModel | None = None,
             raise BriefsError(f"{path}: brief {b.id!r} appears twice")
         seen.add(b.id)
     return briefs
+
+
+def check_channels(briefs: list[Brief], channels: dict, where: str | Path | AnyPath) -> None:
+    """Every channel a brief names is in the table (domain/channels.py, with channels.yaml): checked before
+    anything is searched or billed."""
+    for b in briefs:
+        for name in b.channels:
+            if name not in channels:
+                raise BriefsError(f"{where}: brief {b.id!r}: unknown channel {name!r} (known: "
+                                  f"{', '.join(sorted(channels))}; add your own in channels.yaml)")
+        twice = sorted({c for c in b.channels if b.channels.count(c) > 1})
+        if twice:
+            raise BriefsError(f"{where}: brief {b.id!r}: channels names {', '.join(twice)} twice")
 
 
 def check_products(briefs: list[Brief], catalog: Catalog, where: str | Path | AnyPath) -> None:

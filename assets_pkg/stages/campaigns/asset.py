@@ -10,7 +10,7 @@ from ...stage import Outcome, drop_stage
 from ..briefs.asset import campaign_briefs
 from ..references.asset import reference_images
 from .checks import CAMPAIGN_IMAGES_DECODE, campaign_images_decode
-from .logic import campaign_dir, make_campaign_images
+from .logic import brief_shapes, campaign_dir, make_campaign_images
 from .requests import Revision
 
 
@@ -42,7 +42,8 @@ def campaign_images(context: AssetExecutionContext, drop: str, config: CampaignC
     report = make_campaign_images(library.drop(drop), art, gen, mode, price, generator.cost_cap(),
                                   generator.get("concurrency"), config.force, log=context.log.info,
                                   warn=context.log.warning, revision=revision,
-                                  shared_base_images=library.get("base_images_dir"))
+                                  shared_base_images=library.get("base_images_dir"),
+                                  shapes=brief_shapes(info, library.channels(drop)))
     sheet = contact_sheet_metadata(
         art.sheet_path("campaign"), "campaign", reuse=False,
         draw=lambda: contact_sheet([(p, storage.as_path(p).stem) for p in report.generated], thumb=256, cols=4,

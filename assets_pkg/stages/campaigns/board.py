@@ -8,10 +8,10 @@ from typing import Sequence
 from PIL import Image, ImageDraw
 
 from ...domain.drops import load_rgb
-from ...domain.image_models import SIZE_PIXELS
+from ...domain.image_models import output_size
 from ...domain.sheets import font, wrap
 from ..briefs.logic import Brief
-from .generation import Edit, Generation, Reference, aspect_size, png_bytes
+from .generation import Edit, Generation, Reference, png_bytes
 
 
 class BoardGenerator:
@@ -24,7 +24,7 @@ class BoardGenerator:
     def generate(self, brief: Brief, references: Sequence[Reference], edit: Edit | None = None) -> Generation:
         if edit is not None:
             return self._edit(brief, references, edit)
-        W, H = aspect_size(brief.aspect_ratio, SIZE_PIXELS[brief.image_size])
+        W, H = output_size(brief.aspect_ratio, brief.image_size)
         board = Image.new("RGB", (W, H), (248, 246, 240))
         d = ImageDraw.Draw(board)
         margin = W // 24
@@ -55,7 +55,7 @@ class BoardGenerator:
     def _edit(self, brief: Brief, references: Sequence[Reference], edit: Edit) -> Generation:
         """The image to change, warmed a little, with the instruction written under it and the references
         in a strip beside it: what an editor would be asked, laid out."""
-        W, H = aspect_size(brief.aspect_ratio, SIZE_PIXELS[brief.image_size])
+        W, H = output_size(brief.aspect_ratio, brief.image_size)
         board = Image.new("RGB", (W, H), (250, 244, 232))
         d = ImageDraw.Draw(board)
         margin = W // 32

@@ -57,10 +57,3 @@ def png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "PNG", optimize=True)
     return buf.getvalue()
-
-
-def aspect_size(aspect: str | None, long_side: int = 1024) -> tuple[int, int]:
-    if not aspect:
-        return long_side, long_side
-    w, h = (int(v) for v in aspect.split(":"))
-    return (long_side, round(long_side * h / w)) if w >= h else (round(long_side * w / h), long_side)

@@ -22,11 +22,13 @@ from typing import Callable, Sequence
 
 from ...domain import listing, upgrade
 from ...domain.artifacts import DropArtifacts
+from ...domain.channels import Channel, requests_for
 from ...domain.drops import ProductDrop
+from ...domain.image_models import SIZE_PIXELS, ImageModel
 from ...domain.errors import GeneratorError
 from ...domain.reviews import image_stem
 from ...domain.storage import AnyPath
-from ..briefs.logic import read_briefs
+from ..briefs.logic import Brief, read_briefs
 from ..references.logic import read_references
 from .batch import run_batch
 from .budget import check_budget
@@ -70,11 +72,29 @@ def generate_interactive(gen, outputs: CampaignOutputs, drop: str, drop_folder: 
             outputs.record(req, result, drop, "interactive", cost, seconds, report, log)
 
 
+def brief_shapes(info: ImageModel, channels: dict[str, Channel]):
+    """brief -> [(the brief as asked, None), (the brief at another ratio, that ratio), ...]: for a brief with
+    channels, one request per distinct aspect ratio they need (the nearest the model offers), at the smallest
+    size that covers each of that ratio's channels (domain/channels.requests_for); its own image is one of
+    them, at least at the size it names."""
+
+    def shapes(brief: Brief) -> list[tuple[Brief, str | None]]:
+        if not brief.channels:
+            return [(brief, None)]
+        plan = requests_for([channels[c] for c in brief.channels], info.aspect_ratios, info.sizes)
+        own = plan.pop(brief.aspect_ratio or "1:1", None)
+        first = brief if own is None or SIZE_PIXELS[own] <= SIZE_PIXELS[brief.image_size] else \
+            brief.at(brief.aspect_ratio, own)
+        return [(first, None)] + [(brief.at(r, size), r) for r, size in sorted(plan.items())]
+
+    return shapes
+
+
 def make_campaign_images(drop: ProductDrop, art: DropArtifacts, gen, mode: str,
                          price: Callable[[str], float | None], cap: float | None, concurrency: int,
                          force: bool = False, log: Callable[[str], None] = lambda m: None,
                          warn: Callable[[str], None] = lambda m: None, revision: Revision | None = None,
-                         shared_base_images: str | None = None) -> CampaignReport:
+                         shared_base_images: str | None = None, shapes=lambda b: [(b, None)]) -> CampaignReport:
     """The drop's campaign images for its briefs and references: kept, generated (interactive: now; batch:
     submitted or collected) or refused; stale outputs removed. Fails only when no brief got an image.
 
@@ -86,7 +106,7 @@ def make_campaign_images(drop: ProductDrop, art: DropArtifacts, gen, mode: str,
     report = CampaignReport(briefs=len(briefs))
     max_references = getattr(gen, "max_reference_images", None)
     todo = outputs.plan(briefs, refs, gen.name, gen.model, force, report, log, max_references=max_references,
-                        drop_folder=drop.folder, shared_base_images=shared_base_images)
+                        drop_folder=drop.folder, shared_base_images=shared_base_images, shapes=shapes)
     upgrade.done(art, "campaigns")  # an earlier release's images were taken by this plan, or there were none
     if revision is not None:
         report.waiting = len(todo)

@@ -18,7 +18,7 @@ from .generation import Edit, Generation
 from ...domain.record import inputs_key
 from ...domain.storage import AnyPath, write_atomic
 from ..briefs.logic import Brief, base_image_path
-from .requests import (TRANSIENT_FAILURES, ImageRequest, Revision, base_instruction, file_sha256, image_path,
+from .requests import (RATIOS_DIR, TRANSIENT_FAILURES, ImageRequest, Revision, base_instruction, file_sha256, image_path,
                        image_request, request_key, revision_instruction, variant_number,
                        variant_stem)
 
@@ -119,8 +119,10 @@ class CampaignOutputs:
     def plan(self, briefs: Sequence[Brief], refs: dict[str, list[dict]], generator: str, model: str | None,
              force: bool, report: CampaignReport, log: Callable[[str], None] = lambda m: None,
              max_references: int | None = None, drop_folder: AnyPath | None = None,
-             shared_base_images: str | None = None) -> list[ImageRequest]:
-        """The images to ask for; kept images and kept refusals go into `report`. A kept image made under
+             shared_base_images: str | None = None,
+             shapes: Callable[[Brief], list[tuple[Brief, str | None]]] = lambda b: [(b, None)]) -> list[ImageRequest]:
+        """The images to ask for; kept images and kept refusals go into `report`. `shapes(brief)`: the brief
+        as asked for its own image, then at each other aspect ratio its channels need (logic.brief_shapes). A kept image made under
         another key from the same request has its sidecar moved to the current key (nothing is billed).
         Revisions are kept as they are (made from an image, not from the brief alone, they are never asked
         for again); a brief's own variants take the numbers revisions do not hold."""
@@ -145,33 +147,20 @@ class CampaignOutputs:
             revisions = self.revisions(brief.id, sidecars)
             numbers = itertools.islice((n for n in itertools.count(1) if n not in revisions), brief.variants)
             for variant in numbers:
-                req = ImageRequest(brief, variant, brief_refs,
-                                   image_request(brief, model or generator, hashes, max_references, base_sha),
-                                   edit, provenance)
-                report.request_keys[req.stem] = req.key
-                previous = sidecars.get(req.stem, {})
-                how = None if force else req.made(previous)
-                if how is None and not force and previous and from_previous_release and previous.get("cache_key") \
-                        == upgrade.previous_generation_key(brief, generator, model, hashes, variant):
-                    how = "previous release"
-                if how is not None:
-                    if png_decodes(self.png(req.stem)) is None:
-                        if how != "key":
-                            write_json(self.sidecar(req.stem), {**previous, "cache_key": req.key,
-                                                                "request": req.request})
-                            report.adopted += 1
-                        report.generated.append(str(self.png(req.stem)))
-                        report.cached += 1
-                        log(f"{req.stem}: request unchanged, keeping {self.png(req.stem).name} (force regenerates)")
-                        continue
-                    refused = previous.get("blocked_reason")
-                    if refused and not refused.startswith(TRANSIENT_FAILURES):
-                        # The model refused these exact inputs; asking again would bill again for the same answer.
-                        report.blocked.append({"brief": brief.id, "variant": variant, "reason": refused,
-                                               "text": previous.get("text", "")[:200]})
-                        report.cached += 1
-                        continue
-                todo.append(req)
+                for asked, ratio in shapes(brief):  # the brief's image, and one per other ratio its channels need
+                    req = ImageRequest(asked, variant, brief_refs,
+                                       image_request(asked, model or generator, hashes, max_references, base_sha),
+                                       edit, provenance, ratio=ratio)
+                    report.request_keys[req.stem] = req.key
+                    previous = sidecars.get(req.stem) if ratio is None else read_json(self.sidecar(req.stem), {})
+                    previous = previous or {}
+                    how = None if force else req.made(previous)
+                    if how is None and not force and previous and from_previous_release and ratio is None and \
+                            previous.get("cache_key") == upgrade.previous_generation_key(brief, generator, model,
+                                                                                         hashes, variant):
+                        how = "previous release"
+                    if how is None or not self._kept(req, previous, how, report, log):
+                        todo.append(req)
             for variant, sidecar in sorted(revisions.items()):
                 stem = variant_stem(brief.id, variant)
                 if png_decodes(self.png(stem)) is None:
@@ -179,6 +168,25 @@ class CampaignOutputs:
                     report.generated.append(str(self.png(stem)))
                     report.cached += 1
         return todo
+
+    def _kept(self, req: ImageRequest, previous: dict, how: str, report: CampaignReport, log) -> bool:
+        """Whether the image (or refusal) `previous` records for this same request is kept, not asked again."""
+        if png_decodes(self.png(req.stem)) is None:
+            if how != "key":
+                write_json(self.sidecar(req.stem), {**previous, "cache_key": req.key, "request": req.request})
+                report.adopted += 1
+            report.generated.append(str(self.png(req.stem)))
+            report.cached += 1
+            log(f"{req.stem}: request unchanged, keeping {self.png(req.stem).name} (force regenerates)")
+            return True
+        refused = previous.get("blocked_reason")
+        if refused and not refused.startswith(TRANSIENT_FAILURES):
+            # The model refused these exact inputs; asking again would bill again for the same answer.
+            report.blocked.append({"brief": req.brief.id, "variant": req.variant, "reason": refused,
+                                   "text": previous.get("text", "")[:200]})
+            report.cached += 1
+            return True
+        return False
 
     def revise(self, revision: Revision, briefs: Sequence[Brief], refs: dict[str, list[dict]], generator: str,
                model: str | None, report: CampaignReport, max_references: int | None = None) -> ImageRequest | None:
@@ -249,7 +257,8 @@ class CampaignOutputs:
         removed = []
         for entry in listing.list_files(self.folder):
             stem, dot, suffix = entry.rel.rpartition(".")
-            if "/" not in entry.rel and dot and suffix in ("png", "json") and stem not in wanted:
+            ours = "/" not in entry.rel or entry.rel.startswith(RATIOS_DIR + "/")  # not the reviews', say
+            if ours and dot and suffix in ("png", "json") and stem not in wanted:
                 storage.remove(entry.path)
                 removed.append(entry.rel)
         return removed

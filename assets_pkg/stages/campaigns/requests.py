@@ -81,6 +81,13 @@ def file_sha256(path: AnyPath) -> str:
     return hashlib.sha256(storage.read_bytes(path)).hexdigest()
 
 
+RATIOS_DIR = "ratios"  # campaign/ratios/<stem>@<w>x<h>.png: a variant at another ratio (not reviewed on its own)
+
+
+def ratio_stem(stem: str, ratio: str) -> str:
+    return f"{RATIOS_DIR}/{stem}@{ratio.replace(':', 'x')}"
+
+
 @dataclass
 class ImageRequest:
     """One image a brief needs: its variant, references, the request sent for it and its key."""
@@ -91,6 +98,7 @@ class ImageRequest:
     request: dict  # image_request(...)
     edit: Edit | None = None  # the image the model changes (a base image, or the image revised)
     provenance: dict = field(default_factory=dict)  # sidecar facts: {"base_image": ...} or {"revision": ...}
+    ratio: str | None = None  # another aspect ratio of the variant, that channels' renditions are cut from
 
     @property
     def key(self) -> str:
@@ -98,7 +106,8 @@ class ImageRequest:
 
     @property
     def stem(self) -> str:
-        return variant_stem(self.brief.id, self.variant)
+        stem = variant_stem(self.brief.id, self.variant)
+        return stem if self.ratio is None else ratio_stem(stem, self.ratio)
 
     @property
     def job_key(self) -> str:
