@@ -333,6 +333,34 @@ def test_a_world_made_by_the_catalog_release_upgrades_with_nothing_encoded_searc
         assert {name: ((art / name).read_bytes(), (art / name).stat().st_mtime_ns) for name in files} == kept
 
 
+# The release before channels: what it published from briefs without channels is published again as it is.
+CHANNELS_RELEASE = "87271ec619608a4ffedd85e17344d84f055e393b"
+
+
+def test_briefs_without_channels_publish_the_same_files_and_bytes_as_the_release_before_channels(studio, tmp_path):
+    from assets_pkg.domain.reviews import Reviews
+
+    old = _previous_release(tmp_path, CHANNELS_RELEASE)
+    draw_drop(studio.drops / "spring", briefs=BRIEFS)
+    art = studio.artifacts / "spring"
+    folder = Path(studio.env["PUBLISH_DIR"]) / "spring"
+    with FakeGemini() as gemini:
+        env = {**os.environ, **studio.env, "GEMINI_API_KEY": "test-key-0123", "GOOGLE_GEMINI_BASE_URL": gemini.url}
+        [made] = _run(old, env)
+        assert made["ok"] and len(gemini.requests) == 2
+        Reviews(art).record("campaign/red-hero.png", "approve", "", "Ada")
+        Reviews(art).record("campaign/blue-shelf.png", "approve", "", "Ada")
+        [published] = _run(old, env)
+        assert published["ok"]
+        before = {p.name: p.read_bytes() for p in folder.iterdir()}
+        assert sorted(before) == ["blue-shelf.png", "manifest.csv", "manifest.json", "red-hero.png"]
+
+        [after] = _run(ROOT, env)
+        assert after["ok"], after["error"]
+        assert after["encoded"] == 0 and len(gemini.requests) == 2  # nothing encoded or billed again
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # the same files, byte for byte
+
+
 @pytest.mark.parametrize("drop", ["drinkware", "fruit-stand", "sports-gear"])
 def test_every_sample_picture_has_a_sku_name_category_and_colour(drop):
     """The demo shows the product: each picture of the sample drops is a catalog row with all four fields,

@@ -18,6 +18,10 @@ DEFAULTS: dict[str, str | int | None] = {
     "ARTIFACTS_DIR": "data/artifacts",
     "BASE_IMAGES_DIR": None,  # base images briefs share (`base_image:`), besides those in a drop's own folder
     "PUBLISH_DIR": "data/publish",  # approved campaign images with their manifests: a folder or a bucket URL
+    # The brand's C2PA signing certificate chain (PEM, leaf first) and its private key (PEM): files or bucket
+    # URLs, read when a run publishes renditions and never logged or copied. Unset: renditions go unsigned.
+    "C2PA_SIGN_CERT": None,
+    "C2PA_PRIVATE_KEY": None,
     "MAX_IMAGE_PIXELS": 64_000_000,
     "CLIP_MODEL": "ViT-B/32",
     "CLIP_DEVICE": "auto",

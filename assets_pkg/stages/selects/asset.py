@@ -7,8 +7,13 @@ from ...metadata import table
 from ...resources import DropLibrary
 from ...stage import Outcome, drop_stage
 from ..campaigns.asset import campaign_images
+from ...domain.settings import setting
 from .logic import publish_selects
+from .provenance import BrandSigner, SigningError
+from .publishing import reader_of
 
+RENDITION_TABLE = {"image": "string", "channel": "string", "width": "int", "height": "int", "bytes": "int",
+                   "signed": "bool", "upscaled": "bool", "source": "string"}
 DECISION_COLUMNS = {"image": "string", "decision": "string", "reviewer": "string", "time": "string",
                     "note": "string"}
 
@@ -22,12 +27,28 @@ DECISION_COLUMNS = {"image": "string", "decision": "string", "reviewer": "string
     automation_condition=AutomationCondition.eager(),
     description="The drop's approved campaign images, copied to `<PUBLISH_DIR>/<drop>/` with manifest.csv and "
                 "manifest.json (brief, prompt, model, cost, references with content hashes and SKUs, parent and "
-                "note of revisions, reviewer and time); images no longer approved are removed there.",
+                "note of revisions, reviewer and time); images no longer approved are removed there. A brief that "
+                "names `channels` also gets a rendition per channel at its exact size, with XMP and, given a "
+                "certificate, a signed C2PA manifest.",
 )
 def campaign_selects(context: AssetExecutionContext, drop: str, library: DropLibrary) -> Outcome:
-    report = publish_selects(drop, library.artifacts(drop), storage.location("PUBLISH_DIR", library.get("publish_dir")))
+    shared = library.get("base_images_dir")
+    report = publish_selects(drop, library.artifacts(drop), storage.location("PUBLISH_DIR", library.get("publish_dir")),
+                             channels=library.channels(drop), load_signer=brand_signer,
+                             read_ingredient=reader_of(library.drop(drop).folder,
+                                                       storage.location("BASE_IMAGES_DIR", shared) if shared else None))
+    if report.unsigned:
+        context.log.warning(f"{drop}: renditions published unsigned (no C2PA certificate: set C2PA_SIGN_CERT and "
+                            f"C2PA_PRIVATE_KEY to sign them)")
+    for line in report.refused:
+        context.log.warning(f"{drop}: not published: {line}")
     decisions = sorted(report.decisions.values(), key=lambda d: d.image)
+    renditions = [r for r in report.rows if "channel" in r]
     return Outcome(report.key, {
+        "renditions": len(renditions),
+        "renditions_signed": sum(bool(r["signed"]) for r in renditions),
+        "renditions_refused": MetadataValue.json(report.refused),
+        "rendition_table": table([{k: r[k] for k in RENDITION_TABLE} for r in renditions], RENDITION_TABLE),
         "published": len(report.rows),
         "approved": sum(d.decision == "approve" for d in decisions),
         "rejected": sum(d.decision == "reject" for d in decisions),
@@ -38,6 +59,17 @@ def campaign_selects(context: AssetExecutionContext, drop: str, library: DropLib
         "publish_dir": MetadataValue.path(report.folder),
         "dagster/row_count": len(report.rows),
     })
+
+
+def brand_signer() -> BrandSigner | None:
+    """The brand's C2PA signer from C2PA_SIGN_CERT and C2PA_PRIVATE_KEY (checked), or None when neither is set."""
+    cert, key = setting("C2PA_SIGN_CERT"), setting("C2PA_PRIVATE_KEY")
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise SigningError("C2PA_SIGN_CERT and C2PA_PRIVATE_KEY go together: set both (the certificate chain and "
+                           "its private key), or neither")
+    return BrandSigner.load(cert, key)
 
 
 ASSETS = [campaign_selects]

@@ -4,7 +4,8 @@ says where each came from, for the people and systems that use them.
 `manifest.json` and `manifest.csv` hold one row per published image: the image and its content hash, its
 brief and prompt, the model, size and cost, the references it was made from (with their content hashes and,
 where the catalog gives them, SKUs), the base image, the parent image and note of a revision, and who
-approved it when. An image approved no longer (rejected, cleared, or gone with its brief) is removed from
+approved it when. A brief that names channels also gets a rendition per channel (publishing.py), each a row
+with its channel, pixels, bytes, whether it is signed, and the image it was cut from. An image approved no longer (rejected, cleared, or gone with its brief) is removed from
 the publish location; everything else there is left as it is.
 """
 
@@ -24,6 +25,7 @@ from ...domain.reviews import Decision, Reviews, current, image_stem
 from ...domain.storage import AnyPath, write_atomic
 from ..campaigns.logic import campaign_dir
 from ..campaigns.outputs import CampaignOutputs, png_problem
+from .publishing import RENDITION_COLUMNS, previous_rows, publish_renditions
 
 FILES = ()  # nothing under the drop's artifacts: it reads reviews/ (domain/reviews.py) and writes PUBLISH_DIR
 COLUMNS = ["image", "sha256", "drop", "brief", "prompt", "model", "size", "aspect_ratio", "cost_usd",
@@ -37,6 +39,8 @@ class PublishReport:
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     approved_missing: list[str] = field(default_factory=list)  # approved, but the image is gone
+    refused: list[str] = field(default_factory=list)  # renditions not published, each with why
+    unsigned: bool = False  # renditions were published without a C2PA signature (no certificate configured)
     decisions: dict[str, Decision] = field(default_factory=dict)
     folder: str = ""
 
@@ -61,22 +65,28 @@ def manifest_row(drop: str, stem: str, sidecar: dict, sha256: str, decision: Dec
 
 
 def manifest_csv(rows: list[dict]) -> bytes:
-    """The manifest as CSV: references as a JSON list in their column."""
-    frame = pd.DataFrame([{**r, "references": json.dumps(r["references"])} for r in rows], columns=COLUMNS)
+    """The manifest as CSV: references as a JSON list in their column; the renditions' columns only when
+    there are renditions (a drop without channels keeps the manifest it had)."""
+    columns = COLUMNS + RENDITION_COLUMNS if any("channel" in r for r in rows) else COLUMNS
+    frame = pd.DataFrame([{**r, "references": json.dumps(r["references"])} for r in rows], columns=columns)
     buf = io.StringIO()
     frame.to_csv(buf, index=False)
     return buf.getvalue().encode()
 
 
-def publish_selects(drop: str, art: DropArtifacts, publish_root: AnyPath) -> PublishReport:
+def publish_selects(drop: str, art: DropArtifacts, publish_root: AnyPath, channels: dict | None = None,
+                    load_signer=lambda: None, read_ingredient=lambda ingredient: None) -> PublishReport:
     """Bring `<publish_root>/<drop>/` in line with the drop's approved images (copied only when their
-    content changed) and write its manifests."""
+    content changed), their renditions (for briefs that name channels), and write its manifests.
+    `load_signer()`: the brand's C2PA signer or None, asked only when there are renditions, before anything
+    is written (a bad certificate fails here)."""
     folder = publish_root / drop
     report = PublishReport(folder=str(folder))
     report.decisions = current(Reviews(art).history())
     outputs = CampaignOutputs(campaign_dir(art))
-    previous = {r["image"]: r["sha256"] for r in read_json(folder / "manifest.json", []) or []}
+    previous = previous_rows(folder)
     present = {e.rel for e in listing.list_files(folder)}
+    approved = []
     for image, decision in sorted(report.decisions.items()):
         if decision.decision != "approve":
             continue
@@ -88,14 +98,23 @@ def publish_selects(drop: str, art: DropArtifacts, publish_root: AnyPath) -> Pub
         if png_problem(data) is not None:
             report.approved_missing.append(image)
             continue
+        approved.append((stem, data, decision, read_json(outputs.sidecar(stem), {}) or {}))
+    with_channels = any(sidecar.get("brief", {}).get("channels") for *_, sidecar in approved)
+    signer = load_signer() if with_channels else None
+    report.unsigned = with_channels and signer is None
+    for stem, data, decision, sidecar in approved:
         sha = hashlib.sha256(data).hexdigest()
         name = f"{stem}.png"
-        if previous.get(name) == sha and name in present:
+        if previous.get(name, {}).get("sha256") == sha and name in present:
             report.unchanged.append(name)
         else:
             write_atomic(folder / name, data)
             report.copied.append(name)
-        report.rows.append(manifest_row(drop, stem, read_json(outputs.sidecar(stem), {}) or {}, sha, decision))
+        row = manifest_row(drop, stem, sidecar, sha, decision)
+        report.rows.append(row)
+        if sidecar.get("brief", {}).get("channels"):
+            publish_renditions(drop, stem, data, sidecar, decision, row, channels or {}, outputs, folder, previous,
+                               present, signer, read_ingredient, report)
     published = {r["image"] for r in report.rows}
     for name in sorted(set(previous) - published):  # only what an earlier run published
         if name in present:
