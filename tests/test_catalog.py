@@ -337,6 +337,7 @@ def test_a_world_made_by_the_catalog_release_upgrades_with_nothing_encoded_searc
 CHANNELS_RELEASE = "87271ec619608a4ffedd85e17344d84f055e393b"
 
 
+@pytest.mark.slow
 def test_briefs_without_channels_publish_the_same_files_and_bytes_as_the_release_before_channels(studio, tmp_path):
     from assets_pkg.domain.reviews import Reviews
 

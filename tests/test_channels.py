@@ -276,3 +276,73 @@ def test_a_wrong_certificate_or_an_unknown_channel_is_one_line_with_nothing_publ
     assert failure(bad, "spring") == (
         f"campaign_briefs: {studio.drops / 'spring' / 'briefs.yaml'}: brief 'red-hero': unknown channel 'tiktok' "
         f"(known: {', '.join(sorted(CHANNELS))}; add your own in channels.yaml)")
+
+
+@pytest.mark.services
+def test_the_page_shows_each_channels_cut_with_the_storys_safe_zones_and_one_crop_can_be_rejected(studio):
+    import os
+
+    import requests
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from servers import Serve, chrome
+
+    draw_drop(studio.drops / "spring", briefs=CHANNEL_BRIEFS.replace(
+        "[meta-feed, pmax-portrait, meta-story, pmax-landscape, merchant]", "[meta-story, pmax-landscape]"))
+    assert materialize_drop("spring").success  # the offline board, at the ratios and sizes asked
+    env = {**os.environ, **studio.env}
+    with Serve(env, studio.root / "serve.log") as server:
+        hero = next(c for c in server.get("/api/drops/spring").json()["campaign"] if c["path"] == "campaign/red-hero.png")
+        story, landscape = hero["renditions"]
+        assert (story["channel"], story["width"], story["height"], story["safe_top"], story["safe_bottom"]) == \
+            ("meta-story", 1080, 1920, 250, 340)
+        assert (landscape["channel"], landscape["width"], landscape["height"]) == ("pmax-landscape", 1200, 628)
+        preview = requests.get(server.url + story["preview"], timeout=60)
+        with Image.open(io.BytesIO(preview.content)) as im:  # the story's cut, at the story's shape
+            assert preview.status_code == 200 and im.height == 400 and im.width == round(400 * 1080 / 1920)
+        wrong = requests.post(server.url + "/api/review", json={
+            "drop": "spring", "path": "campaign/red-hero.png", "channel": "merchant", "decision": "reject",
+            "reviewer": "Ada"}, timeout=60)
+        assert wrong.status_code == 400 and wrong.json()["error"] == (
+            "channel: campaign/red-hero.png has no rendition for 'merchant'; its brief names meta-story, pmax-landscape")
+
+        browser = chrome()
+        try:
+            browser.get(server.url + "/#/drop/spring")
+            wait = WebDriverWait(browser, 120)
+            selector = 'article.campaign-image[data-path="campaign/red-hero.png"] figure.rendition[data-channel="%s"]'
+            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, selector % "meta-story"))
+            figure = browser.find_element(By.CSS_SELECTOR, selector % "meta-story")
+            wait.until(lambda b: b.execute_script("return arguments[0].querySelector('img').naturalWidth", figure) > 0)
+            frame = figure.find_element(By.CSS_SELECTOR, ".rendition-frame").rect
+            zones = {z.get_attribute("class"): z.rect for z in figure.find_elements(By.CSS_SELECTOR, ".safe-zone")}
+            assert frame["height"] / frame["width"] == pytest.approx(1920 / 1080, rel=0.02)
+            assert zones["safe-zone top"]["height"] / frame["height"] == pytest.approx(250 / 1920, abs=0.01)
+            assert zones["safe-zone bottom"]["height"] / frame["height"] == pytest.approx(340 / 1920, abs=0.01)
+            assert zones["safe-zone top"]["y"] == pytest.approx(frame["y"], abs=1)
+            assert zones["safe-zone bottom"]["y"] + zones["safe-zone bottom"]["height"] == \
+                pytest.approx(frame["y"] + frame["height"], abs=1)
+            assert browser.find_element(By.CSS_SELECTOR, selector % "pmax-landscape").find_elements(
+                By.CSS_SELECTOR, ".safe-zone") == []
+            browser.find_element(By.ID, "reviewer").send_keys("Ada")
+            card = browser.find_element(By.CSS_SELECTOR, 'article.campaign-image[data-path="campaign/red-hero.png"]')
+            card.find_element(By.CSS_SELECTOR, ".actions button.approve").click()  # the image
+            wait.until(lambda b: card.find_element(By.CSS_SELECTOR, "p.review").text.startswith("Approved by Ada"))
+            figure.find_element(By.CSS_SELECTOR, "button.reject").click()  # the story's crop alone
+            wait.until(lambda b: figure.find_element(By.CSS_SELECTOR, "span.review").text == "Rejected by Ada")
+        finally:
+            browser.quit()
+
+    result = _publish({}, monkeypatch=pytest.MonkeyPatch())
+    facts = metadata(result, "campaign_selects")
+    assert facts["renditions_rejected"] == ["red-hero.meta-story: rejected by Ada"]
+    folder = studio.root / "publish" / "spring"
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.csv", "manifest.json", "red-hero.pmax-landscape.jpg",
+                                                        "red-hero.png"]
+    # Cleared, the story's rendition is published again; the image's approval was never touched.
+    from assets_pkg.domain.reviews import Reviews
+
+    Reviews(studio.artifacts / "spring").record("campaign/red-hero.png", "clear", "", "Ada", channel="meta-story")
+    again = metadata(_publish({}, monkeypatch=pytest.MonkeyPatch()), "campaign_selects")
+    assert again["renditions_rejected"] == [] and (folder / "red-hero.meta-story.jpg").exists()

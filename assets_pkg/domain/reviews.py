@@ -1,4 +1,5 @@
-"""People's decisions on a drop's campaign images: approve, reject (with a note) or clear.
+"""People's decisions on a drop's campaign images: approve, reject (with a note) or clear; and on a single
+channel's rendition of an image (a crop that cuts the product off is rejected without rejecting the image).
 
 Each decision is its own small JSON file, written once and never changed:
 `<artifacts>/<drop>/reviews/<image stem>@<time in ns>-<random>.json`. One atomic write records a decision,
@@ -11,6 +12,7 @@ lie in one folder, so the drop's decisions are one listing of names (no file is 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 import unicodedata
@@ -19,6 +21,7 @@ from datetime import datetime, timezone
 
 from . import listing, storage
 from .artifacts import DropArtifacts, digest
+from .channels import CHANNEL_NAME
 from .storage import AnyPath, write_atomic
 
 DECISIONS = ("approve", "reject", "clear")
@@ -56,9 +59,19 @@ class Decision:
     reviewer: str
     time: str  # ISO 8601, UTC
     id: str  # the file's name: orders decisions, the latest last
+    channel: str = ""  # set: the decision is on that channel's rendition of the image only
+
+    @property
+    def subject(self) -> str:
+        """What the decision is on: the image, or `<image>#<channel>` for one channel's rendition."""
+        return subject(self.image, self.channel)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def subject(image: str, channel: str = "") -> str:
+    return f"{image}#{channel}" if channel else image
 
 
 def image_stem(image: str) -> str:
@@ -72,8 +85,11 @@ class Reviews:
     def __init__(self, art: DropArtifacts):
         self.folder: AnyPath = art / FOLDER
 
-    def record(self, image: str, decision: str, note: str = "", reviewer: str = "") -> Decision:
-        """Write one decision (checked: `InvalidDecision` names the field) and return it."""
+    def record(self, image: str, decision: str, note: str = "", reviewer: str = "", channel: str = "") -> Decision:
+        """Write one decision (checked: `InvalidDecision` names the field) and return it; with `channel`, on
+        that channel's rendition of the image only."""
+        if channel and (not isinstance(channel, str) or not re.fullmatch(CHANNEL_NAME, channel)):
+            raise InvalidDecision(f"channel: not a channel name: {str(channel)[:50]!r}")
         if decision not in DECISIONS:
             raise InvalidDecision(f"decision: must be one of {', '.join(DECISIONS)}, got {decision!r}")
         note = plain_text("note", note, MAX_NOTE_CHARS)
@@ -81,8 +97,12 @@ class Reviews:
         now = time.time_ns()
         name = f"{now:020d}-{secrets.token_hex(4)}"
         made = Decision(image, decision, note, reviewer,
-                        datetime.fromtimestamp(now / 1e9, timezone.utc).isoformat(timespec="milliseconds"), name)
-        write_atomic(self.folder / f"{image_stem(image)}@{name}.json", json.dumps(made.to_dict()).encode())
+                        datetime.fromtimestamp(now / 1e9, timezone.utc).isoformat(timespec="milliseconds"), name,
+                        channel)
+        doc = made.to_dict()
+        if not channel:
+            del doc["channel"]  # an image's decision is written as it always was
+        write_atomic(self.folder / f"{image_stem(image)}@{name}.json", json.dumps(doc).encode())
         return made
 
     def names(self) -> list[str]:
@@ -94,13 +114,14 @@ class Reviews:
         return [name for name, is_dir in listed if not is_dir and "@" in name and name.endswith(".json")]
 
     def history(self, read=None) -> dict[str, list[Decision]]:
-        """image -> its decisions, oldest first. `read(path) -> dict` reads one file (a cache may stand in:
-        the files never change)."""
+        """subject (an image, or `<image>#<channel>`) -> its decisions, oldest first. `read(path) -> dict`
+        reads one file (a cache may stand in: the files never change)."""
         read = read or (lambda path: json.loads(storage.read_text(path)))
         found: dict[str, list[Decision]] = {}
         for name in self.names():
             doc = read(self.folder / name)
-            found.setdefault(doc["image"], []).append(Decision(**doc))
+            made = Decision(**doc)
+            found.setdefault(made.subject, []).append(made)
         return found
 
     def fingerprint(self) -> str:
@@ -109,5 +130,10 @@ class Reviews:
 
 
 def current(history: dict[str, list[Decision]]) -> dict[str, Decision]:
-    """image -> its standing decision (approve or reject); images last cleared are left out."""
+    """subject -> its standing decision (approve or reject); those last cleared are left out."""
     return {image: ds[-1] for image, ds in history.items() if ds and ds[-1].decision != "clear"}
+
+
+def images_only(standing: dict[str, Decision]) -> dict[str, Decision]:
+    """The standing decisions on whole images (not on one channel's rendition)."""
+    return {k: d for k, d in standing.items() if not d.channel}

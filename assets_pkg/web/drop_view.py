@@ -105,7 +105,7 @@ class DropView:
                 "model": facts.get("model"), "generator": facts.get("generator"),
                 "finish_reason": facts.get("finish_reason"), "estimated_cost_usd": facts.get("estimated_cost_usd"),
                 "image_size": facts.get("image_size"), "base_image": facts.get("base_image"),
-                "revision": facts.get("revision"),
+                "revision": facts.get("revision"), "channels": brief.get("channels") or [],
                 "references": [_reference(r) for r in facts.get("references", [])],
             })
             for r in facts.get("references", []):

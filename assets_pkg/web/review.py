@@ -1,4 +1,5 @@
-"""Review on the search page: decisions on a drop's campaign images, and revisions of them by the image model.
+"""Review on the search page: decisions on a drop's campaign images (or on one channel's rendition of one),
+and revisions of them by the image model.
 
 A decision is one file written once (domain/reviews.py), so the desk only checks what it is given and caches
 what it has read. A revision is a Dagster run of `campaign_images` (and `campaign_image_index`, so the new
@@ -13,13 +14,16 @@ import json
 import re
 import threading
 from typing import Callable
+from urllib.parse import urlencode
 
 from cachetools import LRUCache
 
 from ..domain import storage
-from ..domain.artifacts import DropArtifacts
+from ..domain.artifacts import DropArtifacts, read_json
+from ..domain.channels import Channel
 from ..domain.errors import StudioError
-from ..domain.reviews import MAX_NOTE_CHARS, MAX_REVIEWER_CHARS, Decision, InvalidDecision, Reviews, plain_text
+from ..domain.reviews import (MAX_NOTE_CHARS, MAX_REVIEWER_CHARS, Decision, InvalidDecision, Reviews, image_stem,
+                              plain_text, subject)
 from ..stages.campaigns.logic import campaign_dir
 from ..stages.campaigns.requests import Revision
 from .params import BadRequest
@@ -63,6 +67,18 @@ def run_revision(drop: str, revision: Revision, resources: dict | None = None) -
     return asset_metadata(result, "campaign_images", drop)["revision"]
 
 
+def rendition_view(drop: str, path: str, name: str, channel: Channel | None, standing: dict[str, Decision],
+                   history: dict[str, list[Decision]]) -> dict:
+    """One channel's rendition of a campaign image as the page shows it: its pixels and safe zones, a preview
+    of its cut (/api/rendition), and the decision on it alone."""
+    said = standing.get(subject(path, name))
+    return {"channel": name, **({"width": channel.width, "height": channel.height, "safe_top": channel.safe_top,
+                                 "safe_bottom": channel.safe_bottom} if channel else {}),
+            "preview": "/api/rendition?" + urlencode({"drop": drop, "path": path, "channel": name}),
+            "review": said and {k: getattr(said, k) for k in ("decision", "note", "reviewer", "time")},
+            "history": [d.to_dict() for d in history.get(subject(path, name), [])]}
+
+
 class ReviewDesk:
     """Decisions and revisions for `drop-studio serve`."""
 
@@ -84,11 +100,23 @@ class ReviewDesk:
             raise BadRequest("path", f"no campaign image {path[:100]!r} in drop {drop!r}")
         return path
 
+    def check_channel(self, drop: str, image: str, channel) -> str:
+        """`channel` is one its brief names (a decision on that rendition alone), or empty (on the image)."""
+        if channel in (None, ""):
+            return ""
+        named = (read_json(campaign_dir(self._art(drop)) / f"{image_stem(image)}.json", {}) or {}) \
+            .get("brief", {}).get("channels") or []
+        if channel not in named:
+            raise BadRequest("channel", f"{image} has no rendition for {str(channel)[:50]!r}; its brief names "
+                                        f"{', '.join(named) or 'no channels'}")
+        return channel
+
     def decide(self, drop: str, body: dict) -> Decision:
         image = self.check_image(drop, body.get("path"))
+        channel = self.check_channel(drop, image, body.get("channel"))
         try:
             return Reviews(self._art(drop)).record(image, body.get("decision"), body.get("note") or "",
-                                                   body.get("reviewer"))
+                                                   body.get("reviewer"), channel)
         except InvalidDecision as e:
             raise _bad(e) from None
 

@@ -18,9 +18,15 @@ from typing import TYPE_CHECKING, Callable
 from cachetools import LRUCache, TTLCache
 
 from ..domain import storage
-from ..domain.artifacts import DropArtifacts
+from ..domain.artifacts import DropArtifacts, read_json
+from ..domain.channels import channels_for
 from ..domain.drops import DROP_NAME_RE, discover_drops, load_rgb
+from ..domain.reviews import image_stem
 from ..domain.store import ImageCollection
+from ..stages.campaigns.logic import campaign_dir
+from ..stages.campaigns.outputs import CampaignOutputs
+from ..stages.selects.publishing import preview
+from ..stages.selects.renditions import RenditionRefused
 from .connection import Collections
 from .drop_view import DropView
 from .params import KINDS, BadRequest
@@ -30,6 +36,7 @@ if TYPE_CHECKING:
     from ..domain.search_models import ModelEntry
 
 THUMBNAIL_SIDE = 320
+PREVIEW_SIDE = 400  # a rendition's preview, on its long side: enough to judge a crop
 THUMBNAILS_KEPT = 2048  # about 30 MB of JPEGs
 SERVING_CHECK_S = 1.0  # how often the page looks whether search moved to another model
 
@@ -212,6 +219,34 @@ class SearchService:
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=82)
         data = buf.getvalue()
+        with self._thumb_lock:
+            self._thumbnails[key] = data
+        return data
+
+    def channels(self, drop: str) -> dict:
+        """The channels the drop's briefs may name (the table, with DROPS_DIR's and the drop's channels.yaml)."""
+        return self._remember(("channels", drop), lambda: channels_for(self.drops_root, self.drops_root / drop))
+
+    def rendition_preview(self, drop: str, path: str, channel: str) -> bytes:
+        """`channel`'s rendition of an indexed campaign image as publishing will cut it (PREVIEW_SIDE on its
+        long side), for a brief that names that channel."""
+        row = self._rows("campaign", drop).get(path)
+        if row is None:
+            raise BadRequest("path", f"{path!r} is not in the index of drop {drop!r}")
+        outputs = CampaignOutputs(campaign_dir(DropArtifacts.at(self.artifacts_dir, drop)))
+        stem = image_stem(path)
+        sidecar = read_json(outputs.sidecar(stem), {}) or {}
+        known = self.channels(drop)
+        if channel not in (sidecar.get("brief", {}).get("channels") or []) or channel not in known:
+            raise BadRequest("channel", f"{path} has no rendition for {str(channel)[:50]!r}")
+        key = ("rendition", row, path, channel, known[channel], sidecar.get("brief", {}).get("focus"))
+        with self._thumb_lock:
+            if key in self._thumbnails:
+                return self._thumbnails[key]
+        try:
+            data = preview(outputs, stem, sidecar, known[channel], PREVIEW_SIDE)
+        except RenditionRefused as e:
+            raise BadRequest("channel", f"not published: {e}") from None
         with self._thumb_lock:
             self._thumbnails[key] = data
         return data

@@ -46,7 +46,7 @@ from starlette.routing import Route
 from ..domain.errors import StudioError
 from ..domain.reviews import current
 from ..domain.settings import DEFAULTS
-from .review import ReviewDesk, RevisionFailed, run_revision
+from .review import ReviewDesk, RevisionFailed, rendition_view, run_revision
 from .connection import Busy
 from .params import MAX_UPLOAD_BYTES, BadRequest, parse_filters, parse_k, parse_kind, parse_query, parse_upload
 from .search import SearchService
@@ -129,13 +129,24 @@ def create_app(service: SearchService, token: str | None = None,
                 ref["thumbnail"] = thumbnail_url("product", drop, ref["path"])
         history = desk.history(drop)
         standing = current(history)
+        known = service.channels(drop)
         for image in detail["campaign"]:
             image["thumbnail"] = thumbnail_url("campaign", drop, image["path"])
             last = standing.get(image["path"])
             image["review"] = last and {k: getattr(last, k) for k in ("decision", "note", "reviewer", "time")}
             image["history"] = [d.to_dict() for d in history.get(image["path"], [])]
+            image["renditions"] = [rendition_view(drop, image["path"], name, known.get(name), standing, history)
+                                   for name in image.pop("channels")]
         detail["sheets"] = {name: "/api/sheet?" + urlencode({"drop": drop, "name": name}) for name in detail["sheets"]}
         return JSONResponse(detail)
+
+    def rendition_preview(request: Request) -> Response:
+        q = request.query_params
+        drop = service.check_drop(q.get("drop"), required=True)
+        if not q.get("path"):
+            raise BadRequest("path", "missing")
+        data = service.rendition_preview(drop, q["path"], q.get("channel", ""))
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=600"})
 
     def thumbnail(request: Request) -> Response:
         q = request.query_params
@@ -170,7 +181,7 @@ def create_app(service: SearchService, token: str | None = None,
         drop = body_drop(body)
         made = await run_in_threadpool(desk.decide, drop, body)
         return JSONResponse({"review": made.to_dict(),
-                             "history": [d.to_dict() for d in desk.history(drop).get(made.image, [])]})
+                             "history": [d.to_dict() for d in desk.history(drop).get(made.subject, [])]})
 
     async def revise(request: Request) -> JSONResponse:
         body = await json_body(request)
@@ -214,6 +225,7 @@ def create_app(service: SearchService, token: str | None = None,
         Route("/api/search", search), Route("/api/model", models), Route("/api/similar", similar, methods=["GET", "POST"]),
         Route("/api/drops", drops), Route("/api/facets", facets),
         Route("/api/drops/{drop}", drop_detail), Route("/api/thumbnail", thumbnail), Route("/api/sheet", sheet),
+        Route("/api/rendition", rendition_preview),
         Route("/api/login", login, methods=["POST"]), Route("/api/review", review, methods=["POST"]),
         Route("/api/revise", revise, methods=["POST"]),
     ]

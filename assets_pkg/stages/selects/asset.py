@@ -15,7 +15,7 @@ from .publishing import reader_of
 RENDITION_TABLE = {"image": "string", "channel": "string", "width": "int", "height": "int", "bytes": "int",
                    "signed": "bool", "upscaled": "bool", "source": "string"}
 DECISION_COLUMNS = {"image": "string", "decision": "string", "reviewer": "string", "time": "string",
-                    "note": "string"}
+                    "note": "string", "channel": "string"}
 
 
 @drop_stage(
@@ -42,12 +42,15 @@ def campaign_selects(context: AssetExecutionContext, drop: str, library: DropLib
                             f"C2PA_PRIVATE_KEY to sign them)")
     for line in report.refused:
         context.log.warning(f"{drop}: not published: {line}")
+    for line in report.held:
+        context.log.info(f"{drop}: not published, as reviewed: {line}")
     decisions = sorted(report.decisions.values(), key=lambda d: d.image)
     renditions = [r for r in report.rows if "channel" in r]
     return Outcome(report.key, {
         "renditions": len(renditions),
         "renditions_signed": sum(bool(r["signed"]) for r in renditions),
         "renditions_refused": MetadataValue.json(report.refused),
+        "renditions_rejected": MetadataValue.json(report.held),
         "rendition_table": table([{k: r[k] for k in RENDITION_TABLE} for r in renditions], RENDITION_TABLE),
         "published": len(report.rows),
         "approved": sum(d.decision == "approve" for d in decisions),
@@ -55,7 +58,8 @@ def campaign_selects(context: AssetExecutionContext, drop: str, library: DropLib
         "copied": MetadataValue.json(report.copied),
         "removed": MetadataValue.json(report.removed),
         "approved_but_missing": MetadataValue.json(report.approved_missing),
-        "decisions": table([d.to_dict() for d in decisions], DECISION_COLUMNS),
+        "decisions": table([d.to_dict() for d in sorted([*decisions, *report.on_channels.values()],
+                                                        key=lambda d: d.subject)], DECISION_COLUMNS),
         "publish_dir": MetadataValue.path(report.folder),
         "dagster/row_count": len(report.rows),
     })

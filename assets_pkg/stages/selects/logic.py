@@ -5,8 +5,9 @@ says where each came from, for the people and systems that use them.
 brief and prompt, the model, size and cost, the references it was made from (with their content hashes and,
 where the catalog gives them, SKUs), the base image, the parent image and note of a revision, and who
 approved it when. A brief that names channels also gets a rendition per channel (publishing.py), each a row
-with its channel, pixels, bytes, whether it is signed, and the image it was cut from. An image approved no longer (rejected, cleared, or gone with its brief) is removed from
-the publish location; everything else there is left as it is.
+with its channel, pixels, bytes, whether it is signed, and the image it was cut from; a rendition a reviewer
+rejected on its own is left out. An image approved no longer (rejected, cleared, or gone with its brief) is
+removed from the publish location, and so is a rejected rendition; everything else there is left as it is.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pandas as pd
 from ...domain import listing, storage
 from ...domain.artifacts import DropArtifacts, read_json
 from ...domain.record import inputs_key
-from ...domain.reviews import Decision, Reviews, current, image_stem
+from ...domain.reviews import Decision, Reviews, current, image_stem, images_only
 from ...domain.storage import AnyPath, write_atomic
 from ..campaigns.logic import campaign_dir
 from ..campaigns.outputs import CampaignOutputs, png_problem
@@ -40,8 +41,10 @@ class PublishReport:
     removed: list[str] = field(default_factory=list)
     approved_missing: list[str] = field(default_factory=list)  # approved, but the image is gone
     refused: list[str] = field(default_factory=list)  # renditions not published, each with why
+    held: list[str] = field(default_factory=list)  # renditions a reviewer rejected (the image stays approved)
     unsigned: bool = False  # renditions were published without a C2PA signature (no certificate configured)
-    decisions: dict[str, Decision] = field(default_factory=dict)
+    decisions: dict[str, Decision] = field(default_factory=dict)  # on whole images
+    on_channels: dict[str, Decision] = field(default_factory=dict)  # on one channel's rendition
     folder: str = ""
 
     @property
@@ -82,7 +85,9 @@ def publish_selects(drop: str, art: DropArtifacts, publish_root: AnyPath, channe
     is written (a bad certificate fails here)."""
     folder = publish_root / drop
     report = PublishReport(folder=str(folder))
-    report.decisions = current(Reviews(art).history())
+    standing = current(Reviews(art).history())
+    report.decisions = images_only(standing)
+    report.on_channels = on_channels = {k: d for k, d in standing.items() if d.channel}
     outputs = CampaignOutputs(campaign_dir(art))
     previous = previous_rows(folder)
     present = {e.rel for e in listing.list_files(folder)}
@@ -114,7 +119,7 @@ def publish_selects(drop: str, art: DropArtifacts, publish_root: AnyPath, channe
         report.rows.append(row)
         if sidecar.get("brief", {}).get("channels"):
             publish_renditions(drop, stem, data, sidecar, decision, row, channels or {}, outputs, folder, previous,
-                               present, signer, read_ingredient, report)
+                               present, signer, read_ingredient, report, on_channels)
     published = {r["image"] for r in report.rows}
     for name in sorted(set(previous) - published):  # only what an earlier run published
         if name in present:

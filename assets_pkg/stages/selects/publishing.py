@@ -16,7 +16,7 @@ from PIL import Image
 from ...domain import listing, storage
 from ...domain.artifacts import digest, read_json
 from ...domain.channels import Channel, ratio_value
-from ...domain.reviews import Decision
+from ...domain.reviews import Decision, subject
 from ...domain.storage import AnyPath, write_atomic
 from ..campaigns.outputs import CampaignOutputs
 from ..campaigns.requests import RATIOS_DIR
@@ -103,8 +103,9 @@ def make_rendition(source: Source, channel: Channel, focus: str, facts: Provenan
 def publish_renditions(drop: str, stem: str, data: bytes, sidecar: dict, decision: Decision, row: dict,
                        channels: dict[str, Channel], outputs: CampaignOutputs, folder: AnyPath,
                        previous: dict[str, dict], present: set[str], signer: BrandSigner | None,
-                       read_ingredient, report) -> None:
-    """Bring the image's renditions in `folder` in line: each channel's file and manifest row."""
+                       read_ingredient, report, on_channels: dict[str, Decision]) -> None:
+    """Bring the image's renditions in `folder` in line: each channel's file and manifest row, but for those
+    `on_channels` (a subject's standing decision) rejects."""
     brief = sidecar.get("brief", {})
     focus = brief.get("focus") or "center"
     found = None
@@ -112,6 +113,10 @@ def publish_renditions(drop: str, stem: str, data: bytes, sidecar: dict, decisio
         channel = channels.get(name)
         if channel is None:
             report.refused.append(f"{stem}.{name}: no channel {name!r} (channels.yaml changed since the brief)")
+            continue
+        said = on_channels.get(subject(f"campaign/{stem}.png", name))
+        if said is not None and said.decision == "reject":
+            report.held.append(f"{stem}.{name}: rejected by {said.reviewer}" + (f": {said.note}" if said.note else ""))
             continue
         found = found or sources(outputs, stem, data, sidecar)
         source = nearest(found, channel)
@@ -132,6 +137,19 @@ def publish_renditions(drop: str, stem: str, data: bytes, sidecar: dict, decisio
         report.copied.append(file)
         report.rows.append({**row, "image": file, "sha256": hashlib.sha256(published).hexdigest(), "channel": channel.name,
                             **made, "source": source.path, "source_sha256": source.sha256, "key": key})
+
+
+def preview(outputs: CampaignOutputs, stem: str, sidecar: dict, channel: Channel, side: int) -> bytes:
+    """A JPEG of `channel`'s rendition of the image as publishing will cut it, `side` px on its long side
+    (what a reviewer judges a crop by). RenditionRefused when it would be refused."""
+    source = nearest(sources(outputs, stem, storage.read_bytes(outputs.png(stem)), sidecar), channel)
+    with Image.open(io.BytesIO(source.data)) as im:
+        im.load()
+        shaped = cut(im, channel, sidecar.get("brief", {}).get("focus") or "center").image.convert("RGB")
+    shaped.thumbnail((side, side), Image.LANCZOS)
+    buf = io.BytesIO()
+    shaped.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
 
 
 def reader_of(drop_folder: AnyPath, shared_base_images: AnyPath | None):

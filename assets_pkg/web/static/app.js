@@ -262,7 +262,50 @@ function campaignCard(drop, c) {
       el("button", { type: "button", class: "reject", onclick: decide("reject") }, "Reject"),
       el("button", { type: "button", class: "clear", onclick: decide("clear") }, "Clear"),
       el("button", { type: "button", class: "revise", onclick: revise }, "Revise")),
+    ...(c.renditions && c.renditions.length ? [renditionStrip(drop, c)] : []),
     el("details", {}, el("summary", {}, "History"), history));
+}
+
+function renditionLine(r) {
+  if (!r.review) return r.width ? `${r.width}x${r.height}` : "unknown channel";
+  return `${r.review.decision === "approve" ? "Approved" : "Rejected"} by ${r.review.reviewer}` +
+    (r.review.note ? `: ${r.review.note}` : "");
+}
+
+// Each channel's cut as publishing makes it; a story's safe zones (covered by the app's UI) drawn on it.
+// A reviewer may reject one channel's crop and keep the image approved for the others.
+function renditionStrip(drop, c) {
+  return el("div", { class: "renditions" }, ...c.renditions.map((r) => {
+    const status = el("span", { class: `review ${r.review ? r.review.decision : "none"}` }, renditionLine(r));
+    // Sizes go through the CSSOM: the page's Content-Security-Policy refuses inline style attributes.
+    const frame = el("div", { class: "rendition-frame" },
+      el("img", { src: r.preview, alt: `${c.path.split("/").pop()} for ${r.channel}`, loading: "lazy" }));
+    if (r.width) frame.style.aspectRatio = `${r.width} / ${r.height}`;
+    for (const [side, px] of [["top", r.safe_top], ["bottom", r.safe_bottom]]) {
+      if (!px) continue;
+      const zone = el("div", { class: `safe-zone ${side}`, title: `${px} px kept clear for the app's UI` });
+      zone.style.height = `${(100 * px / r.height).toFixed(3)}%`;
+      frame.append(zone);
+    }
+    const decide = (decision) => async () => {
+      const reviewer = ($("reviewer").value || "").trim();
+      if (!reviewer) { say("Type your name first (above the campaign images).", true); $("reviewer").focus(); return; }
+      try {
+        const got = await api("/api/review", { method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ drop, path: c.path, channel: r.channel, decision, reviewer }) });
+        r.review = got.review.decision === "clear" ? null : got.review;
+        status.textContent = renditionLine(r);
+        status.className = `review ${r.review ? r.review.decision : "none"}`;
+        say("");
+      } catch (err) { say(err.message, true); }
+    };
+    return el("figure", { class: "rendition", "data-channel": r.channel }, frame,
+      el("figcaption", {}, el("strong", {}, r.channel), " ", status),
+      el("div", { class: "actions" },
+        el("button", { type: "button", class: "approve", onclick: decide("approve") }, "Keep"),
+        el("button", { type: "button", class: "reject", onclick: decide("reject") }, "Reject crop"),
+        el("button", { type: "button", class: "clear", onclick: decide("clear") }, "Clear")));
+  }));
 }
 
 function historyItems(c) {
