@@ -63,6 +63,7 @@ def _error(code: int) -> dict:
 class FakeGemini:
     def __init__(self):
         self.script: list = []  # items: dict reply, int status, ("sleep", s, reply)
+        self.reply = None  # body -> reply, when the script is empty (default: an image at the size asked)
         self.requests: list[dict] = []
         self.batches: dict[str, dict] = {}  # name -> {"model", "displayName", "requests", "state", "output"}
         self.batch_create_delay = 0.0
@@ -96,7 +97,7 @@ class FakeGemini:
                     reply = server._create_batch(m.group(2), body)
                     time.sleep(server.batch_create_delay)  # the job exists; the client has not heard yet
                     return self._send(200, reply)
-                action = server.script.pop(0) if server.script else sized_reply(body)
+                action = server.script.pop(0) if server.script else (server.reply or sized_reply)(body)
                 if isinstance(action, tuple) and action[0] == "sleep":
                     time.sleep(action[1])
                     action = action[2]

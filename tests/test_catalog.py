@@ -338,7 +338,7 @@ CHANNELS_RELEASE = "87271ec619608a4ffedd85e17344d84f055e393b"
 
 
 @pytest.mark.slow
-def test_briefs_without_channels_publish_the_same_files_and_bytes_as_the_release_before_channels(studio, tmp_path):
+def test_a_world_published_before_channels_and_scores_keeps_its_images_and_rows_and_is_scored_once(studio, tmp_path):
     from assets_pkg.domain.reviews import Reviews
 
     old = _previous_release(tmp_path, CHANNELS_RELEASE)
@@ -359,7 +359,18 @@ def test_briefs_without_channels_publish_the_same_files_and_bytes_as_the_release
         [after] = _run(ROOT, env)
         assert after["ok"], after["error"]
         assert after["encoded"] == 0 and len(gemini.requests) == 2  # nothing encoded or billed again
-        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # the same files, byte for byte
+        # The same images, byte for byte; the manifest's rows as they were, with the images' scores added.
+        assert {p.name: p.read_bytes() for p in folder.iterdir() if p.suffix == ".png"} == \
+            {k: v for k, v in before.items() if k.endswith(".png")}
+        rows = json.loads((folder / "manifest.json").read_text())
+        assert [{k: r[k] for k in old} for r, old in zip(rows, json.loads(before["manifest.json"]))] == \
+            json.loads(before["manifest.json"])
+        assert all(r["product_fidelity"] is not None for r in rows)
+        [scores] = list(art.rglob("scores.json"))  # each image scored once, in the upgrade's run
+        assert sorted(json.loads(scores.read_text())["images"]) == ["campaign/blue-shelf.png", "campaign/red-hero.png"]
+        scored = scores.stat().st_mtime_ns
+        [again] = _run(ROOT, env)
+        assert again["ok"] and len(gemini.requests) == 2 and scores.stat().st_mtime_ns == scored
 
 
 @pytest.mark.parametrize("drop", ["drinkware", "fruit-stand", "sports-gear"])

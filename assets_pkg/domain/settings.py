@@ -22,6 +22,11 @@ DEFAULTS: dict[str, str | int | None] = {
     # URLs, read when a run publishes renditions and never logged or copied. Unset: renditions go unsigned.
     "C2PA_SIGN_CERT": None,
     "C2PA_PRIVATE_KEY": None,
+    # Campaign image scores (stages/campaigns/scores.py): fixed floors in place of the drop's own rules, and
+    # whether a flagged image may be published at all.
+    "SCORE_FIDELITY_MIN": None,
+    "SCORE_PROMPT_MIN": None,
+    "PUBLISH_REQUIRES_SCORES": False,
     "MAX_IMAGE_PIXELS": 64_000_000,
     "CLIP_MODEL": "ViT-B/32",
     "CLIP_DEVICE": "auto",

@@ -25,6 +25,7 @@ from ..domain.reviews import image_stem
 from ..domain.store import ImageCollection
 from ..stages.campaigns.logic import campaign_dir
 from ..stages.campaigns.outputs import CampaignOutputs
+from ..stages.campaigns.scores import Thresholds, read_scores, reasons
 from ..stages.selects.publishing import preview
 from ..stages.selects.renditions import RenditionRefused
 from .connection import Collections
@@ -226,6 +227,23 @@ class SearchService:
     def channels(self, drop: str) -> dict:
         """The channels the drop's briefs may name (the table, with DROPS_DIR's and the drop's channels.yaml)."""
         return self._remember(("channels", drop), lambda: channels_for(self.drops_root, self.drops_root / drop))
+
+    def scores(self, drop: str) -> dict[str, dict]:
+        """campaign image -> its scores by the serving model as the page shows them (stages/campaigns/scores.py),
+        with why it is flagged (empty: it is not)."""
+        def compute() -> dict[str, dict]:
+            stored = read_scores(self.model().files(DropArtifacts.at(self.artifacts_dir, drop)))
+            limits = Thresholds.from_settings()
+            out = {}
+            for image, s in (stored.get("images") or {}).items():
+                weakest = s["product_fidelity"]["weakest"] or {}
+                out[image] = {"weakest_product": weakest.get("product", ""), "product_fidelity": weakest.get("similarity"),
+                              "prompt_match": s["prompt_match"]["similarity"],
+                              "own_prompt_nearest": s["prompt_match"]["own_prompt_nearest"],
+                              "flagged": reasons(s, stored.get("median"), limits)}
+            return out
+
+        return self._remember(("scores", drop), compute)
 
     def rendition_preview(self, drop: str, path: str, channel: str) -> bytes:
         """`channel`'s rendition of an indexed campaign image as publishing will cut it (PREVIEW_SIDE on its

@@ -130,11 +130,13 @@ def create_app(service: SearchService, token: str | None = None,
         history = desk.history(drop)
         standing = current(history)
         known = service.channels(drop)
+        scores = service.scores(drop)
         for image in detail["campaign"]:
             image["thumbnail"] = thumbnail_url("campaign", drop, image["path"])
             last = standing.get(image["path"])
             image["review"] = last and {k: getattr(last, k) for k in ("decision", "note", "reviewer", "time")}
             image["history"] = [d.to_dict() for d in history.get(image["path"], [])]
+            image["scores"] = scores.get(image["path"])
             image["renditions"] = [rendition_view(drop, image["path"], name, known.get(name), standing, history)
                                    for name in image.pop("channels")]
         detail["sheets"] = {name: "/api/sheet?" + urlencode({"drop": drop, "name": name}) for name in detail["sheets"]}

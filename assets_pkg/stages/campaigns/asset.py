@@ -5,13 +5,19 @@ from dagster import AssetExecutionContext, Config, MetadataValue
 from ...domain import storage
 from ...domain.sheets import contact_sheet
 from ...metadata import contact_sheet_metadata
-from ...resources import DropLibrary, ImageGeneratorResource
+from ...metadata import table
+from ...resources import ClipModel, DropLibrary, ImageGeneratorResource, MilvusResource, search_models
 from ...stage import Outcome, drop_stage
 from ..briefs.asset import campaign_briefs
 from ..references.asset import reference_images
-from .checks import CAMPAIGN_IMAGES_DECODE, campaign_images_decode
-from .logic import brief_shapes, campaign_dir, make_campaign_images
+from .checks import CAMPAIGN_IMAGES_DECODE, CAMPAIGN_IMAGES_SCORES, campaign_images_decode, campaign_images_scores
+from .logic import brief_shapes, campaign_dir, make_campaign_images, score_drop
 from .requests import Revision
+from .scores import Thresholds
+
+
+SCORE_COLUMNS = {"image": "string", "weakest_product": "string", "product_fidelity": "float", "prompt_match": "float",
+                 "own_prompt_nearest": "bool", "flagged": "string"}
 
 
 class CampaignConfig(Config):
@@ -27,13 +33,15 @@ class CampaignConfig(Config):
     deps=[reference_images, campaign_briefs],
     group_name="campaigns",
     kinds={"gemini", "png"},
-    check_specs=[CAMPAIGN_IMAGES_DECODE],
+    check_specs=[CAMPAIGN_IMAGES_DECODE, CAMPAIGN_IMAGES_SCORES],
     description="Campaign images per brief (1-4 variants), generated from the prompt and its reference images; "
-                "PNG + JSON sidecar. GEMINI_MODE=batch submits a Batch API job and collects it in a later run.",
+                "PNG + JSON sidecar. GEMINI_MODE=batch submits a Batch API job and collects it in a later run. "
+                "Each image is scored by the serving CLIP model against its product references and its prompt.",
 )
 def campaign_images(context: AssetExecutionContext, drop: str, config: CampaignConfig, library: DropLibrary,
-                    generator: ImageGeneratorResource) -> Outcome:
+                    generator: ImageGeneratorResource, clip: ClipModel, milvus: MilvusResource) -> Outcome:
     art = library.artifacts(drop)
+    limits = Thresholds.from_settings()  # a bad value fails here, before any request
     gen = generator.generator()  # a shut-down model fails here, before any request
     revision = Revision(config.revise, config.note, config.reviewer) if config.revise else None
     mode = "interactive" if revision else generator.run_mode()  # a person waits for a revision
@@ -49,7 +57,10 @@ def campaign_images(context: AssetExecutionContext, drop: str, config: CampaignC
         draw=lambda: contact_sheet([(p, storage.as_path(p).stem) for p in report.generated], thumb=256, cols=4,
                                    title=f"{drop}: campaign images by {gen.name}"),
     )
-    return Outcome(report.key, checks=[campaign_images_decode(art)], metadata={
+    scores = score_drop(art, search_models(library, milvus).serving, clip.serving_encoder, limits)
+    if scores.scored:
+        context.log.info(f"{drop}: scored {len(scores.scored)} campaign images; {len(scores.flagged)} flagged")
+    return Outcome(report.key, checks=[campaign_images_decode(art), campaign_images_scores(scores)], metadata={
         "generator": gen.name,
         "model": gen.model or "offline campaign board (no GEMINI_API_KEY)",
         "mode": mode,
@@ -68,6 +79,9 @@ def campaign_images(context: AssetExecutionContext, drop: str, config: CampaignC
         **({"revision": report.revision, "revision_of": revision.parent, "revision_note": revision.note,
             "waiting_for_full_run": report.waiting} if revision else {}),
         "output_dir": MetadataValue.path(str(campaign_dir(art))),
+        "scored": len(scores.scored),
+        "flagged": len(scores.flagged),
+        "scores": table(scores.table(), SCORE_COLUMNS),
         **sheet,
     })
 

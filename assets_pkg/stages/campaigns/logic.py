@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 
 from ...domain import listing, upgrade
-from ...domain.artifacts import DropArtifacts
+from ...domain.artifacts import DropArtifacts, digest
 from ...domain.channels import Channel, requests_for
 from ...domain.drops import ProductDrop
 from ...domain.image_models import SIZE_PIXELS, ImageModel
@@ -29,13 +29,15 @@ from ...domain.errors import GeneratorError
 from ...domain.reviews import image_stem
 from ...domain.storage import AnyPath
 from ..briefs.logic import Brief, read_briefs
+from ..embeddings.logic import embeddings_info, read_embeddings
 from ..references.logic import read_references
 from .batch import run_batch
 from .budget import check_budget
 from .outputs import CampaignOutputs, CampaignReport
 from .requests import ImageRequest, Revision, reference_paths
+from .scores import ScoreReport, Thresholds, score_campaign_images
 
-FILES = ("campaign/", "campaign-batch.json")
+FILES = ("campaign/", "campaign-batch.json", "scores.json")
 
 def campaign_dir(art: DropArtifacts) -> AnyPath:
     return art / "campaign"
@@ -70,6 +72,19 @@ def generate_interactive(gen, outputs: CampaignOutputs, drop: str, drop_folder: 
         for req, result, seconds in pool.map(run, todo):
             cost = price(req.brief.image_size) if result.png is not None else 0.0
             outputs.record(req, result, drop, "interactive", cost, seconds, report, log)
+
+
+def score_drop(art: DropArtifacts, serving, serving_encoder, limits: Thresholds) -> ScoreReport:
+    """The drop's campaign images scored by the serving model (`serving`: its ModelEntry; none before any
+    drop was embedded)."""
+    if serving is None:
+        return ScoreReport()
+    files = serving.files(art)
+    stems = [e.rel[:-len(".png")] for e in campaign_png_entries(art)]
+    prompts = {b.id: b.prompt for b in read_briefs(art)}
+    return score_campaign_images(CampaignOutputs(campaign_dir(art)), stems, prompts, serving.id, files,
+                                 lambda: read_embeddings(files)[:2], digest(embeddings_info(files)),
+                                 lambda: serving_encoder(serving), limits)
 
 
 def brief_shapes(info: ImageModel, channels: dict[str, Channel]):

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ...domain import listing, storage
-from ...domain.artifacts import DropArtifacts, read_parquet
+from ...domain.artifacts import DropArtifacts, digest, read_parquet
 from ...domain.drops import ProductDrop
 from ...domain.record import inputs_key
 from ...domain.storage import AnyPath, write_atomic
@@ -57,8 +57,10 @@ def write_embeddings(art: DropArtifacts, sha256: list[str], vectors: np.ndarray,
                      rejected: list[dict] | None = None) -> None:
     """`rejected`: [{file, sha256, reason}] that PIL accepted at scan time but the encoder could not read."""
     write_atomic(art / "embeddings.parquet", lambda tmp: pq.write_table(_vectors_table(sha256, vectors), tmp))
+    # `vectors`: which vectors these are, so a reader of the parquet (the campaign scores' median) knows
+    # from this small file whether they changed.
     art.write_json("embeddings.json", {"model_id": model_id, "dim": int(vectors.shape[1]), "rows": len(sha256),
-                                       "rejected": rejected or []})
+                                       "rejected": rejected or [], "vectors": digest(sha256)})
 
 
 def embeddings_info(art: DropArtifacts) -> dict:

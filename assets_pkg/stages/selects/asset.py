@@ -4,10 +4,11 @@ from dagster import AssetExecutionContext, AutomationCondition, MetadataValue
 
 from ...domain import storage
 from ...metadata import table
-from ...resources import DropLibrary
+from ...resources import DropLibrary, MilvusResource, search_models
 from ...stage import Outcome, drop_stage
 from ..campaigns.asset import campaign_images
 from ...domain.settings import setting
+from ..campaigns.scores import Thresholds, read_scores, reasons
 from .logic import publish_selects
 from .provenance import BrandSigner, SigningError
 from .publishing import reader_of
@@ -31,12 +32,16 @@ DECISION_COLUMNS = {"image": "string", "decision": "string", "reviewer": "string
                 "names `channels` also gets a rendition per channel at its exact size, with XMP and, given a "
                 "certificate, a signed C2PA manifest.",
 )
-def campaign_selects(context: AssetExecutionContext, drop: str, library: DropLibrary) -> Outcome:
+def campaign_selects(context: AssetExecutionContext, drop: str, library: DropLibrary, milvus: MilvusResource) -> Outcome:
     shared = library.get("base_images_dir")
+    scores, flagged = drop_scores(library, milvus, drop)
     report = publish_selects(drop, library.artifacts(drop), storage.location("PUBLISH_DIR", library.get("publish_dir")),
                              channels=library.channels(drop), load_signer=brand_signer,
                              read_ingredient=reader_of(library.drop(drop).folder,
-                                                       storage.location("BASE_IMAGES_DIR", shared) if shared else None))
+                                                       storage.location("BASE_IMAGES_DIR", shared) if shared else None),
+                             scores=scores, flagged=flagged, requires_scores=setting("PUBLISH_REQUIRES_SCORES"))
+    for line in report.flagged:
+        context.log.warning(f"{drop}: approved but not published (PUBLISH_REQUIRES_SCORES): {line}")
     if report.unsigned:
         context.log.warning(f"{drop}: renditions published unsigned (no C2PA certificate: set C2PA_SIGN_CERT and "
                             f"C2PA_PRIVATE_KEY to sign them)")
@@ -51,6 +56,7 @@ def campaign_selects(context: AssetExecutionContext, drop: str, library: DropLib
         "renditions_signed": sum(bool(r["signed"]) for r in renditions),
         "renditions_refused": MetadataValue.json(report.refused),
         "renditions_rejected": MetadataValue.json(report.held),
+        "held_back_flagged": MetadataValue.json(report.flagged),
         "rendition_table": table([{k: r[k] for k in RENDITION_TABLE} for r in renditions], RENDITION_TABLE),
         "published": len(report.rows),
         "approved": sum(d.decision == "approve" for d in decisions),
@@ -63,6 +69,17 @@ def campaign_selects(context: AssetExecutionContext, drop: str, library: DropLib
         "publish_dir": MetadataValue.path(report.folder),
         "dagster/row_count": len(report.rows),
     })
+
+
+def drop_scores(library: DropLibrary, milvus: MilvusResource, drop: str) -> tuple[dict, dict]:
+    """(image -> its scores, image -> why it is flagged) by the serving model, as campaign_images left them."""
+    serving = search_models(library, milvus).serving
+    if serving is None:
+        return {}, {}
+    stored = read_scores(serving.files(library.artifacts(drop)))
+    limits = Thresholds.from_settings()
+    images = stored.get("images", {})
+    return images, {i: why for i, s in images.items() if (why := reasons(s, stored.get("median"), limits))}
 
 
 def brand_signer() -> BrandSigner | None:

@@ -31,6 +31,7 @@ from .publishing import RENDITION_COLUMNS, previous_rows, publish_renditions
 FILES = ()  # nothing under the drop's artifacts: it reads reviews/ (domain/reviews.py) and writes PUBLISH_DIR
 COLUMNS = ["image", "sha256", "drop", "brief", "prompt", "model", "size", "aspect_ratio", "cost_usd",
            "references", "base_image", "parent", "note", "reviewer", "approved_at"]
+SCORE_COLUMNS = ["weakest_product", "product_fidelity", "prompt_match"]  # when the image was scored
 
 
 @dataclass
@@ -42,6 +43,7 @@ class PublishReport:
     approved_missing: list[str] = field(default_factory=list)  # approved, but the image is gone
     refused: list[str] = field(default_factory=list)  # renditions not published, each with why
     held: list[str] = field(default_factory=list)  # renditions a reviewer rejected (the image stays approved)
+    flagged: list[str] = field(default_factory=list)  # approved, kept back by PUBLISH_REQUIRES_SCORES, with why
     unsigned: bool = False  # renditions were published without a C2PA signature (no certificate configured)
     decisions: dict[str, Decision] = field(default_factory=dict)  # on whole images
     on_channels: dict[str, Decision] = field(default_factory=dict)  # on one channel's rendition
@@ -70,19 +72,32 @@ def manifest_row(drop: str, stem: str, sidecar: dict, sha256: str, decision: Dec
 def manifest_csv(rows: list[dict]) -> bytes:
     """The manifest as CSV: references as a JSON list in their column; the renditions' columns only when
     there are renditions (a drop without channels keeps the manifest it had)."""
-    columns = COLUMNS + RENDITION_COLUMNS if any("channel" in r for r in rows) else COLUMNS
+    columns = COLUMNS + [c for c in SCORE_COLUMNS if any(c in r for r in rows)]
+    columns += RENDITION_COLUMNS if any("channel" in r for r in rows) else []
     frame = pd.DataFrame([{**r, "references": json.dumps(r["references"])} for r in rows], columns=columns)
     buf = io.StringIO()
     frame.to_csv(buf, index=False)
     return buf.getvalue().encode()
 
 
+def score_fields(scores: dict | None) -> dict:
+    """An image's scores as its manifest row gives them (stages/campaigns/scores.py)."""
+    if not scores:
+        return {}
+    weakest = scores["product_fidelity"]["weakest"] or {}
+    return {"weakest_product": weakest.get("product", ""), "product_fidelity": weakest.get("similarity"),
+            "prompt_match": scores["prompt_match"]["similarity"]}
+
+
 def publish_selects(drop: str, art: DropArtifacts, publish_root: AnyPath, channels: dict | None = None,
-                    load_signer=lambda: None, read_ingredient=lambda ingredient: None) -> PublishReport:
+                    load_signer=lambda: None, read_ingredient=lambda ingredient: None,
+                    scores: dict[str, dict] | None = None, flagged: dict[str, list[str]] | None = None,
+                    requires_scores: bool = False) -> PublishReport:
     """Bring `<publish_root>/<drop>/` in line with the drop's approved images (copied only when their
     content changed), their renditions (for briefs that name channels), and write its manifests.
     `load_signer()`: the brand's C2PA signer or None, asked only when there are renditions, before anything
-    is written (a bad certificate fails here)."""
+    is written (a bad certificate fails here). `scores`/`flagged`: each image's scores and why it is
+    flagged; with `requires_scores` a flagged image is not published, even when approved."""
     folder = publish_root / drop
     report = PublishReport(folder=str(folder))
     standing = current(Reviews(art).history())
@@ -103,6 +118,9 @@ def publish_selects(drop: str, art: DropArtifacts, publish_root: AnyPath, channe
         if png_problem(data) is not None:
             report.approved_missing.append(image)
             continue
+        if requires_scores and (flagged or {}).get(image):
+            report.flagged.append(f"{stem}.png: {'; '.join(flagged[image])}")
+            continue
         approved.append((stem, data, decision, read_json(outputs.sidecar(stem), {}) or {}))
     with_channels = any(sidecar.get("brief", {}).get("channels") for *_, sidecar in approved)
     signer = load_signer() if with_channels else None
@@ -115,7 +133,7 @@ def publish_selects(drop: str, art: DropArtifacts, publish_root: AnyPath, channe
         else:
             write_atomic(folder / name, data)
             report.copied.append(name)
-        row = manifest_row(drop, stem, sidecar, sha, decision)
+        row = {**manifest_row(drop, stem, sidecar, sha, decision), **score_fields((scores or {}).get(f"campaign/{stem}.png"))}
         report.rows.append(row)
         if sidecar.get("brief", {}).get("channels"):
             publish_renditions(drop, stem, data, sidecar, decision, row, channels or {}, outputs, folder, previous,

@@ -195,7 +195,16 @@ async function showDrop(drop) {
     parts.push(el("label", { class: "reviewer" }, "Your name, for your decisions: ",
       el("input", { id: "reviewer", maxlength: "80", value: localStorage.getItem("reviewer") || "",
                     onchange: (e) => localStorage.setItem("reviewer", e.target.value.trim()) })));
-    parts.push(el("div", { class: "grid" }, ...d.campaign.map((c) => campaignCard(d.drop, c))));
+    // Weakest first: the candidate whose product looks least like its photos is the one to look at.
+    const weakest = (c) => (c.scores && c.scores.product_fidelity != null ? c.scores.product_fidelity : 2);
+    const ordered = d.campaign.slice().sort((a, b) => weakest(a) - weakest(b) || a.path.localeCompare(b.path));
+    const flagged = ordered.filter((c) => c.scores && c.scores.flagged.length).length;
+    const grid = el("div", { class: "grid" }, ...ordered.map((c) => campaignCard(d.drop, c)));
+    parts.push(el("label", { class: "flagged-only" },
+      el("input", { type: "checkbox", id: "flagged-only", onchange: (e) => {
+        for (const card of grid.children) card.hidden = e.target.checked && card.dataset.flagged !== "true";
+      } }), ` Flagged only (${flagged})`));
+    parts.push(grid);
     view.replaceChildren(...parts);
     $("search-view").hidden = true;
     view.hidden = false;
@@ -213,6 +222,14 @@ function facts(c) {
   if (c.base_image) rows.push(["base image", c.base_image]);
   if (c.revision) rows.push(["revised from", c.revision.parent.split("/").pop()], ["note", c.revision.note]);
   return el("table", { class: "facts" }, ...rows.map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, String(v ?? "")))));
+}
+
+function scoreLine(s) {
+  const num = (v) => (v == null ? "–" : v.toFixed(3));
+  return el("div", { class: `scores ${s.flagged.length ? "flagged" : ""}` },
+    el("span", { class: "score-values" }, `product ${num(s.product_fidelity)} · prompt ${num(s.prompt_match)}`),
+    ...(s.weakest_product ? [el("span", { class: "weakest" }, `${s.weakest_product} looks least like its photos`)] : []),
+    ...s.flagged.map((why) => el("span", { class: "flag" }, `Flagged: ${why}`)));
 }
 
 function reviewLine(c) {
@@ -253,9 +270,11 @@ function campaignCard(drop, c) {
     } catch (err) { say(err.message, true); }
   };
   const history = el("ol", { class: "history" }, ...historyItems(c));
-  return el("article", { class: "card campaign-image", "data-path": c.path },
+  return el("article", { class: "card campaign-image", "data-path": c.path,
+                         "data-flagged": String(Boolean(c.scores && c.scores.flagged.length)) },
     thumb(c.thumbnail, c.path),
     el("span", { class: "name" }, c.path.split("/").pop()),
+    ...(c.scores ? [scoreLine(c.scores)] : []),
     facts(c), status, note,
     el("div", { class: "actions" },
       el("button", { type: "button", class: "approve", onclick: decide("approve") }, "Approve"),
