@@ -91,6 +91,9 @@ def test_an_image_that_is_its_reference_scores_its_likeness_and_a_grey_one_is_fl
         f"({match['similarity']:.3f})"]
     facts = metadata(result, "campaign_images")
     assert facts["scored"] == 2 and facts["flagged"] == 1
+    # The campaign index takes the vectors the scores were computed from: no image is encoded twice.
+    index = metadata(result, "campaign_image_index")
+    assert (index["encoded"], index["indexed"]) == (0, 2)
     rows = [r.data for r in facts["scores"].records]
     assert [r["image"] for r in rows] == ["campaign/red-hero.png", "campaign/blue-shelf.png"]  # weakest first
     assert rows[0]["product_fidelity"] == weakest["similarity"] and rows[0]["weakest_product"] == "DOT-7"

@@ -17,9 +17,10 @@ from .app import TOP_K, CliError, cli, still_on_serving
 @click.option("--sku", help="only this product's images")
 @click.option("--category", help="only this category (any case)")
 @click.option("--color", help="only this colour (any case)")
+@click.option("--all", "show_all", is_flag=True, help="every picture of a same-shot group (default: one)")
 @click.option("--json", "as_json", is_flag=True)
 def search(query: str, drop: str | None, top_k: int, sku: str | None, category: str | None, color: str | None,
-           as_json: bool) -> None:
+           show_all: bool, as_json: bool) -> None:
     """Search by text: each hit's similarity to the query (cosine, CLIP), why it was found, its file and
     product, in the fused order (exact SKU, then CLIP and BM25 fused; --json has the rank score too)."""
     from assets_pkg.domain.drops import validate_drop_name
@@ -51,7 +52,21 @@ def search(query: str, drop: str | None, top_k: int, sku: str | None, category: 
         note = store.search_note()
         if note:
             print(f"drop-studio: {note}", file=sys.stderr)
-        hits = store.search(encoder.embed_texts([query]), drop=drop, top_k=top_k, texts=[query], where=where)[0]
+        hits = store.search(encoder.embed_texts([query]), drop=drop, top_k=top_k if show_all else 2 * top_k,
+                            texts=[query], where=where)[0]
+    if not show_all:  # one picture of each same-shot group (product_duplicates)
+        from assets_pkg.domain.artifacts import DropArtifacts
+        from assets_pkg.stages.duplicates.logic import collapse, collapse_index
+
+        artifacts, groups = setting("ARTIFACTS_DIR"), {}
+
+        def groups_of(d: str) -> dict:
+            if d not in groups:
+                art = DropArtifacts.at(artifacts, d)
+                groups[d] = collapse_index(serving.files(art) if serving else art)
+            return groups[d]
+
+        hits = collapse(hits, groups_of, top_k)
     root = location("DROPS_DIR", setting("DROPS_DIR"))
     rows = [{"path": str(root / h.drop / h.path), "drop": h.drop, "similarity": round(h.similarity, 4),
              "why": list(h.why), "words": list(h.words), "score": round(h.score, 4), "sku": h.sku,

@@ -72,3 +72,12 @@ def parse_query(raw: str | None) -> str:
     if len(query) > MAX_QUERY_CHARS:
         raise BadRequest("q", f"the query is {len(query)} characters long; at most {MAX_QUERY_CHARS}")
     return query
+
+
+def parse_collapse(value: str | None) -> bool:
+    """`collapse=false` shows every picture of a same-shot group; the default shows one."""
+    if value in (None, "", "true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise BadRequest("collapse", f"must be true or false, got {value[:20]!r}")

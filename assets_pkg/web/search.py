@@ -26,6 +26,7 @@ from ..domain.store import ImageCollection
 from ..stages.campaigns.logic import campaign_dir
 from ..stages.campaigns.outputs import CampaignOutputs
 from ..stages.campaigns.scores import Thresholds, read_scores, reasons
+from ..stages.duplicates.logic import collapse as collapse_hits, collapse_index, read_duplicates
 from ..stages.selects.publishing import preview
 from ..stages.selects.renditions import RenditionRefused
 from .connection import Collections
@@ -162,12 +163,26 @@ class SearchService:
 
     # -- search ------------------------------------------------------------
     def search(self, query: str, drop: str | None, k: int, kinds: tuple[str, ...] = KINDS,
-               where: dict | None = None) -> tuple[list[Found], "ModelEntry"]:
+               where: dict | None = None, collapse: bool = True) -> tuple[list[Found], "ModelEntry"]:
         """Text search (CLIP fused with BM25 over names and the catalog), filtered by drop and `where`; with
-        the model that answered (the query is encoded and searched with one model's collections)."""
+        the model that answered (the query is encoded and searched with one model's collections). With
+        `collapse`, one picture of each same-shot group (product_duplicates)."""
         model = self.model()
         vector = self.encoder(model).embed_texts([query])
-        return self._nearest(vector, drop, k, kinds, text=query, where=where, model=model), model
+        return self._nearest(vector, drop, k, kinds, text=query, where=where, model=model, collapse=collapse), model
+
+    def duplicates(self, drop: str) -> dict:
+        """The drop's same-shot and near-identical groups (product_duplicates), and its blank pictures."""
+        def compute() -> dict:
+            found = read_duplicates(self.model().files(DropArtifacts.at(self.artifacts_dir, drop)))
+            return {k: found.get(k, []) for k in ("same_shot", "near_identical", "blank")}
+
+        return self._remember(("duplicates", drop), compute)
+
+    def groups_of(self, drop: str) -> dict[str, str]:
+        """path -> its same-shot group's first path, for the drop's grouped pictures."""
+        return self._remember(("shots", drop),
+                              lambda: collapse_index(self.model().files(DropArtifacts.at(self.artifacts_dir, drop))))
 
     def search_by_picture(self, data: bytes, drop: str | None, k: int, kinds: tuple[str, ...] = KINDS,
                           where: dict | None = None) -> tuple[list[Found], "ModelEntry"]:
@@ -192,17 +207,19 @@ class SearchService:
         return [f for f in found if not (f.drop == drop and self._rows(kind, drop).get(f.path) == row)][:k]
 
     def _nearest(self, vector, drop: str | None, k: int, kinds: tuple[str, ...], text: str | None = None,
-                 where: dict | None = None, model: "ModelEntry | None" = None) -> list[Found]:
+                 where: dict | None = None, model: "ModelEntry | None" = None, collapse: bool = False) -> list[Found]:
         """Both collections' best, merged: exact SKU matches first, then by score (both collections are
-        searched the same way, so their scores compare)."""
+        searched the same way, so their scores compare); with `collapse`, one of each same-shot group."""
         found: list[Found] = []
+        limit, k = k, (2 * k if collapse else k)  # room for the group members left out
         with self._connection.use(model or self.model()) as (products, campaigns):
             for kind, store in (("product", products), ("campaign", campaigns)):
                 if kind in kinds and store.exists():
                     hits = store.search(vector, drop=drop, top_k=k, texts=None if text is None else [text],
                                         where=where)[0]
                     found += [Found.of(kind, h) for h in hits]
-        return sorted(found, key=lambda f: (f.match != "sku", -f.score))[:k]
+        ranked = sorted(found, key=lambda f: (f.match != "sku", -f.score))
+        return collapse_hits(ranked, self.groups_of, limit) if collapse else ranked[:limit]
 
     # -- files -------------------------------------------------------------
     def thumbnail(self, kind: str, drop: str, path: str) -> bytes:

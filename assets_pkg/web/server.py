@@ -48,7 +48,8 @@ from ..domain.reviews import current
 from ..domain.settings import DEFAULTS
 from .review import ReviewDesk, RevisionFailed, rendition_view, run_revision
 from .connection import Busy
-from .params import MAX_UPLOAD_BYTES, BadRequest, parse_filters, parse_k, parse_kind, parse_query, parse_upload
+from .params import (MAX_UPLOAD_BYTES, BadRequest, parse_collapse, parse_filters, parse_k, parse_kind, parse_query,
+                     parse_upload)
 from .search import SearchService
 
 if TYPE_CHECKING:  # the resources import Dagster; the page's routes need not
@@ -82,7 +83,7 @@ def create_app(service: SearchService, token: str | None = None,
         q = request.query_params
         query = parse_query(q.get("q"))
         found, model = service.search(query, service.check_drop(q.get("drop")), parse_k(q.get("k")),
-                                      parse_kind(q.get("kind")), parse_filters(q))
+                                      parse_kind(q.get("kind")), parse_filters(q), parse_collapse(q.get("collapse")))
         return JSONResponse(_with_thumbnails(found), headers=answered_by(model))
 
     def by_picture(data: bytes, q) -> JSONResponse:
@@ -139,6 +140,10 @@ def create_app(service: SearchService, token: str | None = None,
             image["scores"] = scores.get(image["path"])
             image["renditions"] = [rendition_view(drop, image["path"], name, known.get(name), standing, history)
                                    for name in image.pop("channels")]
+        dups = service.duplicates(drop)
+        detail["duplicates"] = {kind: [[{"path": p, "thumbnail": thumbnail_url("product", drop, p)} for p in group]
+                                       for group in dups[kind]] for kind in ("same_shot", "near_identical")}
+        detail["duplicates"]["blank"] = dups["blank"]
         detail["sheets"] = {name: "/api/sheet?" + urlencode({"drop": drop, "name": name}) for name in detail["sheets"]}
         return JSONResponse(detail)
 

@@ -32,6 +32,7 @@ from ...domain.milvus import display_uri, lite_fingerprint
 from ...domain.record import StageRecord
 from ...domain.store import SCHEMA_VERSION, ImageCollection, row_id
 from ..campaigns.logic import campaign_png_entries
+from ..campaigns.scores import read_image_vectors
 from ..collection.logic import rows_digest, verified_unchanged
 
 if TYPE_CHECKING:
@@ -99,13 +100,17 @@ def index_campaign_images(drop: str, art: DropArtifacts, model_id: str, load_enc
     rewrite_all = last.get("model_id") not in (None, model_id)
     with open_store() as store:
         todo = store.changed_rows(drop, rows, rewrite_all) if rows else []
+        # campaign_images encoded what it scored with this model: those vectors are not computed again.
+        known = read_image_vectors(model_files or art) if todo else {}
+        reused = [{**r, "vector": known[r["sha256"]]} for r in todo if r["sha256"] in known]
+        todo = [r for r in todo if r["sha256"] not in known]
         encoder = load_encoder() if todo else None
         batch = encoder.embed_images([art / r["path"] for r in todo]) if todo else None
         if batch is not None and batch.failures:
             bad = ", ".join(todo[i]["path"] for i, _ in batch.failures)
             raise StudioError(f"{drop}: campaign images that do not decode: {bad}")
-        dim = encoder.dim if encoder else store.dim()
-        encoded = [{**todo[i], "vector": v} for i, v in zip(batch.indices, batch.vectors)] if batch else []
+        dim = encoder.dim if encoder else (len(reused[0]["vector"]) if reused else store.dim())
+        encoded = reused + ([{**todo[i], "vector": v} for i, v in zip(batch.indices, batch.vectors)] if batch else [])
         # Only the rows encoded here are sent; the others are kept as stored, or deleted when gone.
         done = store.sync_drop(drop, rows, dim, rewrite_all=rewrite_all, write=encoded) if dim else None
     indexed = len(done.ids) if done else 0

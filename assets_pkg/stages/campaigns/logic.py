@@ -37,7 +37,7 @@ from .outputs import CampaignOutputs, CampaignReport
 from .requests import ImageRequest, Revision, reference_paths
 from .scores import ScoreReport, Thresholds, score_campaign_images
 
-FILES = ("campaign/", "campaign-batch.json", "scores.json")
+FILES = ("campaign/", "campaign-batch.json", "scores.json", "campaign-vectors.parquet")
 
 def campaign_dir(art: DropArtifacts) -> AnyPath:
     return art / "campaign"

@@ -23,9 +23,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ...domain import listing, storage
-from ...domain.artifacts import DropArtifacts, digest, read_json
+from ...domain.artifacts import DropArtifacts, digest, read_json, read_parquet
+from ...domain.storage import write_atomic
 from ...domain.errors import StudioError
 from ...domain.settings import setting
 from .outputs import CampaignOutputs
@@ -34,6 +37,9 @@ if TYPE_CHECKING:
     from ...domain.encoder import ClipEncoder
 
 FILE = "scores.json"
+# The images' vectors, by content: the campaign index of the same model takes them from here instead of
+# encoding the images a second time.
+VECTORS = "campaign-vectors.parquet"
 MEDIAN_SAMPLE = 1500  # product pictures the median pairwise similarity is taken over (every pair of a sample)
 
 
@@ -146,6 +152,25 @@ def read_scores(files: DropArtifacts) -> dict:
     return read_json(files / FILE, {}) or {}
 
 
+def read_image_vectors(files: DropArtifacts) -> dict[str, np.ndarray]:
+    """sha256 -> the vector campaign_images encoded that image with (this model's files)."""
+    try:
+        table = read_parquet(files / VECTORS)
+    except FileNotFoundError:
+        return {}
+    dim = table.schema.field("vector").type.list_size
+    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return dict(zip(table.column("sha256").to_pylist(), np.asarray(flat, np.float32).reshape(-1, dim)))
+
+
+def _write_image_vectors(files: DropArtifacts, vectors: dict[str, np.ndarray]) -> None:
+    shas = sorted(vectors)
+    flat = np.ascontiguousarray(np.stack([vectors[s] for s in shas]), np.float32)
+    table = pa.table({"sha256": pa.array(shas, pa.string()),
+                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])})
+    write_atomic(files / VECTORS, lambda tmp: pq.write_table(table, tmp))
+
+
 def score_campaign_images(outputs: CampaignOutputs, stems: list[str], prompts: dict[str, str], model_id: str,
                           files: DropArtifacts, product_vectors: Callable[[], tuple[list[str], np.ndarray]],
                           vectors_version: str, load_encoder: Callable[[], "ClipEncoder"],
@@ -153,7 +178,8 @@ def score_campaign_images(outputs: CampaignOutputs, stems: list[str], prompts: d
     """Scores for the drop's campaign images (`stems`), computed for those whose key changed, in the serving
     model's `files`. `product_vectors()`: the drop's (sha256 list, vectors), read only when something is
     scored or `vectors_version` (what the stored vectors are) changed. An unchanged drop is one listing and
-    one small read: no image, sidecar or vector is read."""
+    one small read: no image, sidecar or vector is read. The images' vectors are kept (VECTORS) for the
+    campaign index."""
     old = read_scores(files)
     same_model = old.get("model") == model_id
     kept = old.get("images", {}) if same_model else {}
@@ -175,7 +201,7 @@ def score_campaign_images(outputs: CampaignOutputs, stems: list[str], prompts: d
         if before.get("key") == key:
             current[image] = {**before, "files": seen}
         else:
-            todo.append((image, stem, sidecar, key, seen))
+            todo.append((image, stem, sidecar, key, seen, hashlib.sha256(data).hexdigest()))
     fresh = todo or not same_model or old.get("median_of") != vectors_version
     sha, vectors = product_vectors() if stems and fresh else ([], None)
     report.median = median_similarity(vectors) if vectors is not None else old.get("median")
@@ -185,10 +211,15 @@ def score_campaign_images(outputs: CampaignOutputs, stems: list[str], prompts: d
         by_sha = dict(zip(sha, vectors))
         names = sorted(prompts)
         prompt_vectors = dict(zip(names, encoder.embed_texts([prompts[b] for b in names]))) if names else {}
+        made = {}
         for i, vector in zip(batch.indices, batch.vectors):
-            image, _, sidecar, key, seen = todo[i]
-            current[image] = {"key": key, "files": seen, **score_image(vector, sidecar, by_sha, prompt_vectors)}
+            image, _, sidecar, key, seen, sha256 = todo[i]
+            current[image] = {"key": key, "files": seen, "sha256": sha256,
+                              **score_image(vector, sidecar, by_sha, prompt_vectors)}
             report.scored.append(image)
+            made[sha256] = vector
+        wanted = {s.get("sha256") for s in current.values()}
+        _write_image_vectors(files, {**{k: v for k, v in read_image_vectors(files).items() if k in wanted}, **made})
     report.scores = dict(sorted(current.items()))
     report.flagged = {image: why for image, s in report.scores.items() if (why := reasons(s, report.median, limits))}
     doc = {"model": model_id, "median": report.median, "median_of": vectors_version, "prompts": prompts_key,

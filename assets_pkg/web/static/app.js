@@ -191,6 +191,17 @@ async function showDrop(drop) {
           product(r),
           el("span", { class: "used-in" }, r.used_in.length ? `in ${r.used_in.map((p) => p.split("/").pop()).join(", ")}` : ""))))));
     }
+    const dups = d.duplicates || { same_shot: [], near_identical: [], blank: [] };
+    if (dups.same_shot.length || dups.near_identical.length) {
+      // Nothing is deleted: these are for a person to look at; search shows one picture of a same shot.
+      parts.push(el("h3", {}, `Duplicates: ${dups.same_shot.length} same-shot groups, ${dups.near_identical.length} near-identical`));
+      for (const [kind, label] of [["same_shot", "Same shot"], ["near_identical", "Near-identical (CLIP)"]]) {
+        for (const group of dups[kind]) {
+          parts.push(el("div", { class: `duplicates ${kind}` }, el("strong", {}, label),
+            ...group.map((g) => el("figure", {}, thumb(g.thumbnail, g.path), el("figcaption", {}, g.path)))));
+        }
+      }
+    }
     parts.push(el("h3", {}, `Campaign images (${d.campaign.length})`));
     parts.push(el("label", { class: "reviewer" }, "Your name, for your decisions: ",
       el("input", { id: "reviewer", maxlength: "80", value: localStorage.getItem("reviewer") || "",

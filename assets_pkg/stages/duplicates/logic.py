@@ -1,0 +1,174 @@
+"""The duplicates stage: groups of a drop's pictures that are the same shot, and, separately, pictures that
+are near-identical to the CLIP model. Nothing is deleted: people decide, search shows one of a group.
+
+- **Same shot**: a perceptual hash (imagehash's pHash on the grey image) of the whole picture and of five
+  90% crops (centre and corners); two pictures are the same shot when the whole of one is within
+  SAME_SHOT_MAX_BITS of the whole of the other or of one of its crops. Robust to re-encoding, resizing and
+  small crops (a crop of a picture is a crop-sized part of it). Files with the same bytes are the same
+  shot without hashing. A blank picture (one grey level) hashes like every other blank one: it is listed
+  apart, never grouped.
+- **Near-identical**: among the same-shot groups' first pictures and the others, pairs whose CLIP vectors
+  (the serving model's, already stored) are at least NEAR_IDENTICAL_MIN alike: another shot of the same
+  thing, or an edit.
+
+Files: duplicates.json (the groups, and each content's hashes so an unchanged picture is never read again),
+in the serving model's files (the near-identical groups are that model's).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import imagehash
+import numpy as np
+
+from ...domain.artifacts import DropArtifacts, digest
+from ...domain.drops import load_rgb
+from ...domain.record import StageRecord
+
+FILE = "duplicates.json"
+FILES = (FILE,)
+SAME_SHOT_MAX_BITS = 5  # of pHash's 64: a re-encode or resize moves 0-4; distinct pictures 6 or more
+NEAR_IDENTICAL_MIN = 0.95  # cosine of the CLIP vectors
+CROPS = ((0.05, 0.05, 0.95, 0.95), (0, 0, 0.9, 0.9), (0.1, 0, 1, 0.9), (0, 0.1, 0.9, 1), (0.1, 0.1, 1, 1))
+HASH_SIDE = 256  # pixels a picture is decoded to (at least) before hashing: pHash looks at 32x32
+BLOCK = 2048  # rows compared at once (BLOCK x pictures distances in memory)
+
+
+@dataclass
+class DuplicatesReport:
+    same_shot: list[list[str]] = field(default_factory=list)  # paths, each group sorted, groups by first path
+    near_identical: list[list[str]] = field(default_factory=list)
+    blank: list[str] = field(default_factory=list)
+    hashed: int = 0  # pictures read and hashed in this run
+    key: str = ""
+    changed: bool = True
+
+    def to_dict(self) -> dict:
+        return {"same_shot": self.same_shot, "near_identical": self.near_identical, "blank": self.blank}
+
+
+def shot_hashes(source) -> list[str] | None:
+    """The picture's pHash and its five crops' (hex), or None for a blank picture."""
+    grey = load_rgb(source, min_side=HASH_SIDE).convert("L")
+    lo, hi = grey.getextrema()
+    if hi - lo <= 2:
+        return None
+    w, h = grey.size
+    parts = [grey] + [grey.crop((int(a * w), int(b * h), int(c * w), int(d * h))) for a, b, c, d in CROPS]
+    return [str(imagehash.phash(p)) for p in parts]
+
+
+def _bits(hexes: list[str]) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex("".join(hexes)), np.uint8)).reshape(len(hexes), 64)
+
+
+def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    return a @ (1 - b).T + (1 - a) @ b.T
+
+
+def _groups(n: int, pairs) -> list[list[int]]:
+    parent = list(range(n))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in pairs:
+        ri, rj = root(i), root(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    found: dict[int, list[int]] = {}
+    for i in range(n):
+        found.setdefault(root(i), []).append(i)
+    return [g for g in found.values() if len(g) > 1]
+
+
+def same_shot_pairs(hashes: list[list[str]]) -> list[tuple[int, int]]:
+    """Pairs (i < j) of pictures within SAME_SHOT_MAX_BITS: whole to whole, or whole to a crop either way."""
+    whole = _bits([h[0] for h in hashes])
+    crops = [_bits([h[k] for h in hashes]) for k in range(1, len(CROPS) + 1)]
+    pairs = []
+    for start in range(0, len(hashes), BLOCK):
+        rows = slice(start, start + BLOCK)
+        best = _hamming(whole[rows], whole)
+        for c in crops:
+            best = np.minimum(best, np.minimum(_hamming(whole[rows], c), _hamming(c[rows], whole)))
+        i, j = np.nonzero(best <= SAME_SHOT_MAX_BITS)
+        pairs += [(a + start, b) for a, b in zip(i.tolist(), j.tolist()) if a + start < b]
+    return pairs
+
+
+def near_pairs(vectors: np.ndarray) -> list[tuple[int, int]]:
+    pairs = []
+    for start in range(0, len(vectors), BLOCK):
+        sims = vectors[start:start + BLOCK] @ vectors.T
+        i, j = np.nonzero(sims >= NEAR_IDENTICAL_MIN)
+        pairs += [(a + start, b) for a, b in zip(i.tolist(), j.tolist()) if a + start < b]
+    return pairs
+
+
+def find_duplicates(folder, files: DropArtifacts, images: list[tuple[str, str]],
+                    load_vectors: Callable[[], dict[str, np.ndarray]], model_id: str | None,
+                    workers: int = 2) -> DuplicatesReport:
+    """`folder`: the drop's; `images`: (path, sha256) of its valid pictures; `load_vectors()`: sha256 -> the
+    serving model's vector (read only when something changed)."""
+    key = digest({"images": sorted(images), "model": model_id, "rules": [SAME_SHOT_MAX_BITS, NEAR_IDENTICAL_MIN,
+                                                                         CROPS, HASH_SIDE]})
+    record = StageRecord(files, FILE)
+    if record.kept(key):
+        last = record.last
+        return DuplicatesReport(last["same_shot"], last["near_identical"], last["blank"], 0, key, changed=False)
+    known = record.last.get("hashes", {})
+    by_sha: dict[str, list[str]] = {}
+    for path, sha in sorted(images):
+        by_sha.setdefault(sha, []).append(path)
+    todo = [sha for sha in by_sha if sha not in known]
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # PIL decodes and resizes outside the GIL
+        fresh = dict(zip(todo, pool.map(lambda sha: shot_hashes(folder / by_sha[sha][0]), todo)))
+    hashes = {sha: (fresh[sha] if sha in fresh else known[sha]) for sha in by_sha}
+    report = DuplicatesReport(hashed=len(todo), key=key)
+    report.blank = sorted(p for sha, h in hashes.items() if h is None for p in by_sha[sha])
+    shas = [sha for sha in sorted(by_sha, key=lambda s: by_sha[s][0]) if hashes[sha] is not None]
+    groups = _groups(len(shas), same_shot_pairs([hashes[s] for s in shas])) if shas else []
+    grouped = {shas[i] for g in groups for i in g}
+    shots = [sorted(p for i in g for p in by_sha[shas[i]]) for g in groups]
+    shots += [by_sha[s] for s in shas if s not in grouped and len(by_sha[s]) > 1]  # the same bytes, several names
+    report.same_shot = sorted(shots)
+    # Near-identical: one picture per shot (its group's first), compared by vector.
+    members = {p for g in report.same_shot for p in g} - {g[0] for g in report.same_shot}
+    vectors = load_vectors() if shas else {}
+    keep = [sha for sha in shas if by_sha[sha][0] not in members and sha in vectors]
+    if len(keep) > 1:
+        near = _groups(len(keep), near_pairs(np.stack([vectors[s] for s in keep])))
+        report.near_identical = sorted(sorted(by_sha[keep[i]][0] for i in g) for g in near)
+    record.write(key, **report.to_dict(), hashes=hashes)
+    return report
+
+
+def read_duplicates(files: DropArtifacts) -> dict:
+    return files.read_json(FILE, {}) or {}
+
+
+def collapse_index(files: DropArtifacts) -> dict[str, str]:
+    """path -> the first path of its same-shot group, for the drop's grouped pictures (search shows one)."""
+    return {p: g[0] for g in read_duplicates(files).get("same_shot", []) for p in g}
+
+
+
+def collapse(hits: list, groups_of: Callable[[str], dict[str, str]], limit: int) -> list:
+    """`hits` (best first, each with `drop` and `path`) with one picture per same-shot group: the best-ranked
+    one; at most `limit`. `groups_of(drop)`: that drop's collapse_index."""
+    seen, out = set(), []
+    for h in hits:
+        key = (getattr(h, "kind", "product"), h.drop,
+               groups_of(h.drop).get(h.path, h.path) if getattr(h, "kind", "product") == "product" else h.path)
+        if key not in seen:
+            seen.add(key)
+            out.append(h)
+    return out[:limit]
