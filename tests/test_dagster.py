@@ -43,7 +43,8 @@ def test_dg_cli_checks_and_lists_the_same_definitions(studio):
         "raw_product_images": "catalog", "product_catalog": "catalog", "clip_embeddings": "catalog",
         "product_image_collection": "catalog",
         "campaign_briefs": "campaigns", "reference_images": "campaigns", "campaign_images": "campaigns",
-        "campaign_image_index": "campaigns", "campaign_selects": "campaigns", "search_model": "search"}
+        "campaign_image_index": "campaigns", "campaign_selects": "campaigns", "search_model": "search",
+        "product_duplicates": "catalog"}
     assert sorted(j["name"] for j in defs["jobs"]) == [
         "collect_campaign_images", "drop_graph", "ingest_drop", "publish_selects", "rebuild_for_model",
         "refresh_catalog", "regenerate_campaigns", "search_references", "switch_search_model"]

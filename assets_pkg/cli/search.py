@@ -11,16 +11,20 @@ from .app import TOP_K, CliError, cli, still_on_serving
 
 
 @cli.command()
-@click.argument("query")
+@click.argument("query", required=False, default="")
 @click.option("--drop", help="only this drop's images")
 @click.option("--top-k", type=TOP_K, default=10, show_default=True)
 @click.option("--sku", help="only this product's images")
 @click.option("--category", help="only this category (any case)")
 @click.option("--color", help="only this colour (any case)")
 @click.option("--all", "show_all", is_flag=True, help="every picture of a same-shot group (default: one)")
+@click.option("--not", "not_terms", multiple=True, help="push out pictures like this term (or write -term in QUERY)")
+@click.option("--min-similarity", help="only pictures at least this like the query (cosine, -1 to 1)")
+@click.option("--picture", type=click.Path(exists=True, dir_okay=False), help="search by this picture, with QUERY's words")
 @click.option("--json", "as_json", is_flag=True)
 def search(query: str, drop: str | None, top_k: int, sku: str | None, category: str | None, color: str | None,
-           show_all: bool, as_json: bool) -> None:
+           show_all: bool, not_terms: tuple[str, ...], min_similarity: str | None, picture: str | None,
+           as_json: bool) -> None:
     """Search by text: each hit's similarity to the query (cosine, CLIP), why it was found, its file and
     product, in the fused order (exact SKU, then CLIP and BM25 fused; --json has the rank score too)."""
     from assets_pkg.domain.drops import validate_drop_name
@@ -29,8 +33,15 @@ def search(query: str, drop: str | None, top_k: int, sku: str | None, category: 
     from assets_pkg.domain.storage import location
     from assets_pkg.resources import ClipModel, DropLibrary, MilvusResource, search_models
 
-    if not query.strip():
+    from assets_pkg.domain.query import InvalidQuery, parse_query, refine, with_words
+
+    if not query.strip() and not picture:
         raise CliError("the search query is empty")
+    try:
+        terms = parse_query(query, not_terms, min_similarity, with_picture=bool(picture))
+    except InvalidQuery as e:
+        field, _, message = str(e).partition(": ")
+        raise CliError(f"{ {'q': 'QUERY', 'not': '--not', 'min_similarity': '--min-similarity'}[field]}: {message}") from None
     if drop:
         validate_drop_name(drop)
     where = {f: v for f, v in (("sku", sku), ("category", category), ("color", color)) if v}
@@ -52,8 +63,16 @@ def search(query: str, drop: str | None, top_k: int, sku: str | None, category: 
         note = store.search_note()
         if note:
             print(f"drop-studio: {note}", file=sys.stderr)
-        hits = store.search(encoder.embed_texts([query]), drop=drop, top_k=top_k if show_all else 2 * top_k,
-                            texts=[query], where=where)[0]
+        vector = encoder.embed_texts([terms.words]) if terms.words else None
+        if picture:  # the picture's vector, with the words' added ("this bag, in black")
+            seen = encoder.embed_image_bytes(open(picture, "rb").read())
+            vector = (with_words(seen, vector[0]) if vector is not None else seen.reshape(-1))[None]
+        negatives = encoder.embed_texts(list(terms.negatives)) if terms.negatives else None
+        fetch = top_k if show_all and not terms.refines else 2 * top_k  # room for the hits left out
+        hits = store.search(vector, drop=drop, top_k=fetch, texts=[terms.words] if terms.words else None,
+                            where=where)[0]
+        if terms.refines:
+            hits = refine(hits, terms, negatives, store.vectors, fetch)
     if not show_all:  # one picture of each same-shot group (product_duplicates)
         from assets_pkg.domain.artifacts import DropArtifacts
         from assets_pkg.stages.duplicates.logic import collapse, collapse_index
@@ -67,6 +86,8 @@ def search(query: str, drop: str | None, top_k: int, sku: str | None, category: 
             return groups[d]
 
         hits = collapse(hits, groups_of, top_k)
+    else:
+        hits = hits[:top_k]
     root = location("DROPS_DIR", setting("DROPS_DIR"))
     rows = [{"path": str(root / h.drop / h.path), "drop": h.drop, "similarity": round(h.similarity, 4),
              "why": list(h.why), "words": list(h.words), "score": round(h.score, 4), "sku": h.sku,

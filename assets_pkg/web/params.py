@@ -74,6 +74,17 @@ def parse_query(raw: str | None) -> str:
     return query
 
 
+def parse_terms(words: str, not_terms, min_similarity, with_picture: bool = False):
+    """The query's words, terms to push out and floor (domain/query.py), or a 400 naming the parameter."""
+    from ..domain.query import InvalidQuery, parse_query as terms
+
+    try:
+        return terms(words, not_terms, min_similarity, with_picture)
+    except InvalidQuery as e:
+        field, _, message = str(e).partition(": ")
+        raise BadRequest(field, message) from None
+
+
 def parse_collapse(value: str | None) -> bool:
     """`collapse=false` shows every picture of a same-shot group; the default shows one."""
     if value in (None, "", "true", "1"):

@@ -21,6 +21,7 @@ from ..domain import storage
 from ..domain.artifacts import DropArtifacts, read_json
 from ..domain.channels import channels_for
 from ..domain.drops import DROP_NAME_RE, discover_drops, load_rgb
+from ..domain.query import Query, refine, with_words
 from ..domain.reviews import image_stem
 from ..domain.store import ImageCollection
 from ..stages.campaigns.logic import campaign_dir
@@ -162,14 +163,19 @@ class SearchService:
             return {d: products.count(d) for d in self.drop_names()}
 
     # -- search ------------------------------------------------------------
-    def search(self, query: str, drop: str | None, k: int, kinds: tuple[str, ...] = KINDS,
+    def search(self, query: str | Query, drop: str | None, k: int, kinds: tuple[str, ...] = KINDS,
                where: dict | None = None, collapse: bool = True) -> tuple[list[Found], "ModelEntry"]:
         """Text search (CLIP fused with BM25 over names and the catalog), filtered by drop and `where`; with
         the model that answered (the query is encoded and searched with one model's collections). With
-        `collapse`, one picture of each same-shot group (product_duplicates)."""
+        `collapse`, one picture of each same-shot group (product_duplicates); a Query's negative terms and
+        floor refine the hits (domain/query.py)."""
+        query = query if isinstance(query, Query) else Query(query)
         model = self.model()
-        vector = self.encoder(model).embed_texts([query])
-        return self._nearest(vector, drop, k, kinds, text=query, where=where, model=model, collapse=collapse), model
+        encoder = self.encoder(model)
+        vector = encoder.embed_texts([query.words])
+        negatives = encoder.embed_texts(list(query.negatives)) if query.negatives else None
+        return self._nearest(vector, drop, k, kinds, text=query.words, where=where, model=model, collapse=collapse,
+                             query=query, negatives=negatives), model
 
     def duplicates(self, drop: str) -> dict:
         """The drop's same-shot and near-identical groups (product_duplicates), and its blank pictures."""
@@ -185,12 +191,18 @@ class SearchService:
                               lambda: collapse_index(self.model().files(DropArtifacts.at(self.artifacts_dir, drop))))
 
     def search_by_picture(self, data: bytes, drop: str | None, k: int, kinds: tuple[str, ...] = KINDS,
-                          where: dict | None = None) -> tuple[list[Found], "ModelEntry"]:
+                          where: dict | None = None, query: Query | None = None) -> tuple[list[Found], "ModelEntry"]:
         """The products and campaign images nearest an uploaded picture (checked by `parse_upload`), which
-        is encoded in memory and never stored."""
+        is encoded in memory and never stored; with the query's words too ("this bag, in black")."""
+        query = query or Query("")
         model = self.model()
-        vector = self.encoder(model).embed_image_bytes(data)
-        return self._nearest(vector, drop, k, kinds, where=where, model=model), model
+        encoder = self.encoder(model)
+        vector = encoder.embed_image_bytes(data)
+        if query.words:
+            vector = with_words(vector, encoder.embed_texts([query.words])[0])[None]
+        negatives = encoder.embed_texts(list(query.negatives)) if query.negatives else None
+        return self._nearest(vector, drop, k, kinds, text=query.words or None, where=where, model=model,
+                             query=query, negatives=negatives), model
 
     def similar(self, drop: str, path: str, k: int, kind: str = "product") -> list[Found]:
         """Images of the same kind like the indexed image `path` of `drop` (by its stored vector), in every
@@ -207,16 +219,20 @@ class SearchService:
         return [f for f in found if not (f.drop == drop and self._rows(kind, drop).get(f.path) == row)][:k]
 
     def _nearest(self, vector, drop: str | None, k: int, kinds: tuple[str, ...], text: str | None = None,
-                 where: dict | None = None, model: "ModelEntry | None" = None, collapse: bool = False) -> list[Found]:
+                 where: dict | None = None, model: "ModelEntry | None" = None, collapse: bool = False,
+                 query: Query | None = None, negatives=None) -> list[Found]:
         """Both collections' best, merged: exact SKU matches first, then by score (both collections are
         searched the same way, so their scores compare); with `collapse`, one of each same-shot group."""
         found: list[Found] = []
-        limit, k = k, (2 * k if collapse else k)  # room for the group members left out
+        refines = query is not None and query.refines
+        limit, k = k, (2 * k if collapse or refines else k)  # room for the hits left out
         with self._connection.use(model or self.model()) as (products, campaigns):
             for kind, store in (("product", products), ("campaign", campaigns)):
                 if kind in kinds and store.exists():
                     hits = store.search(vector, drop=drop, top_k=k, texts=None if text is None else [text],
                                         where=where)[0]
+                    if refines:
+                        hits = refine(hits, query, negatives, store.vectors, k)
                     found += [Found.of(kind, h) for h in hits]
         ranked = sorted(found, key=lambda f: (f.match != "sku", -f.score))
         return collapse_hits(ranked, self.groups_of, limit) if collapse else ranked[:limit]

@@ -1,21 +1,6 @@
 """`drop-studio serve`: the search page and the JSON API it uses (Starlette, served by uvicorn).
 
-    GET  /                                     the page (static/)
-    GET  /api/search?q=TEXT[&drop=D][&k=K][&kind=all|product|campaign][&sku=S][&category=C][&color=C]
-                                               hits; headers X-Search-Model and X-Search-Collection name the
-                                               model whose collections answered (also on POST /api/similar)
-    GET  /api/model                            {model, collection}: what search answers from now
-    GET  /api/similar?drop=D&path=P[&k=K][&kind=product|campaign]
-    POST /api/similar[?drop=D&k=K&kind=..&category=..]  body: an image's bytes; nearest products and campaigns
-    GET  /api/facets                           {category, color, sku: [{value, images}]} from the catalogs
-    GET  /api/drops                            [{drop, images, indexed, briefs, campaign_images}]
-    GET  /api/drops/{drop}                     the drop's briefs with references, campaign images, sheets
-    GET  /api/thumbnail?drop=D&path=P[&kind=]  JPEG of an indexed image, 320 px on its long side
-    GET  /api/sheet?drop=D&name=drop|references|campaign   a contact sheet the artifacts hold
-    POST /api/review {"drop", "path", "decision": approve|reject|clear, "note", "reviewer"}   a decision
-    POST /api/revise {"drop", "path", "note"[, "reviewer"]}   the image changed as the note says, by the image
-                                               model, as the brief's next variant: {"path", "parent", "note"}
-    POST /api/login {"token": ...}             with DROP_STUDIO_TOKEN: sets the session cookie
+The routes are listed in `routes` below; what each takes and answers is in docs/search-page.md.
 
 Bad arguments are HTTP 400 with {"error": "<parameter>: <what is wrong>"}; Milvus unable to answer (a run
 holding the Lite file, a server down) is 503; a revision its run could not make (over GEMINI_MAX_COST_USD,
@@ -49,7 +34,7 @@ from ..domain.settings import DEFAULTS
 from .review import ReviewDesk, RevisionFailed, rendition_view, run_revision
 from .connection import Busy
 from .params import (MAX_UPLOAD_BYTES, BadRequest, parse_collapse, parse_filters, parse_k, parse_kind, parse_query,
-                     parse_upload)
+                     parse_terms, parse_upload)
 from .search import SearchService
 
 if TYPE_CHECKING:  # the resources import Dagster; the page's routes need not
@@ -81,15 +66,17 @@ def create_app(service: SearchService, token: str | None = None,
 
     def search(request: Request) -> JSONResponse:
         q = request.query_params
-        query = parse_query(q.get("q"))
+        query = parse_terms(parse_query(q.get("q")), q.getlist("not"), q.get("min_similarity"))
         found, model = service.search(query, service.check_drop(q.get("drop")), parse_k(q.get("k")),
                                       parse_kind(q.get("kind")), parse_filters(q), parse_collapse(q.get("collapse")))
         return JSONResponse(_with_thumbnails(found), headers=answered_by(model))
 
     def by_picture(data: bytes, q) -> JSONResponse:
         parse_upload(data, max_pixels)
+        words = parse_query(q.get("q")) if q.get("q") else ""
         found, model = service.search_by_picture(data, service.check_drop(q.get("drop")), parse_k(q.get("k")),
-                                                 parse_kind(q.get("kind")), parse_filters(q))
+                                                 parse_kind(q.get("kind")), parse_filters(q),
+                                                 parse_terms(words, q.getlist("not"), q.get("min_similarity"), True))
         return JSONResponse(_with_thumbnails(found), headers=answered_by(model))
 
     def models(request: Request) -> JSONResponse:
@@ -142,8 +129,8 @@ def create_app(service: SearchService, token: str | None = None,
                                    for name in image.pop("channels")]
         dups = service.duplicates(drop)
         detail["duplicates"] = {kind: [[{"path": p, "thumbnail": thumbnail_url("product", drop, p)} for p in group]
-                                       for group in dups[kind]] for kind in ("same_shot", "near_identical")}
-        detail["duplicates"]["blank"] = dups["blank"]
+                                       for group in dups[kind]] for kind in ("same_shot", "near_identical")} | {
+                                "blank": dups["blank"]}
         detail["sheets"] = {name: "/api/sheet?" + urlencode({"drop": drop, "name": name}) for name in detail["sheets"]}
         return JSONResponse(detail)
 

@@ -4,7 +4,9 @@ are near-identical to the CLIP model. Nothing is deleted: people decide, search 
 - **Same shot**: a perceptual hash (imagehash's pHash on the grey image) of the whole picture and of five
   90% crops (centre and corners); two pictures are the same shot when the whole of one is within
   SAME_SHOT_MAX_BITS of the whole of the other or of one of its crops. Robust to re-encoding, resizing and
-  small crops (a crop of a picture is a crop-sized part of it). Files with the same bytes are the same
+  small crops (a crop of a picture is a crop-sized part of it), and, since the hash sees only grey
+  structure, the same two parts' mean colours differ by at most COLOUR_MAX_DIFF in each channel (a red
+  and a yellow circle at one place hash alike). Files with the same bytes are the same
   shot without hashing. A blank picture (one grey level) hashes like every other blank one: it is listed
   apart, never grouped.
 - **Near-identical**: among the same-shot groups' first pictures and the others, pairs whose CLIP vectors
@@ -23,6 +25,7 @@ from typing import Callable
 
 import imagehash
 import numpy as np
+from PIL import Image
 
 from ...domain.artifacts import DropArtifacts, digest
 from ...domain.drops import load_rgb
@@ -33,8 +36,9 @@ FILES = (FILE,)
 SAME_SHOT_MAX_BITS = 5  # of pHash's 64: a re-encode or resize moves 0-4; distinct pictures 6 or more
 NEAR_IDENTICAL_MIN = 0.95  # cosine of the CLIP vectors
 CROPS = ((0.05, 0.05, 0.95, 0.95), (0, 0, 0.9, 0.9), (0.1, 0, 1, 0.9), (0, 0.1, 0.9, 1), (0.1, 0.1, 1, 1))
+COLOUR_MAX_DIFF = 16  # of 255, per channel of the mean colour: re-encodes and crops move it a few levels
 HASH_SIDE = 256  # pixels a picture is decoded to (at least) before hashing: pHash looks at 32x32
-BLOCK = 2048  # rows compared at once (BLOCK x pictures distances in memory)
+BLOCK = 1024  # rows compared at once (BLOCK x pictures distances and colours in memory)
 
 
 @dataclass
@@ -51,14 +55,18 @@ class DuplicatesReport:
 
 
 def shot_hashes(source) -> list[str] | None:
-    """The picture's pHash and its five crops' (hex), or None for a blank picture."""
-    grey = load_rgb(source, min_side=HASH_SIDE).convert("L")
+    """The pHash of the picture and of its five crops (hex), then the mean colour of each (rrggbb); None
+    for a blank picture."""
+    rgb = load_rgb(source, min_side=HASH_SIDE)
+    grey = rgb.convert("L")
     lo, hi = grey.getextrema()
     if hi - lo <= 2:
         return None
     w, h = grey.size
     parts = [grey] + [grey.crop((int(a * w), int(b * h), int(c * w), int(d * h))) for a, b, c, d in CROPS]
-    return [str(imagehash.phash(p)) for p in parts]
+    boxes = [(0, 0, w, h)] + [(int(a * w), int(b * h), int(c * w), int(d * h)) for a, b, c, d in CROPS]
+    colours = ["%02x%02x%02x" % rgb.crop(box).resize((1, 1), Image.BOX).getpixel((0, 0)) for box in boxes]
+    return [str(imagehash.phash(p)) for p in parts] + colours
 
 
 def _bits(hexes: list[str]) -> np.ndarray:
@@ -90,16 +98,23 @@ def _groups(n: int, pairs) -> list[list[int]]:
 
 
 def same_shot_pairs(hashes: list[list[str]]) -> list[tuple[int, int]]:
-    """Pairs (i < j) of pictures within SAME_SHOT_MAX_BITS: whole to whole, or whole to a crop either way."""
-    whole = _bits([h[0] for h in hashes])
-    crops = [_bits([h[k] for h in hashes]) for k in range(1, len(CROPS) + 1)]
+    """Pairs (i < j) of pictures whose parts match, whole to whole or whole to a crop either way: pHash
+    within SAME_SHOT_MAX_BITS and mean colour within COLOUR_MAX_DIFF, of the same two parts."""
+    parts = len(CROPS) + 1
+    bits = [_bits([h[k] for h in hashes]) for k in range(parts)]
+    colours = [np.array([list(bytes.fromhex(h[parts + k])) for h in hashes], np.int16) for k in range(parts)]
     pairs = []
     for start in range(0, len(hashes), BLOCK):
         rows = slice(start, start + BLOCK)
-        best = _hamming(whole[rows], whole)
-        for c in crops:
-            best = np.minimum(best, np.minimum(_hamming(whole[rows], c), _hamming(c[rows], whole)))
-        i, j = np.nonzero(best <= SAME_SHOT_MAX_BITS)
+
+        def match(a: int, b: int) -> np.ndarray:  # part a of these rows against part b of every picture
+            close = _hamming(bits[a][rows], bits[b]) <= SAME_SHOT_MAX_BITS
+            return close & (np.abs(colours[a][rows, None, :] - colours[b][None, :, :]).max(axis=2) <= COLOUR_MAX_DIFF)
+
+        same = match(0, 0)
+        for k in range(1, parts):
+            same |= match(0, k) | match(k, 0)
+        i, j = np.nonzero(same)
         pairs += [(a + start, b) for a, b in zip(i.tolist(), j.tolist()) if a + start < b]
     return pairs
 
@@ -119,12 +134,14 @@ def find_duplicates(folder, files: DropArtifacts, images: list[tuple[str, str]],
     """`folder`: the drop's; `images`: (path, sha256) of its valid pictures; `load_vectors()`: sha256 -> the
     serving model's vector (read only when something changed)."""
     key = digest({"images": sorted(images), "model": model_id, "rules": [SAME_SHOT_MAX_BITS, NEAR_IDENTICAL_MIN,
-                                                                         CROPS, HASH_SIDE]})
+                                                                         CROPS, HASH_SIDE, COLOUR_MAX_DIFF]})
     record = StageRecord(files, FILE)
     if record.kept(key):
         last = record.last
         return DuplicatesReport(last["same_shot"], last["near_identical"], last["blank"], 0, key, changed=False)
-    known = record.last.get("hashes", {})
+    # Hashes made by other rules (crops, decoding size) are made again.
+    rules = digest([CROPS, HASH_SIDE, "phash+colour"])
+    known = record.last.get("hashes", {}) if record.last.get("hash_rules") == rules else {}
     by_sha: dict[str, list[str]] = {}
     for path, sha in sorted(images):
         by_sha.setdefault(sha, []).append(path)
@@ -147,7 +164,7 @@ def find_duplicates(folder, files: DropArtifacts, images: list[tuple[str, str]],
     if len(keep) > 1:
         near = _groups(len(keep), near_pairs(np.stack([vectors[s] for s in keep])))
         report.near_identical = sorted(sorted(by_sha[keep[i]][0] for i in g) for g in near)
-    record.write(key, **report.to_dict(), hashes=hashes)
+    record.write(key, **report.to_dict(), hashes=hashes, hash_rules=rules)
     return report
 
 

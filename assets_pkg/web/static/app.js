@@ -73,7 +73,8 @@ function showResults(title, hits) {
   say(hits.length ? "" : "No images found.");
 }
 
-const FILTERS = ["drop", "category", "color", "sku"];
+// What narrows a search, in its URL and in the API's parameters alike (the same names as the CLI's options).
+const FILTERS = ["drop", "category", "color", "sku", "not", "min_similarity"];
 
 function filters(params) {
   for (const name of FILTERS) {
@@ -130,6 +131,7 @@ async function searchByPicture(file) {
   say("Looking for products like your picture…");
   try {
     const params = filters(new URLSearchParams({ kind: $("kind").value, k: "24" }));
+    if ($("q").value.trim()) params.set("q", $("q").value.trim());  // "this bag, in black": picture and words
     // The picture's bytes are the body; the server keeps nothing of it.
     const hits = await api(`/api/similar?${params}`, { method: "POST", body: file,
                                                        headers: { "Content-Type": file.type || "application/octet-stream" } });
