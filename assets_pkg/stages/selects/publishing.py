@@ -6,6 +6,7 @@ signed again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import math
@@ -23,7 +24,7 @@ from ..campaigns.requests import RATIOS_DIR
 from .provenance import BrandSigner, Provenance, write_xmp
 from .renditions import RenditionRefused, cut, encode, qualities
 
-RENDITION_VERSION = 1  # what a rendition's key includes of the code that makes it: raise it when that changes
+RENDITION_VERSION = 2  # what a rendition's key includes of the code that makes it: raise it when that changes
 RENDITION_COLUMNS = ["channel", "width", "height", "bytes", "signed", "source", "source_sha256", "upscaled",
                      "quality", "key"]
 
@@ -37,6 +38,13 @@ class Source:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.data).hexdigest()
+
+    @functools.cached_property
+    def image(self) -> Image.Image:
+        """Decoded once, for every channel cut from it."""
+        image = Image.open(io.BytesIO(self.data))
+        image.load()
+        return image
 
 
 def sources(outputs: CampaignOutputs, stem: str, data: bytes, sidecar: dict) -> list[Source]:
@@ -85,9 +93,7 @@ def make_rendition(source: Source, channel: Channel, focus: str, facts: Provenan
                    read_ingredient) -> tuple[bytes, dict]:
     """The published bytes and their facts. Each quality is tried, best first, until the labelled and signed
     file fits the channel's limit (the metadata counts too); refused when none does."""
-    with Image.open(io.BytesIO(source.data)) as im:
-        im.load()
-        shaped = cut(im, channel, focus)
+    shaped = cut(source.image, channel, focus)
     ingredients = {i["sha256"]: read_ingredient(i) for i in facts.ingredients} if signer else {}
     for quality in qualities(channel):
         data = write_xmp(encode(shaped.image, channel, quality), facts)
@@ -143,9 +149,7 @@ def preview(outputs: CampaignOutputs, stem: str, sidecar: dict, channel: Channel
     """A JPEG of `channel`'s rendition of the image as publishing will cut it, `side` px on its long side
     (what a reviewer judges a crop by). RenditionRefused when it would be refused."""
     source = nearest(sources(outputs, stem, storage.read_bytes(outputs.png(stem)), sidecar), channel)
-    with Image.open(io.BytesIO(source.data)) as im:
-        im.load()
-        shaped = cut(im, channel, sidecar.get("brief", {}).get("focus") or "center").image.convert("RGB")
+    shaped = cut(source.image, channel, sidecar.get("brief", {}).get("focus") or "center").image.convert("RGB")
     shaped.thumbnail((side, side), Image.LANCZOS)
     buf = io.BytesIO()
     shaped.save(buf, "JPEG", quality=85)
