@@ -15,7 +15,7 @@ from PIL import Image
 
 from assets_pkg.domain.channels import CHANNELS, ChannelError, channels_for, read_channels_file, requests_for
 from assets_pkg.domain.image_models import ASPECT_RATIOS, IMAGE_SIZES, output_size
-from conftest import ROOT, draw_drop, materialize_drop, metadata
+from conftest import draw_drop, materialize_drop, metadata
 from fake_gemini import FakeGemini, asked_size
 from signing import make_signing_files
 
@@ -157,7 +157,7 @@ def test_a_brief_with_channels_publishes_each_channels_exact_rendition_labelled_
     import pyexiv2
 
     keys = make_signing_files(tmp_path / "brand-keys")
-    names = draw_drop(studio.drops / "spring", briefs=CHANNEL_BRIEFS)
+    draw_drop(studio.drops / "spring", briefs=CHANNEL_BRIEFS)
     (studio.drops / "spring" / "products.csv").write_text(PRODUCTS)
     with FakeGemini() as gemini:
         monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", gemini.url)
