@@ -19,7 +19,7 @@ import time
 import warnings
 from pathlib import Path
 
-from report import print_result
+from report import bench_world, print_result
 
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,15 +47,7 @@ def main(argv=None):
     a = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        drop = Path(tmp) / "drops" / "bench"
-        drop.mkdir(parents=True)
-        for f in sorted(Path(a.images).iterdir()):
-            os.link(f, drop / f.name)  # hard links: a real drop folder without copying the bytes
-        os.environ.update({
-            "DROPS_DIR": str(Path(tmp) / "drops"), "ARTIFACTS_DIR": str(Path(tmp) / "artifacts"),
-            "DROP_STUDIO_MILVUS_URI": str(Path(tmp) / "milvus.db"), "CLIP_MODEL": str(Path(a.model).resolve())
-            if Path(a.model).is_file() else a.model, "DAGSTER_HOME": str(Path(tmp) / "dagster_home"),
-        })
+        drop = bench_world(tmp, a.images, a.model)
         images = len(list(drop.iterdir()))
         out = {"images": images, "model": a.model, "via": a.via}
         if a.via == "cli":

@@ -21,7 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
-from report import print_result
+from report import bench_world, print_result
 
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,19 +38,10 @@ def main(argv=None):
     a = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        drop = Path(tmp) / "drops" / "bench"
-        drop.mkdir(parents=True)
-        for f in sorted(Path(a.images).iterdir()):
-            os.link(f, drop / f.name)
+        drop = bench_world(tmp, a.images, a.model)
         (drop / "briefs.yaml").write_text("briefs:\n" + "".join(
             f"  - id: brief-{i:03d}\n    prompt: product shot number {i} on a plain background\n"
             f"    query: product {i}\n    top_k: 3\n" for i in range(a.briefs)))
-        os.environ.update({
-            "DROPS_DIR": str(Path(tmp) / "drops"), "ARTIFACTS_DIR": str(Path(tmp) / "artifacts"),
-            "DROP_STUDIO_MILVUS_URI": str(Path(tmp) / "milvus.db"), "PUBLISH_DIR": str(Path(tmp) / "publish"),
-            "CLIP_MODEL": str(Path(a.model).resolve()) if Path(a.model).is_file() else a.model,
-            "DAGSTER_HOME": str(Path(tmp) / "dagster_home"),
-        })
         os.environ.pop("GEMINI_API_KEY", None)
         (Path(tmp) / "dagster_home").mkdir()
         (Path(tmp) / "dagster_home" / "dagster.yaml").write_text((ROOT / "orchestration" / "dagster.yaml").read_text())

@@ -295,8 +295,8 @@ def test_a_world_made_by_the_previous_release_upgrades_with_nothing_encoded_or_b
             assert {"sku", "text", "text_sparse"} <= set(store._fields()) and store.count("spring") == 24
         campaigns = Path(studio.env["DROP_STUDIO_MILVUS_URI"]).with_name("milvus-campaigns.db")
         with ProductImageStore(str(campaigns), collection="product_images_campaigns") as store:
-            # The test server answers every brief with the same picture: one row, the other PNG its alias.
-            assert "sku" in store._fields() and store.count("spring") == 1
+            # The test server answers each brief with a picture at the ratio it asks (1:1, 16:9): two rows.
+            assert "sku" in store._fields() and store.count("spring") == 2
 
         [again] = _run(ROOT, env)
         assert again["ok"] and again["encoded"] == 0 and len(gemini.requests) == 2

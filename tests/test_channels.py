@@ -314,6 +314,7 @@ def test_the_page_shows_each_channels_cut_with_the_storys_safe_zones_and_one_cro
             selector = 'article.campaign-image[data-path="campaign/red-hero.png"] figure.rendition[data-channel="%s"]'
             wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, selector % "meta-story"))
             figure = browser.find_element(By.CSS_SELECTOR, selector % "meta-story")
+            browser.execute_script("arguments[0].scrollIntoView()", figure)  # its preview loads when in view
             wait.until(lambda b: b.execute_script("return arguments[0].querySelector('img').naturalWidth", figure) > 0)
             frame = figure.find_element(By.CSS_SELECTOR, ".rendition-frame").rect
             zones = {z.get_attribute("class"): z.rect for z in figure.find_elements(By.CSS_SELECTOR, ".safe-zone")}

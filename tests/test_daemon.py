@@ -212,7 +212,7 @@ def test_daemon_ingests_drops_references_follow_and_only_the_weekly_run_bills(st
             assert _count(studio, "summer") == 2
             follow = wait_for_runs(
                 instance, _succeeded("__ASSET_JOB", "summer", before, **{"dagster/sensor_name": "references_follow_inputs"}),
-                120, "the automation run for summer's references")
+                300, "the automation run for summer's references")  # under a loaded suite, beside the sensors' ticks
             assert _latest_references_run(instance, "summer") == (follow.run_id, True)
             assert {r["path"] for r in _references(studio, "summer")["red-summer"]} <= \
                 {"blue_square_0.png", "blue_square_1.png"}

@@ -107,6 +107,7 @@ def test_webserver_serves_the_partitioned_lineage_graph(studio):
             "campaign_image_index": ["campaign_images"],
             "campaign_selects": ["campaign_images"],
             "search_model": ["campaign_image_index", "product_image_collection"],
+            "product_duplicates": ["clip_embeddings"],
         }
         assert not nodes.pop("search_model")["isPartitioned"]  # one model serves every drop
         for n in nodes.values():

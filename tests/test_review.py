@@ -270,6 +270,12 @@ def test_publish_holds_exactly_the_approved_images_and_unapproval_removes_them(w
         png = (root / "publish" / "spring" / row["image"]).read_bytes()
         assert png == (art / row["image"]).read_bytes()
         decision = detail[f"campaign/{row['image']}"]["review"]
+        # The image's scores (docs/scores.md), as campaign_images left them for the serving model.
+        [scores] = list((root / "artifacts" / "spring").rglob("scores.json"))
+        scored = json.loads(scores.read_text())["images"][f"campaign/{row['image']}"]
+        assert (row.pop("weakest_product"), row.pop("product_fidelity"), row.pop("prompt_match")) == (
+            scored["product_fidelity"]["weakest"]["product"], scored["product_fidelity"]["weakest"]["similarity"],
+            scored["prompt_match"]["similarity"])
         assert row == {
             "image": row["image"], "sha256": hashlib.sha256(png).hexdigest(), "drop": "spring",
             "brief": sidecar["brief"]["id"], "prompt": sidecar["brief"]["prompt"], "model": MODEL, "size": "1K",

@@ -41,6 +41,9 @@ def list_files(folder: AnyPath) -> list[Entry]:
     has no files (a missing bucket is still an error)."""
     if is_remote(folder):
         with errors(folder):
+            # What is there now: fsspec may hold an earlier listing of the prefix (from before this
+            # process wrote into it), and a listing is what the stages compare versions against.
+            folder.fs.invalidate_cache(folder.path)
             found = folder.fs.find(folder.path, detail=True)
         base = folder.path.rstrip("/") + "/"
         entries = []
