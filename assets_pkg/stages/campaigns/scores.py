@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ...domain import listing, storage
-from ...domain.artifacts import DropArtifacts, digest, read_json, read_parquet
+from ...domain.artifacts import DropArtifacts, digest, read_json
 from ...domain.storage import write_atomic
 from ...domain.errors import StudioError
 from ...domain.settings import setting
+from ..embeddings.logic import read_vectors, vectors_table
 from .outputs import CampaignOutputs
 
 if TYPE_CHECKING:
@@ -155,19 +155,14 @@ def read_scores(files: DropArtifacts) -> dict:
 def read_image_vectors(files: DropArtifacts) -> dict[str, np.ndarray]:
     """sha256 -> the vector campaign_images encoded that image with (this model's files)."""
     try:
-        table = read_parquet(files / VECTORS)
+        return dict(zip(*read_vectors(files / VECTORS)))
     except FileNotFoundError:
         return {}
-    dim = table.schema.field("vector").type.list_size
-    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    return dict(zip(table.column("sha256").to_pylist(), np.asarray(flat, np.float32).reshape(-1, dim)))
 
 
 def _write_image_vectors(files: DropArtifacts, vectors: dict[str, np.ndarray]) -> None:
     shas = sorted(vectors)
-    flat = np.ascontiguousarray(np.stack([vectors[s] for s in shas]), np.float32)
-    table = pa.table({"sha256": pa.array(shas, pa.string()),
-                      "vector": pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])})
+    table = vectors_table(shas, np.stack([vectors[s] for s in shas]))
     write_atomic(files / VECTORS, lambda tmp: pq.write_table(table, tmp))
 
 

@@ -38,7 +38,8 @@ if TYPE_CHECKING:  # torch is imported only by a run that encodes
     from ...domain.encoder import ClipEncoder, EmbedProgress
 
 
-def _vectors_table(sha256: list[str], vectors: np.ndarray) -> pa.Table:
+def vectors_table(sha256: list[str], vectors: np.ndarray) -> pa.Table:
+    """sha256 -> vector as a parquet table (the embeddings' layout; campaign vectors use it too)."""
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     return pa.table({
         "sha256": pa.array(sha256, pa.string()),
@@ -46,7 +47,7 @@ def _vectors_table(sha256: list[str], vectors: np.ndarray) -> pa.Table:
     })
 
 
-def _read_vectors(path: AnyPath) -> tuple[list[str], np.ndarray]:
+def read_vectors(path: AnyPath) -> tuple[list[str], np.ndarray]:
     table = read_parquet(path)
     dim = table.schema.field("vector").type.list_size
     flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
@@ -56,7 +57,7 @@ def _read_vectors(path: AnyPath) -> tuple[list[str], np.ndarray]:
 def write_embeddings(art: DropArtifacts, sha256: list[str], vectors: np.ndarray, model_id: str,
                      rejected: list[dict] | None = None) -> None:
     """`rejected`: [{file, sha256, reason}] that PIL accepted at scan time but the encoder could not read."""
-    write_atomic(art / "embeddings.parquet", lambda tmp: pq.write_table(_vectors_table(sha256, vectors), tmp))
+    write_atomic(art / "embeddings.parquet", lambda tmp: pq.write_table(vectors_table(sha256, vectors), tmp))
     # `vectors`: which vectors these are, so a reader of the parquet (the campaign scores' median) knows
     # from this small file whether they changed.
     art.write_json("embeddings.json", {"model_id": model_id, "dim": int(vectors.shape[1]), "rows": len(sha256),
@@ -72,7 +73,7 @@ def read_embeddings(art: DropArtifacts) -> tuple[list[str], np.ndarray, str | No
     """(sha256 list, vectors, model id); empty when nothing was embedded yet."""
     info = embeddings_info(art)
     try:
-        sha, vectors = _read_vectors(art / "embeddings.parquet")
+        sha, vectors = read_vectors(art / "embeddings.parquet")
     except FileNotFoundError:
         return [], np.zeros((0, info.get("dim", 0)), np.float32), None
     return sha, vectors, info.get("model_id")
@@ -96,7 +97,7 @@ def write_partial_batch(art: DropArtifacts, sha256: list[str], vectors: np.ndarr
     """Keep a finished batch at once, so a killed run loses at most the batch in flight."""
     if sha256:
         name = f"{model_id.replace('/', '_')}--{os.getpid()}-{sha256[0][:16]}.parquet"
-        write_atomic(partial_dir(art) / name, lambda tmp: pq.write_table(_vectors_table(sha256, vectors), tmp))
+        write_atomic(partial_dir(art) / name, lambda tmp: pq.write_table(vectors_table(sha256, vectors), tmp))
 
 
 def read_partial_batches(art: DropArtifacts, model_id: str) -> dict[str, np.ndarray]:
@@ -105,7 +106,7 @@ def read_partial_batches(art: DropArtifacts, model_id: str) -> dict[str, np.ndar
     batches = [e for e in listing.list_files(partial_dir(art))
                if e.rel.startswith(prefix) and e.rel.endswith(".parquet")]
     for entry in batches:
-        found.update(zip(*_read_vectors(entry.path)))
+        found.update(zip(*read_vectors(entry.path)))
     return found
 
 
