@@ -26,7 +26,7 @@ from ..domain.reviews import image_stem
 from ..domain.store import ImageCollection
 from ..stages.campaigns.logic import campaign_dir
 from ..stages.campaigns.outputs import CampaignOutputs
-from ..stages.campaigns.scores import Thresholds, read_scores, reasons
+from ..stages.campaigns.scores import Thresholds, flagged, read_scores, summary
 from ..stages.duplicates.logic import collapse as collapse_hits, collapse_index, read_duplicates
 from ..stages.selects.publishing import preview
 from ..stages.selects.renditions import RenditionRefused
@@ -266,15 +266,9 @@ class SearchService:
         with why it is flagged (empty: it is not)."""
         def compute() -> dict[str, dict]:
             stored = read_scores(self.model().files(DropArtifacts.at(self.artifacts_dir, drop)))
-            limits = Thresholds.from_settings()
-            out = {}
-            for image, s in (stored.get("images") or {}).items():
-                weakest = s["product_fidelity"]["weakest"] or {}
-                out[image] = {"weakest_product": weakest.get("product", ""), "product_fidelity": weakest.get("similarity"),
-                              "prompt_match": s["prompt_match"]["similarity"],
-                              "own_prompt_nearest": s["prompt_match"]["own_prompt_nearest"],
-                              "flagged": reasons(s, stored.get("median"), limits)}
-            return out
+            why = flagged(stored, Thresholds.from_settings())
+            return {image: {**summary(s), "flagged": why.get(image, [])}
+                    for image, s in (stored.get("images") or {}).items()}
 
         return self._remember(("scores", drop), compute)
 

@@ -129,6 +129,21 @@ def reasons(scores: dict, median: float | None, limits: Thresholds) -> list[str]
     return out
 
 
+def summary(scores: dict) -> dict:
+    """An image's scores in a line: its weakest product and that product's likeness, and its prompt match
+    (what the asset's table, the manifest and the page show)."""
+    weakest = scores["product_fidelity"]["weakest"] or {}
+    return {"weakest_product": weakest.get("product", ""), "product_fidelity": weakest.get("similarity"),
+            "prompt_match": scores["prompt_match"]["similarity"],
+            "own_prompt_nearest": scores["prompt_match"]["own_prompt_nearest"]}
+
+
+def flagged(stored: dict, limits: Thresholds) -> dict[str, list[str]]:
+    """image -> why it is flagged, for a drop's stored scores (read_scores)."""
+    return {image: why for image, s in (stored.get("images") or {}).items()
+            if (why := reasons(s, stored.get("median"), limits))}
+
+
 @dataclass
 class ScoreReport:
     scores: dict[str, dict] = field(default_factory=dict)  # campaign/<stem>.png -> its scores
@@ -138,13 +153,8 @@ class ScoreReport:
 
     def table(self) -> list[dict]:
         """One row per image, weakest first: what the asset's metadata and the page show."""
-        rows = []
-        for image, s in self.scores.items():
-            weakest = s["product_fidelity"]["weakest"] or {}
-            rows.append({"image": image, "weakest_product": weakest.get("product", ""),
-                         "product_fidelity": weakest.get("similarity"), "prompt_match": s["prompt_match"]["similarity"],
-                         "own_prompt_nearest": s["prompt_match"]["own_prompt_nearest"],
-                         "flagged": "; ".join(self.flagged.get(image, []))})
+        rows = [{"image": image, **summary(s), "flagged": "; ".join(self.flagged.get(image, []))}
+                for image, s in self.scores.items()]
         return sorted(rows, key=lambda r: (r["product_fidelity"] if r["product_fidelity"] is not None else 2, r["image"]))
 
 
@@ -216,7 +226,7 @@ def score_campaign_images(outputs: CampaignOutputs, stems: list[str], prompts: d
         wanted = {s.get("sha256") for s in current.values()}
         _write_image_vectors(files, {**{k: v for k, v in read_image_vectors(files).items() if k in wanted}, **made})
     report.scores = dict(sorted(current.items()))
-    report.flagged = {image: why for image, s in report.scores.items() if (why := reasons(s, report.median, limits))}
+    report.flagged = flagged({"images": report.scores, "median": report.median}, limits)
     doc = {"model": model_id, "median": report.median, "median_of": vectors_version, "prompts": prompts_key,
            "images": report.scores}
     if stems and doc != old:

@@ -8,7 +8,7 @@ from ...resources import DropLibrary, MilvusResource, search_models
 from ...stage import Outcome, drop_stage
 from ..campaigns.asset import campaign_images
 from ...domain.settings import setting
-from ..campaigns.scores import Thresholds, read_scores, reasons
+from ..campaigns.scores import Thresholds, flagged, read_scores
 from .logic import publish_selects
 from .provenance import BrandSigner, SigningError
 from .publishing import reader_of
@@ -77,9 +77,7 @@ def drop_scores(library: DropLibrary, milvus: MilvusResource, drop: str) -> tupl
     if serving is None:
         return {}, {}
     stored = read_scores(serving.files(library.artifacts(drop)))
-    limits = Thresholds.from_settings()
-    images = stored.get("images", {})
-    return images, {i: why for i, s in images.items() if (why := reasons(s, stored.get("median"), limits))}
+    return stored.get("images", {}), flagged(stored, Thresholds.from_settings())
 
 
 def brand_signer() -> BrandSigner | None:

@@ -26,6 +26,7 @@ from ...domain.reviews import Decision, Reviews, current, image_stem, images_onl
 from ...domain.storage import AnyPath, write_atomic
 from ..campaigns.logic import campaign_dir
 from ..campaigns.outputs import CampaignOutputs, png_problem
+from ..campaigns.scores import summary
 from .publishing import RENDITION_COLUMNS, previous_rows, publish_renditions
 
 FILES = ()  # nothing under the drop's artifacts: it reads reviews/ (domain/reviews.py) and writes PUBLISH_DIR
@@ -82,11 +83,7 @@ def manifest_csv(rows: list[dict]) -> bytes:
 
 def score_fields(scores: dict | None) -> dict:
     """An image's scores as its manifest row gives them (stages/campaigns/scores.py)."""
-    if not scores:
-        return {}
-    weakest = scores["product_fidelity"]["weakest"] or {}
-    return {"weakest_product": weakest.get("product", ""), "product_fidelity": weakest.get("similarity"),
-            "prompt_match": scores["prompt_match"]["similarity"]}
+    return {k: v for k, v in summary(scores).items() if k in SCORE_COLUMNS} if scores else {}
 
 
 def publish_selects(drop: str, art: DropArtifacts, publish_root: AnyPath, channels: dict | None = None,
