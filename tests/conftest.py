@@ -179,9 +179,11 @@ def metadata(result, asset: str) -> dict:
 
 
 # The files that take minutes (real servers, `dagster dev`, a browser) start first: `make test` runs a file per
-# worker at a time (`-n 3 --dist loadfile`), so with these last one worker would run alone at the end.
-LONG_FILES_FIRST = ("test_daemon.py", "test_models.py", "test_object_store.py", "test_review.py",
-                    "test_milvus_server.py", "test_search_app.py", "test_postgres.py")
+# worker at a time (`-n 3 --dist loadfile`), so with these last one worker would run alone at the end. Those
+# that start `dagster dev` (daemon, models, object_store) or a run per step (postgres) are spaced out: three
+# of them at once on 2 cores left their runs queued for minutes.
+LONG_FILES_FIRST = ("test_daemon.py", "test_milvus_server.py", "test_search_app.py", "test_models.py",
+                    "test_review.py", "test_object_store.py", "test_postgres.py")
 
 
 def pytest_collection_modifyitems(config, items):

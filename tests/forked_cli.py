@@ -26,11 +26,35 @@ import atexit, json, os, runpy, sys, traceback
 import warnings
 filters = warnings.filters[:]
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+import importlib, sysconfig
 import torch, clip, dagster, pymilvus, pandas, PIL.Image, google.genai  # noqa: F401  what every command imports
+LIBRARIES = tuple({os.path.realpath(sysconfig.get_paths()[k]) + os.sep for k in ("stdlib", "platstdlib", "purelib", "platlib")})
+
+
+def learn(path):
+    # The libraries a command imported beyond those above (Dagster's execution machinery, SQLAlchemy's
+    # dialect, alembic, milvus_lite...), imported here so that the next commands fork with them: a run
+    # spends almost half its time on these lazy imports otherwise. Only installed libraries, never the
+    # repository's own code.
+    try:
+        names = json.loads(open(path).read())
+    except (OSError, ValueError):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in names:
+            if name not in sys.modules:
+                try:
+                    importlib.import_module(name)
+                except BaseException:
+                    pass
+
+
 print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:
     req = json.loads(line)
     sys.stdout.flush(); sys.stderr.flush()
+    before = set(sys.modules)
     pid = os.fork()
     if pid == 0:  # the command: its own environment, folder and output files; it exits like any process
         os.environ.clear(); os.environ.update(req["env"])
@@ -58,10 +82,18 @@ for line in sys.stdin:
         # tearing down a process's worth of torch objects, which takes a second or two per command.
         atexit._run_exitfuncs()
         sys.stdout.flush(); sys.stderr.flush()
+        try:
+            new = [n for n, m in list(sys.modules.items()) if n not in before and
+                   os.path.realpath(getattr(m, "__file__", None) or "/").startswith(LIBRARIES)]
+            with open(req["imports"], "w") as f:
+                json.dump(new, f)
+        except BaseException:
+            pass
         os._exit(code)
     print(json.dumps({"pid": pid}), flush=True)
     _, status = os.waitpid(pid, 0)
     print(json.dumps({"rc": os.waitstatus_to_exitcode(status)}), flush=True)
+    learn(req["imports"])
 """
 
 
@@ -91,7 +123,8 @@ class ForkedCli:
         out.write_bytes(b"")
         err.write_bytes(b"")
         self.proc.stdin.write(json.dumps({"args": list(args), "env": env, "cwd": str(cwd or self.cwd), "module": module,
-                                          "stdout": str(out), "stderr": str(err)}) + "\n")
+                                          "stdout": str(out), "stderr": str(err),
+                                          "imports": str(self.tmp / "imports.json")}) + "\n")
         self.proc.stdin.flush()
         pid = json.loads(self._line(30))["pid"]
         try:

@@ -542,6 +542,12 @@ class DagsterDev:
         self.stop()
 
 
+# How long a test waits for a run that `dagster dev` or a plain `dagster job execute` starts: each run is a
+# process that imports torch and Dagster, and on 2 cores shared by three test workers (two of them perhaps
+# running `dagster dev` too) one run can take minutes to get through its queue. A bound, not an expectation.
+RUN_WAIT_S = 600
+
+
 def wait_for_runs(instance, done, timeout: float, what: str, poll: float = 1.0):
     """Poll the instance until `done(runs)` returns a true value (returned); runs newest first."""
     deadline = time.time() + timeout

@@ -21,7 +21,7 @@ from assets_pkg.domain.store import ProductImageStore
 from assets_pkg.partitions import run_drops
 from conftest import BRIEFS, draw_drop
 from fake_gemini import FakeGemini
-from servers import DagsterDev, chrome, wait_for_runs
+from servers import RUN_WAIT_S, DagsterDev, chrome, wait_for_runs
 
 pytestmark = pytest.mark.services  # starts `dagster dev` and a browser: left out of `make test-fast`
 
@@ -128,9 +128,9 @@ def test_daemon_ingests_drops_references_follow_and_only_the_weekly_run_bills(st
             everyone = [name for name, _ in SMALL] + ["spring", "summer"]
             for drop in everyone:
                 if drop != BROKEN:
-                    wait_for_runs(instance, _succeeded("ingest_drop", drop), 300, f"{drop}'s ingest run")
+                    wait_for_runs(instance, _succeeded("ingest_drop", drop), RUN_WAIT_S, f"{drop}'s ingest run")
             alone = wait_for_runs(instance, lambda runs: next(
-                (r for r in runs if drops_of(r) == [BROKEN] and r.is_finished), None), 300, f"{BROKEN} alone")
+                (r for r in runs if drops_of(r) == [BROKEN] and r.is_finished), None), RUN_WAIT_S, f"{BROKEN} alone")
             assert alone.status.value == "FAILURE" and alone.tags["trigger"].startswith("split from failed run")
             runs = [r for r in instance.get_runs() if r.job_name == "ingest_drop"]
             # d01..d10 failed on d05's briefs and was split: d05 alone, and its neighbours on either side (a
@@ -174,7 +174,7 @@ def test_daemon_ingests_drops_references_follow_and_only_the_weekly_run_bills(st
 
             # A drop added while the daemon runs.
             draw_drop(studio.drops / "autumn", spec=[("green", "triangle", 2)], seed=5)
-            wait_for_runs(instance, _succeeded("ingest_drop", "autumn"), 300, "autumn's ingest run")
+            wait_for_runs(instance, _succeeded("ingest_drop", "autumn"), RUN_WAIT_S, "autumn's ingest run")
             assert _count(studio, "autumn") == 2
 
             # Changed images: the sensor's run refreshes the rows and searches the references again.
@@ -182,7 +182,7 @@ def test_daemon_ingests_drops_references_follow_and_only_the_weekly_run_bills(st
             draw_drop(studio.drops / "spring", spec=[("red", "circle", 1)], seed=99, briefs=BRIEFS)  # overwrites one
             draw_drop(studio.drops / "spring" / "new", spec=[("red", "circle", 1)], seed=42)  # adds one
             run = wait_for_runs(instance, _succeeded("ingest_drop", "spring", before, trigger="content changed"),
-                                300, "spring's refresh run")
+                                RUN_WAIT_S, "spring's refresh run")
             assert _count(studio, "spring") == 25
             assert _latest_references_run(instance, "spring") == (run.run_id, True)
 
@@ -194,7 +194,7 @@ def test_daemon_ingests_drops_references_follow_and_only_the_weekly_run_bills(st
             edited.write_text(SUMMER_PRODUCTS.replace("Sun disc", "Sun hat"))
             os.replace(edited, studio.drops / "summer" / "products.csv")
             run = wait_for_runs(instance, _succeeded("ingest_drop", "summer", before, trigger="content changed"),
-                                300, "summer's run for its edited catalog")
+                                RUN_WAIT_S, "summer's run for its edited catalog")
             assert _products(studio, "summer")["red_circle_0.png"] == ("SUN-1", "Sun hat")
             (emb,) = [r for r in instance.fetch_materializations(AssetRecordsFilter(
                 asset_key=AssetKey("clip_embeddings"), asset_partitions=["summer"]), limit=10).records
@@ -207,16 +207,16 @@ def test_daemon_ingests_drops_references_follow_and_only_the_weekly_run_bills(st
             # A tick in flight when the sensor stopped can still launch a run (one did, under a loaded suite):
             # let it and its run finish, so that the catalog refresh below is the only change to follow.
             time.sleep(15)
-            wait_for_runs(instance, lambda runs: all(r.is_finished for r in runs), 300, "the runs in flight")
+            wait_for_runs(instance, lambda runs: all(r.is_finished for r in runs), RUN_WAIT_S, "the runs in flight")
             (studio.drops / "summer" / "red_circle_0.png").unlink()
             (studio.drops / "summer" / "red_circle_1.png").unlink()
             before = time.time()
             dev.launch("refresh_catalog", "summer")
-            wait_for_runs(instance, _succeeded("refresh_catalog", "summer", before), 300, "summer's catalog refresh")
+            wait_for_runs(instance, _succeeded("refresh_catalog", "summer", before), RUN_WAIT_S, "summer's catalog refresh")
             assert _count(studio, "summer") == 2
             follow = wait_for_runs(
                 instance, _succeeded("__ASSET_JOB", "summer", before, **{"dagster/sensor_name": "references_follow_inputs"}),
-                300, "the automation run for summer's references")  # sensors tick slower on a loaded machine
+                RUN_WAIT_S, "the automation run for summer's references")  # sensors tick slower on a loaded machine
             assert _latest_references_run(instance, "summer") == (follow.run_id, True)
             assert {r["path"] for r in _references(studio, "summer")["red-summer"]} <= \
                 {"blue_square_0.png", "blue_square_1.png"}
@@ -224,7 +224,7 @@ def test_daemon_ingests_drops_references_follow_and_only_the_weekly_run_bills(st
             # A refresh that changes nothing is not followed: the rows' data version is the same.
             before = time.time()
             dev.launch("refresh_catalog", "autumn")
-            wait_for_runs(instance, _succeeded("refresh_catalog", "autumn", before), 300, "autumn's catalog refresh")
+            wait_for_runs(instance, _succeeded("refresh_catalog", "autumn", before), RUN_WAIT_S, "autumn's catalog refresh")
             time.sleep(12)  # several automation ticks
             # (Dagster's automation tick can race a run finishing its reference search and request one more
             # run for that drop, which then keeps its references without searching: so only runs after this
@@ -243,7 +243,7 @@ def test_daemon_ingests_drops_references_follow_and_only_the_weekly_run_bills(st
             # the campaign_batches sensor launches the collection once the job has finished.
             before = time.time()
             dev.launch("regenerate_campaigns", "spring")
-            wait_for_runs(instance, _succeeded("regenerate_campaigns", "spring", before), 300, "the weekly run")
+            wait_for_runs(instance, _succeeded("regenerate_campaigns", "spring", before), RUN_WAIT_S, "the weekly run")
             assert (len(gemini.batch_creations), gemini.generate_requests) == (1, [])
             assert not list((studio.artifacts / "spring" / "campaign").glob("*.png"))
             gemini.finish_batches()

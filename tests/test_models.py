@@ -199,7 +199,7 @@ def test_under_dagster_dev_a_new_model_is_built_in_the_background_and_search_mov
 
     from dagster import AssetKey, AssetRecordsFilter
 
-    from servers import DagsterDev, Serve, wait_for_runs
+    from servers import RUN_WAIT_S, DagsterDev, Serve, wait_for_runs
     from test_daemon import _succeeded, drops_of
 
     drops = {"spring": draw_drop(studio.drops / "spring", briefs=BRIEFS),
@@ -210,7 +210,7 @@ def test_under_dagster_dev_a_new_model_is_built_in_the_background_and_search_mov
     instance = DagsterInstance.get()
     with DagsterDev(env, tmp_path / "dagster-dev.log"):
         for drop in drops:
-            wait_for_runs(instance, _succeeded("ingest_drop", drop), 300, f"{drop}'s ingest run")
+            wait_for_runs(instance, _succeeded("ingest_drop", drop), RUN_WAIT_S, f"{drop}'s ingest run")
     tiny = models_of(studio).serving
 
     answers: list[tuple[float, int, str | None, set]] = []
@@ -232,7 +232,7 @@ def test_under_dagster_dev_a_new_model_is_built_in_the_background_and_search_mov
                     "the switch to the new model")
                 assert switched.is_success
                 for drop in drops:
-                    wait_for_runs(instance, _succeeded("search_references", drop), 300, f"{drop}'s references")
+                    wait_for_runs(instance, _succeeded("search_references", drop), RUN_WAIT_S, f"{drop}'s references")
             time.sleep(2)
         finally:
             stop.set()

@@ -256,7 +256,7 @@ def test_dagster_dev_ingests_drops_uploaded_to_a_bucket(studio, s3, bucket, tmp_
     sensor alone turns uploads into partitions and runs."""
     import os
 
-    from servers import DagsterDev, wait_for_runs
+    from servers import RUN_WAIT_S, DagsterDev, wait_for_runs
     from test_daemon import _succeeded
 
     draw_drop(tmp_path / "spring", spec=[("red", "circle", 2), ("blue", "square", 2)], briefs=BRIEFS)
@@ -264,7 +264,7 @@ def test_dagster_dev_ingests_drops_uploaded_to_a_bucket(studio, s3, bucket, tmp_
     env = {**os.environ, **studio.env, "DROP_SENSOR_INTERVAL_S": "3", "AUTOMATION_INTERVAL_S": "3"}
     with DagsterDev(env, tmp_path / "dagster-dev.log"):
         instance = DagsterInstance.get()
-        run = wait_for_runs(instance, _succeeded("ingest_drop", "spring"), 300, "spring's ingest run")
+        run = wait_for_runs(instance, _succeeded("ingest_drop", "spring"), RUN_WAIT_S, "spring's ingest run")
         assert run.tags["trigger"] == "new drop"
         assert milvus_ids(studio, "spring") == expected_ids(s3, bucket, "spring")
         assert len(milvus_ids(studio, "spring")) == 4
@@ -276,8 +276,8 @@ def test_dagster_dev_ingests_drops_uploaded_to_a_bucket(studio, s3, bucket, tmp_
         upload(s3, bucket, tmp_path / "summer", "drops/summer")  # a second drop while the daemon runs
         s3.client().delete_object(Bucket=bucket, Key="drops/spring/blue_square_0.png")  # and a removal
         # (Seen in one tick, both go out in one run; in two ticks, in two.)
-        wait_for_runs(instance, _succeeded("ingest_drop", "summer"), 300, "summer's ingest run")
-        wait_for_runs(instance, _succeeded("ingest_drop", "spring", before), 300, "spring's refresh run")
+        wait_for_runs(instance, _succeeded("ingest_drop", "summer"), RUN_WAIT_S, "summer's ingest run")
+        wait_for_runs(instance, _succeeded("ingest_drop", "spring", before), RUN_WAIT_S, "spring's refresh run")
         assert milvus_ids(studio, "spring") == expected_ids(s3, bucket, "spring")
         assert (len(milvus_ids(studio, "spring")), len(milvus_ids(studio, "summer"))) == (3, 1)
         # An automation run that races a finishing search (see test_daemon) may still be going: wait for it.

@@ -19,7 +19,7 @@ import yaml
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance
 
 from conftest import BRIEFS, ROOT, draw_drop
-from servers import PostgresServer, Unavailable, unavailable
+from servers import RUN_WAIT_S, PostgresServer, Unavailable, unavailable
 
 pytestmark = pytest.mark.services  # starts real servers: left out of `make test-fast`
 
@@ -81,7 +81,7 @@ def test_graph_on_postgres_with_the_multiprocess_executor(studio, postgres, monk
         ) for drop in ("spring", "summer")]
         try:
             # Both runs reach the embedding step and wait for the slot.
-            deadline = time.time() + 300
+            deadline = time.time() + RUN_WAIT_S
             while True:
                 blocked = {r.run_id for r in instance.get_runs()
                            for e in _events(instance, r.run_id, "clip_embeddings", DagsterEventType.ENGINE_EVENT)
@@ -94,7 +94,7 @@ def test_graph_on_postgres_with_the_multiprocess_executor(studio, postgres, monk
                 assert not _events(instance, run_id, "clip_embeddings", DagsterEventType.STEP_START)
             released = time.time()
             storage.free_concurrency_slots_for_run(holder)
-            outputs = [p.communicate(timeout=300)[0] for p in runs]
+            outputs = [p.communicate(timeout=RUN_WAIT_S)[0] for p in runs]
         finally:
             for p in runs:
                 p.kill()
