@@ -131,6 +131,9 @@ class Schema:
             index.add_index(SPARSE, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
         # Strong consistency: a search right after an upsert in the same run must see the new rows.
         self._call("create_collection", self.client.create_collection, collection, schema=schema,
-                   index_params=index, consistency_level="Strong")
+                   consistency_level="Strong")
+        # The indexes of an empty collection are ready at once: pymilvus's own wait (a fixed half second per
+        # index, before it first asks) would add a second to every new collection; loading waits for them.
+        self._call("create_index", self.client.create_index, collection, index, sync=False)
         self._call("load_collection", self.client.load_collection, collection)
         self._full_text = self._schema = None
