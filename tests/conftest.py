@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -130,9 +131,24 @@ class Studio:
         return json.loads(proc.stdout)
 
 
+@pytest.fixture(scope="session")
+def _dagster_home_template(tmp_path_factory) -> Path:
+    """A Dagster home with the shipped dagster.yaml whose SQLite storage has been created, once per test worker:
+    creating the schema (SQLAlchemy's tables and alembic's stamp, for runs, schedules and the event log index)
+    costs about a second of CPU, which every test would otherwise pay in its first command."""
+    from dagster import DagsterInstance
+
+    home = tmp_path_factory.mktemp("dagster-home-template")
+    (home / "dagster.yaml").write_text((ROOT / "orchestration" / "dagster.yaml").read_text())
+    with DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs()
+    return home
+
+
 @pytest.fixture
-def studio(tmp_path, tiny_clip, monkeypatch) -> Studio:
-    """An isolated environment: drops, artifacts, Milvus Lite file and Dagster home under tmp_path."""
+def studio(tmp_path, tiny_clip, _dagster_home_template, monkeypatch) -> Studio:
+    """An isolated environment: drops, artifacts, Milvus Lite file and Dagster home (a copy of an empty
+    instance with the shipped config) under tmp_path."""
     env = {
         "DROPS_DIR": str(tmp_path / "drops"),
         "ARTIFACTS_DIR": str(tmp_path / "artifacts"),
@@ -143,8 +159,7 @@ def studio(tmp_path, tiny_clip, monkeypatch) -> Studio:
         "PUBLISH_DIR": str(tmp_path / "publish"),
     }
     (tmp_path / "drops").mkdir()
-    (tmp_path / "dagster_home").mkdir()
-    (tmp_path / "dagster_home" / "dagster.yaml").write_text((ROOT / "orchestration" / "dagster.yaml").read_text())
+    shutil.copytree(_dagster_home_template, tmp_path / "dagster_home")
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     for k in ("MILVUS_TOKEN", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI"):
