@@ -1,6 +1,7 @@
 """The searches photo-search users keep asking for, with the same names in the CLI, the API and the page: a
-negative term (`-floral`, `--not`, `not=`), a minimum similarity, and a picture with words ("this bag, in
-black"). Real CLIP (the repo's tiny checkpoint), real Milvus Lite, the real server and Chromium."""
+negative term (`-floral`, `--not`, `not=`), a minimum similarity, a picture with words ("this bag, in
+black"), and the results by date added (`--sort added`, `sort=added`). Real CLIP (the repo's tiny
+checkpoint), real Milvus Lite, the real server and Chromium."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import shutil
 
 import pytest
 
+from assets_pkg.domain.listing import as_iso
 from assets_pkg.domain.query import InvalidQuery, parse_query
 from conftest import draw_drop, materialize_drop
 
@@ -35,6 +37,19 @@ def _drop(studio) -> dict[str, str]:
     return colour
 
 
+ADDED = 1_700_000_000  # 2023-11-14: the drop's files are dated a day apart, in no order of name or colour
+
+
+def _date_files(studio, colour: dict[str, str]) -> dict[str, str]:
+    """Each file of the drop added on its own day (its modification time); file -> that time as the hits say it."""
+    added = {}
+    for n, file in enumerate(sorted(colour)):
+        t = ADDED + ((n * 7) % len(colour)) * 86400
+        os.utime(studio.drops / "spring" / file, (t, t))
+        added[file] = as_iso(t)
+    return added
+
+
 def _cli(studio, *args) -> list[dict]:
     out = json.loads(studio.cli("search", *args, "--drop", "spring", "--top-k", "30", "--json").stdout)
     for h in out:
@@ -48,11 +63,13 @@ def test_query_terms_parse_into_words_negatives_and_a_floor_or_one_line():
     for args, line in [(("-floral",), "q: say what to find, not only what to leave out"),
                        (("dress", (), "high"), "min_similarity: a cosine similarity from -1 to 1, got 'high'"),
                        (("dress", (), "2"), "min_similarity: a cosine similarity from -1 to 1, got '2'"),
-                       (("dress", [f"w{i}" for i in range(9)]), "not: at most 8 terms to push out, got 9")]:
+                       (("dress", [f"w{i}" for i in range(9)]), "not: at most 8 terms to push out, got 9"),
+                       (("dress", (), None, False, "date"), "sort: relevance or added, got 'date'")]:
         with pytest.raises(InvalidQuery) as e:
             parse_query(*args)
         assert str(e.value) == line
     assert parse_query("", (), None, with_picture=True).words == ""  # a picture alone is a query
+    assert (parse_query("dress").sort, parse_query("dress", sort="added").sort) == ("relevance", "added")
 
 
 def test_in_the_cli_a_negative_term_a_floor_and_a_picture_with_words(studio):
@@ -80,13 +97,21 @@ def test_in_the_cli_a_negative_term_a_floor_and_a_picture_with_words(studio):
     assert colour[with_words[0]["file"]] == "blue"
     bad = studio.cli("search", "--", "-red", check=False)  # click reads a leading "-" as an option otherwise
     assert bad.returncode != 0 and "QUERY: say what to find, not only what to leave out" in bad.stderr
+    # By date added: the same results, the file added last first, each with its date.
+    added = _date_files(studio, colour)
+    newest = _cli(studio, "a circle", "--sort", "added")
+    assert sorted(h["file"] for h in newest) == sorted(h["file"] for h in plain)
+    assert [h["added"] for h in newest] == sorted((added[h["file"]] for h in plain), reverse=True)
+    assert all(h["added"] == added[h["file"]] for h in newest)
+    bad = studio.cli("search", "a circle", "--sort", "date", check=False)
+    assert bad.returncode != 0 and "--sort" in bad.stderr and "'date' is not one of 'relevance', 'added'" in bad.stderr
 
 
 @pytest.mark.services
 def test_in_the_api_and_on_the_page_with_the_same_names(studio):
     import requests
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     from servers import Serve, chrome
 
@@ -108,6 +133,13 @@ def test_in_the_api_and_on_the_page_with_the_same_names(studio):
         both = requests.post(server.url + "/api/similar", params={"drop": "spring", "q": "blue", "kind": "product"},
                              data=picture, timeout=60).json()
         assert colour[both[0]["path"]] == "blue"
+        added = _date_files(studio, colour)
+        newest = server.get("/api/search", q="a circle", drop="spring", k=30, kind="product", sort="added").json()
+        assert sorted(files(newest)) == sorted(files(plain))
+        assert [h["added"] for h in newest] == sorted((added[p] for p in files(plain)), reverse=True)
+        assert all(h["added"] == added[h["path"]] for h in newest)
+        bad = server.get("/api/search", q="a circle", sort="date")
+        assert bad.status_code == 400 and bad.json()["error"] == "sort: relevance or added, got 'date'"
 
         browser = chrome()
         try:
@@ -124,5 +156,20 @@ def test_in_the_api_and_on_the_page_with_the_same_names(studio):
             browser.refresh()  # the link holds the negative term
             wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "article.result"))
             assert browser.find_element(By.ID, "not").get_attribute("value") == "red"
+            # Newest added first: the cards in the API's order, each with its date; the link holds the order.
+            browser.find_element(By.ID, "not").clear()
+            Select(browser.find_element(By.ID, "sort")).select_by_value("added")
+            browser.find_element(By.CSS_SELECTOR, "#search-form button[type=submit]").click()
+            wait.until(lambda b: "sort=added" in b.current_url and "not=" not in b.current_url)
+            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "article.result .added"))
+            cards = [c for c in browser.find_elements(By.CSS_SELECTOR, "article.result")
+                     if c.get_attribute("data-kind") == "product"]
+            newest24 = server.get("/api/search", q="a circle", k=24, sort="added").json()
+            assert [c.get_attribute("data-path") for c in cards] == [h["path"] for h in newest24 if h["kind"] == "product"]
+            first = cards[0].find_element(By.CSS_SELECTOR, ".added").text
+            assert first == f"added {added[cards[0].get_attribute('data-path')][:16].replace('T', ' ')} UTC"
+            browser.refresh()
+            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "article.result .added"))
+            assert browser.find_element(By.ID, "sort").get_attribute("value") == "added"
         finally:
             browser.quit()

@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from assets_pkg.domain.query import SORTS
+
 from .app import TOP_K, CliError, cli, still_on_serving
 
 
@@ -21,10 +23,12 @@ from .app import TOP_K, CliError, cli, still_on_serving
 @click.option("--not", "not_terms", multiple=True, help="push out pictures like this term (or write -term in QUERY)")
 @click.option("--min-similarity", help="only pictures at least this like the query (cosine, -1 to 1)")
 @click.option("--picture", type=click.Path(exists=True, dir_okay=False), help="search by this picture, with QUERY's words")
+@click.option("--sort", type=click.Choice(SORTS), default=SORTS[0], show_default=True,
+              help="the results by relevance, or by when each file was added, newest first")
 @click.option("--json", "as_json", is_flag=True)
 def search(query: str, drop: str | None, top_k: int, sku: str | None, category: str | None, color: str | None,
            show_all: bool, not_terms: tuple[str, ...], min_similarity: str | None, picture: str | None,
-           as_json: bool) -> None:
+           sort: str, as_json: bool) -> None:
     """Search by text: each hit's similarity to the query (cosine, CLIP), why it was found, its file and
     product, in the fused order (exact SKU, then CLIP and BM25 fused; --json has the rank score too)."""
     from assets_pkg.domain.drops import validate_drop_name
@@ -33,12 +37,12 @@ def search(query: str, drop: str | None, top_k: int, sku: str | None, category: 
     from assets_pkg.domain.storage import location
     from assets_pkg.resources import ClipModel, DropLibrary, MilvusResource, search_models
 
-    from assets_pkg.domain.query import InvalidQuery, parse_query, refine, with_words
+    from assets_pkg.domain.query import InvalidQuery, newest_first, parse_query, refine, with_words
 
     if not query.strip() and not picture:
         raise CliError("the search query is empty")
     try:
-        terms = parse_query(query, not_terms, min_similarity, with_picture=bool(picture))
+        terms = parse_query(query, not_terms, min_similarity, with_picture=bool(picture), sort=sort)
     except InvalidQuery as e:
         field, _, message = str(e).partition(": ")
         raise CliError(f"{ {'q': 'QUERY', 'not': '--not', 'min_similarity': '--min-similarity'}[field]}: {message}") from None
@@ -92,12 +96,20 @@ def search(query: str, drop: str | None, top_k: int, sku: str | None, category: 
     rows = [{"path": str(root / h.drop / h.path), "drop": h.drop, "similarity": round(h.similarity, 4),
              "why": list(h.why), "words": list(h.words), "score": round(h.score, 4), "sku": h.sku,
              "name": h.name, "match": h.match} for h in hits]
+    if terms.sort == "added":
+        from assets_pkg.domain.listing import added_at, as_iso
+
+        added = [added_at(root / h.drop / h.path) for h in hits]
+        for r, t in zip(rows, added):
+            r["added"] = as_iso(t)
+        rows = newest_first(rows, added)
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
             product = f"  {r['sku']} {r['name']}".rstrip() if r["sku"] or r["name"] else ""
-            print(f"{r['similarity']:.2f}  {why_line(r['why'], r['words']):<24}  {r['path']}{product}")
+            when = f"{r['added'][:16].replace('T', ' '):<16}  " if "added" in r else ""
+            print(f"{r['similarity']:.2f}  {when}{why_line(r['why'], r['words']):<24}  {r['path']}{product}")
         if not rows:
             print("no results", file=sys.stderr)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -33,6 +34,36 @@ def _object_version(info: dict) -> str:
         if info.get(key) not in (None, ""):
             return str(info[key]).strip('"')
     return ""
+
+
+def added_at(path: AnyPath) -> float | None:
+    """When the file came to be where it is (seconds since the epoch): its modification time on disk, or the
+    object's last write in a bucket; None when it is gone. A copy that kept its original's time (`cp -p`,
+    `rsync -a`, unzip) reports that time."""
+    try:
+        if not is_remote(path):
+            return os.stat(path).st_mtime
+        with errors(path):
+            info = path.fs.info(path.path)
+    except FileNotFoundError:
+        return None
+    for key in ("LastModified", "updated", "mtime", "last_modified"):
+        value = info.get(key)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str) and value:
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
+
+
+def as_iso(seconds: float | None) -> str:
+    """A time from `added_at` as UTC ISO 8601 to the second; "" for an unknown one."""
+    return "" if seconds is None else datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
 
 
 def list_files(folder: AnyPath) -> list[Entry]:

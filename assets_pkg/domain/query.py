@@ -1,7 +1,8 @@
 """What a search asks beyond its words, the same in the CLI, the API and the page: terms to push out
 (`red dress -floral`, `--not floral`, `not=floral`), a floor on how like the query a picture must be
-(`--min-similarity`, `min_similarity=`), and a picture with words ("this bag, in black": the picture's
-vector and the words' added).
+(`--min-similarity`, `min_similarity=`), a picture with words ("this bag, in black": the picture's
+vector and the words' added), and the order of the results (`--sort added`, `sort=added`: the same results,
+the file added last first).
 
 A hit is pushed out by a negative term when the term is a word of its name, category, colour, SKU or file
 name, or when its picture is among the results most like the term: its similarity to the term (by the
@@ -19,6 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 MAX_NEGATIVES = 8
+SORTS = ("relevance", "added")  # the fused rank (default), or when each picture's file was added, newest first
 NEGATIVE_SPREAD = 0.1  # cosine: below this, no result is more like the negative term than the others
 WORD = re.compile(r"[0-9a-z]+")
 
@@ -32,6 +34,7 @@ class Query:
     words: str  # what is searched for, the negative terms taken out
     negatives: tuple[str, ...] = ()
     min_similarity: float | None = None
+    sort: str = SORTS[0]
 
     @property
     def refines(self) -> bool:
@@ -39,7 +42,7 @@ class Query:
 
 
 def parse_query(raw: str, not_terms: Sequence[str] = (), min_similarity: str | float | None = None,
-                with_picture: bool = False) -> Query:
+                with_picture: bool = False, sort: str | None = None) -> Query:
     """`raw` with its `-term`s taken out as negatives, beside `not_terms` (each may hold several words)."""
     kept, negatives = [], []
     for token in (raw or "").split():
@@ -60,7 +63,18 @@ def parse_query(raw: str, not_terms: Sequence[str] = (), min_similarity: str | f
             floor = float("nan")
         if not -1.0 <= floor <= 1.0:
             raise InvalidQuery(f"min_similarity: a cosine similarity from -1 to 1, got {str(min_similarity)[:20]!r}")
-    return Query(" ".join(kept), tuple(negatives), floor)
+    if sort in (None, ""):
+        sort = SORTS[0]
+    if sort not in SORTS:
+        raise InvalidQuery(f"sort: {' or '.join(SORTS)}, got {str(sort)[:20]!r}")
+    return Query(" ".join(kept), tuple(negatives), floor, sort)
+
+
+def newest_first(hits: list, added: Sequence[float | None]) -> list:
+    """`hits` (best first) ordered by `added` (when each one's file was added), newest first; hits added at
+    the same moment keep their fused order, and those whose time is unknown come last."""
+    order = sorted(range(len(hits)), key=lambda i: (added[i] is None, -(added[i] or 0.0)))
+    return [hits[i] for i in order]
 
 
 def with_words(picture: np.ndarray, words: np.ndarray) -> np.ndarray:

@@ -74,12 +74,12 @@ def parse_query(raw: str | None) -> str:
     return query
 
 
-def parse_terms(words: str, not_terms, min_similarity, with_picture: bool = False):
-    """The query's words, terms to push out and floor (domain/query.py), or a 400 naming the parameter."""
+def parse_terms(words: str, not_terms, min_similarity, with_picture: bool = False, sort: str | None = None):
+    """The query's words, terms to push out, floor and order (domain/query.py), or a 400 naming the parameter."""
     from ..domain.query import InvalidQuery, parse_query as terms
 
     try:
-        return terms(words, not_terms, min_similarity, with_picture)
+        return terms(words, not_terms, min_similarity, with_picture, sort)
     except InvalidQuery as e:
         field, _, message = str(e).partition(": ")
         raise BadRequest(field, message) from None

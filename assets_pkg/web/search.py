@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable
 
 from cachetools import LRUCache, TTLCache
@@ -21,7 +21,8 @@ from ..domain import storage
 from ..domain.artifacts import DropArtifacts, read_json
 from ..domain.channels import channels_for
 from ..domain.drops import DROP_NAME_RE, discover_drops, load_rgb
-from ..domain.query import Query, refine, with_words
+from ..domain.listing import added_at, as_iso
+from ..domain.query import Query, newest_first, refine, with_words
 from ..domain.reviews import image_stem
 from ..domain.store import ImageCollection
 from ..stages.campaigns.logic import campaign_dir
@@ -58,6 +59,7 @@ class Found:
     words: tuple[str, ...] = ()
     category: str = ""
     color: str = ""
+    added: float | None = None  # when its file was added (listing.added_at), asked only for `sort=added`
 
     @classmethod
     def of(cls, kind: str, h) -> "Found":
@@ -68,7 +70,7 @@ class Found:
         return {"kind": self.kind, "drop": self.drop, "path": self.path, "similarity": round(self.similarity, 4),
                 "why": list(self.why), "words": list(self.words), "score": round(self.score, 4),
                 "sku": self.sku, "name": self.name, "category": self.category, "color": self.color,
-                "match": self.match}
+                "match": self.match, **({"added": as_iso(self.added)} if self.added is not None else {})}
 
 
 
@@ -235,7 +237,11 @@ class SearchService:
                         hits = refine(hits, query, negatives, store.vectors, k)
                     found += [Found.of(kind, h) for h in hits]
         ranked = sorted(found, key=lambda f: (f.match != "sku", -f.score))
-        return collapse_hits(ranked, self.groups_of, limit) if collapse else ranked[:limit]
+        ranked = collapse_hits(ranked, self.groups_of, limit) if collapse else ranked[:limit]
+        if query is not None and query.sort == "added":
+            ranked = [replace(f, added=self._added(f)) for f in ranked]
+            ranked = newest_first(ranked, [f.added for f in ranked])
+        return ranked
 
     # -- files -------------------------------------------------------------
     def thumbnail(self, kind: str, drop: str, path: str) -> bytes:
@@ -295,6 +301,12 @@ class SearchService:
         with self._thumb_lock:
             self._thumbnails[key] = data
         return data
+
+    def _added(self, f: Found) -> float | None:
+        try:
+            return added_at(self._source(f.kind, f.drop, f.path))
+        except BadRequest:  # the file has become a link out of its drop: it has no time to tell
+            return None
 
     def _source(self, kind: str, drop: str, path: str):
         base = self.drops_root / drop if kind == "product" else DropArtifacts.at(self.artifacts_dir, drop).root

@@ -66,7 +66,7 @@ def create_app(service: SearchService, token: str | None = None,
 
     def search(request: Request) -> JSONResponse:
         q = request.query_params
-        query = parse_terms(parse_query(q.get("q")), q.getlist("not"), q.get("min_similarity"))
+        query = parse_terms(parse_query(q.get("q")), q.getlist("not"), q.get("min_similarity"), sort=q.get("sort"))
         found, model = service.search(query, service.check_drop(q.get("drop")), parse_k(q.get("k")),
                                       parse_kind(q.get("kind")), parse_filters(q), parse_collapse(q.get("collapse")))
         return JSONResponse(_with_thumbnails(found), headers=answered_by(model))
@@ -76,7 +76,8 @@ def create_app(service: SearchService, token: str | None = None,
         words = parse_query(q.get("q")) if q.get("q") else ""
         found, model = service.search_by_picture(data, service.check_drop(q.get("drop")), parse_k(q.get("k")),
                                                  parse_kind(q.get("kind")), parse_filters(q),
-                                                 parse_terms(words, q.getlist("not"), q.get("min_similarity"), True))
+                                                 parse_terms(words, q.getlist("not"), q.get("min_similarity"), True,
+                                                             q.get("sort")))
         return JSONResponse(_with_thumbnails(found), headers=answered_by(model))
 
     def models(request: Request) -> JSONResponse:

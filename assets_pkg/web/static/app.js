@@ -61,7 +61,9 @@ function card(hit) {
         el("span", { class: `kind ${hit.kind}` }, hit.kind),
         el("span", { class: "score", title: `similarity of the picture to the query (cosine); rank score ${hit.score}` },
           hit.similarity.toFixed(2))),
-      el("span", { class: "why" }, why(hit))),
+      el("span", { class: "why" }, why(hit)),
+      ...(hit.added ? [el("span", { class: "added", title: "when its file was added" },
+                          `added ${hit.added.slice(0, 16).replace("T", " ")} UTC`)] : [])),
     more);
 }
 
@@ -74,7 +76,7 @@ function showResults(title, hits) {
 }
 
 // What narrows a search, in its URL and in the API's parameters alike (the same names as the CLI's options).
-const FILTERS = ["drop", "category", "color", "sku", "not", "min_similarity"];
+const FILTERS = ["drop", "category", "color", "sku", "not", "min_similarity", "sort"];
 
 function filters(params) {
   for (const name of FILTERS) {
