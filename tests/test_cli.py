@@ -179,7 +179,8 @@ def test_a_file_path_left_in_the_old_name_is_one_line_naming_the_new_one_in_a_sc
               "from assets_pkg.domain.errors import StoreError\n"
               "try:\n    ImageCollection('x.db').open()\nexcept StoreError as e:\n    print(e)\n")
     env = {**os.environ, **studio.env, "MILVUS_URI": str(studio.root / "m.db")}
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+    # In the studio's folder: the script's relative x.db (and its lock file) stay out of the repository.
+    proc = subprocess.run([sys.executable, "-c", script], cwd=studio.root, env=env, capture_output=True, text=True,
                           timeout=120)
     assert proc.stdout.strip() == ("MILVUS_URI is set to something other than a server URL, which pymilvus refuses "
                                    "when imported: name Drop Studio's Milvus DROP_STUDIO_MILVUS_URI instead")
