@@ -135,7 +135,8 @@ class Studio:
 def _dagster_home_template(tmp_path_factory) -> Path:
     """A Dagster home with the shipped dagster.yaml whose SQLite storage has been created, once per test worker:
     creating the schema (SQLAlchemy's tables and alembic's stamp, for runs, schedules and the event log index)
-    costs about a second of CPU, which every test would otherwise pay in its first command."""
+    costs about 0.35 s of CPU against 0.07 s to open an existing one, which every test would otherwise pay in
+    its first command."""
     from dagster import DagsterInstance
 
     home = tmp_path_factory.mktemp("dagster-home-template")

@@ -101,14 +101,15 @@ def search(query: str, drop: str | None, top_k: int, sku: str | None, category: 
 
         added = [added_at(root / h.drop / h.path) for h in hits]
         for r, t in zip(rows, added):
-            r["added"] = as_iso(t)
+            if t is not None:  # as the API: a file gone since it was indexed has no time to tell
+                r["added"] = as_iso(t)
         rows = newest_first(rows, added)
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
             product = f"  {r['sku']} {r['name']}".rstrip() if r["sku"] or r["name"] else ""
-            when = f"{r['added'][:16].replace('T', ' '):<16}  " if "added" in r else ""
+            when = f"{r.get('added', '')[:16].replace('T', ' '):<16}  " if terms.sort == "added" else ""
             print(f"{r['similarity']:.2f}  {when}{why_line(r['why'], r['words']):<24}  {r['path']}{product}")
         if not rows:
             print("no results", file=sys.stderr)
