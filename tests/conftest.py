@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -94,6 +95,13 @@ def forked_cli():
     if not _FORKED:
         _FORKED.append(ForkedCli(ROOT))
     return _FORKED[0]
+
+
+def pytest_configure(config):
+    # A shell that started pytest in the background may have left SIGTERM ignored, and every process the tests
+    # start would inherit that: pools, servers and `dagster dev` would then outlive their stop signal.
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def pytest_sessionfinish(session, exitstatus):

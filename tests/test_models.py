@@ -307,8 +307,10 @@ def test_concurrent_changes_of_the_models_state_are_each_kept(tmp_path):
 
     root = str(tmp_path / "artifacts")
     SearchModels.load(root, "product_images").use("A", "a.pt", "pad")
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        pool.starmap(_register_model, [(root, f"M{i}") for i in range(8)])
+    pool = multiprocessing.get_context("spawn").Pool(4)
+    pool.starmap(_register_model, [(root, f"M{i}") for i in range(8)])
+    pool.close()  # workers leave when told to; `with Pool` terminates them, which hangs where SIGTERM is ignored
+    pool.join()
     models = SearchModels.load(root, "product_images")
     assert sorted(m.id for m in models.models()) == ["A"] + sorted(f"M{i}" for i in range(8))
     assert models.serving.id == "A"
