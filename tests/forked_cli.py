@@ -50,49 +50,56 @@ def learn(path):
                     pass
 
 
+def command(req, job):  # in the forked child: never returns
+    os.environ.clear(); os.environ.update(req["env"])
+    os.chdir(req["cwd"])
+    sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]  # as python would
+    for fd, path, mode in ((0, os.devnull, os.O_RDONLY), (1, job["stdout"], os.O_WRONLY | os.O_TRUNC | os.O_CREAT),
+                           (2, job["stderr"], os.O_WRONLY | os.O_TRUNC | os.O_CREAT)):
+        os.dup2(os.open(path, mode, 0o600), fd)
+    sys.stdin = open(os.devnull)
+    sys.argv = ["drop-studio", *job["args"]]
+    warnings.filters[:] = filters
+    code = 0
+    try:
+        runpy.run_module(req["module"], run_name="__main__", alter_sys=True)
+    except SystemExit as exit:
+        if exit.code is None or isinstance(exit.code, int):
+            code = exit.code or 0
+        else:  # sys.exit("message"): printed, status 1, as Python does
+            print(exit.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    # What an exiting interpreter does that a command can notice (atexit handlers, flushed output), without
+    # tearing down a process's worth of torch objects, which takes a second or two per command.
+    atexit._run_exitfuncs()
+    sys.stdout.flush(); sys.stderr.flush()
+    try:
+        new = [n for n, m in list(sys.modules.items()) if n not in before and
+               os.path.realpath(getattr(m, "__file__", None) or "/").startswith(LIBRARIES)]
+        with open(req["imports"], "w") as f:
+            json.dump(new, f)
+    except BaseException:
+        pass
+    os._exit(code)
+
+
 print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:
     req = json.loads(line)
     sys.stdout.flush(); sys.stderr.flush()
     before = set(sys.modules)
-    pid = os.fork()
-    if pid == 0:  # the command: its own environment, folder and output files; it exits like any process
-        os.environ.clear(); os.environ.update(req["env"])
-        os.chdir(req["cwd"])
-        sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]  # as python would
-        for fd, path, mode in ((0, os.devnull, os.O_RDONLY), (1, req["stdout"], os.O_WRONLY | os.O_TRUNC),
-                               (2, req["stderr"], os.O_WRONLY | os.O_TRUNC)):
-            os.dup2(os.open(path, mode), fd)
-        sys.stdin = open(os.devnull)
-        sys.argv = ["drop-studio", *req["args"]]
-        warnings.filters[:] = filters
-        code = 0
-        try:
-            runpy.run_module(req["module"], run_name="__main__", alter_sys=True)
-        except SystemExit as exit:
-            if exit.code is None or isinstance(exit.code, int):
-                code = exit.code or 0
-            else:  # sys.exit("message"): printed, status 1, as Python does
-                print(exit.code, file=sys.stderr)
-                code = 1
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        # What an exiting interpreter does that a command can notice (atexit handlers, flushed output), without
-        # tearing down a process's worth of torch objects, which takes a second or two per command.
-        atexit._run_exitfuncs()
-        sys.stdout.flush(); sys.stderr.flush()
-        try:
-            new = [n for n, m in list(sys.modules.items()) if n not in before and
-                   os.path.realpath(getattr(m, "__file__", None) or "/").startswith(LIBRARIES)]
-            with open(req["imports"], "w") as f:
-                json.dump(new, f)
-        except BaseException:
-            pass
-        os._exit(code)
-    print(json.dumps({"pid": pid}), flush=True)
-    _, status = os.waitpid(pid, 0)
-    print(json.dumps({"rc": os.waitstatus_to_exitcode(status)}), flush=True)
+    pids = []
+    for job in req["jobs"]:  # several jobs run at once (two runs of one drop racing each other)
+        pid = os.fork()
+        if pid == 0:
+            command(req, job)
+        pids.append(pid)
+    print(json.dumps({"pids": pids}), flush=True)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+    print(json.dumps({"rcs": codes}), flush=True)
     learn(req["imports"])
 """
 
@@ -119,22 +126,31 @@ class ForkedCli:
     def run(self, args: list[str], env: dict, timeout: float, cwd: Path | None = None,
             module: str = "assets_pkg.cli") -> subprocess.CompletedProcess:
         """`python -m module *args` in cwd (default: the repository) with exactly env."""
-        out, err = self.tmp / "stdout", self.tmp / "stderr"
-        out.write_bytes(b"")
-        err.write_bytes(b"")
-        self.proc.stdin.write(json.dumps({"args": list(args), "env": env, "cwd": str(cwd or self.cwd), "module": module,
-                                          "stdout": str(out), "stderr": str(err),
+        return self.run_at_once([args], env, timeout, cwd, module)[0]
+
+    def run_at_once(self, commands: list[list[str]], env: dict, timeout: float, cwd: Path | None = None,
+                    module: str = "assets_pkg.cli") -> list[subprocess.CompletedProcess]:
+        """Each `python -m module *args` of commands, all started together; returns when all have ended."""
+        jobs = [{"args": list(args), "stdout": str(self.tmp / f"stdout{i}"), "stderr": str(self.tmp / f"stderr{i}")}
+                for i, args in enumerate(commands)]
+        self.proc.stdin.write(json.dumps({"jobs": jobs, "env": env, "cwd": str(cwd or self.cwd), "module": module,
                                           "imports": str(self.tmp / "imports.json")}) + "\n")
         self.proc.stdin.flush()
-        pid = json.loads(self._line(30))["pid"]
+        pids = json.loads(self._line(30))["pids"]
         try:
-            rc = json.loads(self._line(timeout))["rc"]
+            rcs = json.loads(self._line(timeout))["rcs"]
         except RuntimeError:
-            os.kill(pid, signal.SIGKILL)
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             self._line(30)
-            raise subprocess.TimeoutExpired(["drop-studio", *args], timeout) from None
-        return subprocess.CompletedProcess(["drop-studio", *args], rc, out.read_text(errors="replace"),
-                                           err.read_text(errors="replace"))
+            raise subprocess.TimeoutExpired(["drop-studio", *commands[0]], timeout) from None
+        return [subprocess.CompletedProcess(["drop-studio", *job["args"]], rc,
+                                            Path(job["stdout"]).read_text(errors="replace"),
+                                            Path(job["stderr"]).read_text(errors="replace"))
+                for job, rc in zip(jobs, rcs)]
 
     def close(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -21,7 +21,7 @@ from assets_pkg.domain.drops import DROP_NAME_RE, ProductDrop, load_rgb, validat
 from assets_pkg.stages.scan.logic import scan_drop
 from assets_pkg.domain.errors import InvalidDropName, StoreError
 from assets_pkg.domain.store import ProductImageStore, checked_ids, drop_filter, row_id
-from conftest import ROOT, draw_drop
+from conftest import ROOT, draw_drop, forked_cli
 
 RED, BLUE = (220, 30, 30), (30, 70, 220)
 
@@ -215,12 +215,10 @@ def test_a_killed_run_keeps_finished_batches_and_the_rerun_ends_exact(studio):
 
 def test_two_runs_of_the_same_drop_at_once_leave_exact_rows(studio):
     draw_drop(studio.drops / "spring", spec=[(c, "circle", 6) for c in ("red", "blue", "green")])
-    env = {**os.environ, **studio.env}
-    procs = [subprocess.Popen([sys.executable, "-m", "assets_pkg.cli", "run", "--drop", "spring", "--json"],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    outs = [p.communicate(timeout=300) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
+    procs = forked_cli().run_at_once([["run", "--drop", "spring", "--json"]] * 2, {**os.environ, **studio.env},
+                                     timeout=300)
+    assert all(p.returncode == 0 for p in procs), [p.stderr[-500:] for p in procs]
+    assert [json.loads(p.stdout)[0]["indexed"] for p in procs] == [18, 18]
     with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as store:
         ids = store.ids_of_drop("spring")
         assert store.count("spring") == len(ids) == 18
