@@ -174,11 +174,11 @@ class MilvusResource(FromSettings):
         """The collection of generated campaign images beside a product collection (`<collection>_campaigns`;
         for Milvus Lite in a file of its own, see stages/campaign_index)."""
         return self._store(campaign_collection(collection or self.get("collection")), campaign_uri(self.get("uri")),
-                           lock_timeout, share)
+                           lock_timeout, share, scores=True)
 
-    def _store(self, collection: str, uri: str, lock_timeout: float, share: bool) -> ImageCollection:
+    def _store(self, collection: str, uri: str, lock_timeout: float, share: bool, scores: bool = False) -> ImageCollection:
         return ImageCollection(uri, setting("MILVUS_TOKEN"), collection, lock_timeout=lock_timeout,
-                                 timeout=self.get("timeout_s"), retries=self.get("retries"), share=share)
+                               timeout=self.get("timeout_s"), retries=self.get("retries"), share=share, scores=scores)
 
     @property
     def display_uri(self) -> str:

@@ -16,7 +16,8 @@ from PIL import Image
 
 from assets_pkg.domain.products import file_words
 from assets_pkg.stages.catalog.logic import CatalogError, parse_catalog
-from assets_pkg.domain.store import ProductImageStore
+from assets_pkg.domain.milvus import campaign_uri
+from assets_pkg.domain.store import ImageCollection, ProductImageStore
 from conftest import BRIEFS, ROOT, draw_drop, forked_cli
 from fake_gemini import FakeGemini
 
@@ -322,15 +323,18 @@ def test_a_world_made_by_the_catalog_release_upgrades_with_nothing_encoded_searc
         [before] = _run(old, env)
         assert before["ok"] and before["encoded"] == 6 and len(gemini.requests) == 1
         files = ("references.json", "references.inputs.json", "catalog.json", "briefs.json", "embeddings.parquet",
-                 "campaign/poolside.png", "campaign/poolside.json")
+                 "campaign/poolside.png")
         kept = {name: ((art / name).read_bytes(), (art / name).stat().st_mtime_ns) for name in files}
+        sidecar = json.loads((art / "campaign" / "poolside.json").read_text())
 
         [after] = _run(ROOT, env)
         assert after["ok"], after["error"]
         assert (after["encoded"], after["upserted"], after["deleted"], after["indexed"]) == (0, 0, 0, 6)
         assert len(gemini.requests) == 1  # nothing billed again
-        # Not searched, not generated, not even rewritten.
+        # Not searched, not generated, not even rewritten; the sidecar keeps its record and gains the scores.
         assert {name: ((art / name).read_bytes(), (art / name).stat().st_mtime_ns) for name in files} == kept
+        now = json.loads((art / "campaign" / "poolside.json").read_text())
+        assert {k: v for k, v in now.items() if k != "scores"} == sidecar and "product_fidelity" in now["scores"]
 
 
 # The release before channels: what it published from briefs without channels is published again as it is.
@@ -367,7 +371,20 @@ def test_a_world_published_before_channels_and_scores_keeps_its_images_and_rows_
             json.loads(before["manifest.json"])
         assert all(r["product_fidelity"] is not None for r in rows)
         [scores] = list(art.rglob("scores.json"))  # each image scored once, in the upgrade's run
-        assert sorted(json.loads(scores.read_text())["images"]) == ["campaign/blue-shelf.png", "campaign/red-hero.png"]
+        stored = json.loads(scores.read_text())["images"]
+        assert sorted(stored) == ["campaign/blue-shelf.png", "campaign/red-hero.png"]
+        # The campaign collection of the release before scores is brought to the schema with them, its rows
+        # written again with their stored vectors, and the sidecars get the scores beside the request.
+        with ImageCollection(campaign_uri(studio.env["DROP_STUDIO_MILVUS_URI"]), None,
+                             "product_images_campaigns") as store:
+            rows = store.client.query("product_images_campaigns", filter='drop == "spring"',
+                                      output_fields=["path", "fidelity"])
+        assert {r["path"]: round(r["fidelity"], 4) for r in rows} == {
+            image: s["product_fidelity"]["weakest"]["similarity"] for image, s in stored.items()}
+        for image in stored:
+            sidecar = json.loads((art / image).with_suffix(".json").read_text())
+            assert sidecar["scores"]["product_fidelity"] == stored[image]["product_fidelity"]
+            assert "usage" in sidecar and sidecar["cache_key"]  # the request's record as it was
         scored = scores.stat().st_mtime_ns
         [again] = _run(ROOT, env)
         assert again["ok"] and len(gemini.requests) == 2 and scores.stat().st_mtime_ns == scored
@@ -389,3 +406,52 @@ def test_every_sample_picture_has_a_sku_name_category_and_colour(drop):
     check_products(briefs, catalog, folder / "briefs.yaml")  # raises on a SKU the catalog lacks
     if drop == "sports-gear":
         assert next(b for b in briefs if b.id == "ballpark-day").products == ["SG-312", "SG-311"]
+
+
+# The release whose scores lived in scores.json alone: its sidecars and campaign rows get them, copied, not computed.
+SCORES_RELEASE = "bdcb9824599b4cbacf8c94eb4e3746474bdc8496"
+
+
+@pytest.mark.slow
+def test_a_world_scored_before_sidecars_and_rows_held_scores_gets_them_without_scoring_encoding_or_billing(
+        studio, tmp_path):
+    old = _previous_release(tmp_path, SCORES_RELEASE)
+    draw_drop(studio.drops / "spring", briefs=BRIEFS)
+    art = studio.artifacts / "spring"
+    with FakeGemini() as gemini:
+        env = {**os.environ, **studio.env, "GEMINI_API_KEY": "test-key-0123", "GOOGLE_GEMINI_BASE_URL": gemini.url}
+        [made] = _run(old, env)
+        assert made["ok"] and len(gemini.requests) == 2
+        [scores] = list(art.rglob("scores.json"))
+        [vectors] = list(art.rglob("campaign-vectors.parquet"))
+        before, encoded_at = json.loads(scores.read_text()), vectors.stat().st_mtime_ns
+        sidecars = {p.name: json.loads(p.read_text()) for p in (art / "campaign").glob("*.json")}
+        assert sorted(sidecars) == ["blue-shelf.json", "red-hero.json"] and not any("scores" in s for s in sidecars.values())
+
+        [after] = _run(ROOT, env)
+        assert after["ok"], after["error"]
+        assert after["encoded"] == 0 and len(gemini.requests) == 2
+        # Nothing scored again (the images' vectors were not even read), the scores copied where they belong.
+        def unchanging(images):  # an image's "files" names its sidecar's version, which changed
+            return {image: {k: v for k, v in s.items() if k != "files"} for image, s in images.items()}
+
+        assert unchanging(json.loads(scores.read_text())["images"]) == unchanging(before["images"])
+        assert vectors.stat().st_mtime_ns == encoded_at
+        for name, old_sidecar in sidecars.items():
+            now = json.loads((art / "campaign" / name).read_text())
+            image = before["images"][f"campaign/{name[:-5]}.png"]
+            assert {k: v for k, v in now.items() if k != "scores"} == old_sidecar
+            assert now["scores"] == {"model": before["model"], "product_fidelity": image["product_fidelity"],
+                                     "prompt_match": image["prompt_match"]}
+        with ImageCollection(campaign_uri(studio.env["DROP_STUDIO_MILVUS_URI"]), None,
+                             "product_images_campaigns") as store:
+            rows = store.client.query("product_images_campaigns", filter='drop == "spring"',
+                                      output_fields=["path", "fidelity", "prompt_match"])
+        assert {r["path"]: (round(r["fidelity"], 4), round(r["prompt_match"], 4)) for r in rows} == {
+            image: (s["product_fidelity"]["weakest"]["similarity"], s["prompt_match"]["similarity"])
+            for image, s in before["images"].items()}
+
+        written = {p.name: p.stat().st_mtime_ns for p in (art / "campaign").glob("*.json")}
+        [again] = _run(ROOT, env)
+        assert again["ok"] and len(gemini.requests) == 2
+        assert {p.name: p.stat().st_mtime_ns for p in (art / "campaign").glob("*.json")} == written

@@ -35,6 +35,17 @@ def _scores(studio) -> dict:
     return json.loads(found.read_text())
 
 
+def _campaign_rows(studio, collection: str, where: str = "") -> dict[str, tuple]:
+    """path -> (fidelity, prompt_match, flagged) of the drop's rows in its campaign collection, as stored."""
+    from assets_pkg.domain.milvus import campaign_uri
+    from assets_pkg.domain.store import ImageCollection, drop_filter
+
+    with ImageCollection(campaign_uri(studio.env["DROP_STUDIO_MILVUS_URI"]), None, collection) as store:
+        found = store.client.query(collection, filter=" and ".join(filter(None, [drop_filter("spring"), where])),
+                                   output_fields=["path", "fidelity", "prompt_match", "flagged"])
+    return {r["path"]: (round(r["fidelity"], 4), round(r["prompt_match"], 4), r["flagged"]) for r in found}
+
+
 def _check(result, name: str):
     [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
     return evaluation
@@ -97,11 +108,24 @@ def test_an_image_that_is_its_reference_scores_its_likeness_and_a_grey_one_is_fl
     rows = [r.data for r in facts["scores"].records]
     assert [r["image"] for r in rows] == ["campaign/red-hero.png", "campaign/blue-shelf.png"]  # weakest first
     assert rows[0]["product_fidelity"] == weakest["similarity"] and rows[0]["weakest_product"] == "DOT-7"
+    # Each image's sidecar carries its scores and the model that gave them.
+    for image, scores in stored["images"].items():
+        sidecar = json.loads((studio.artifacts / "spring" / image).with_suffix(".json").read_text())
+        assert sidecar["scores"] == {"model": stored["model"], "product_fidelity": scores["product_fidelity"],
+                                     "prompt_match": scores["prompt_match"]}
+    # The campaign collection's rows hold them as fields a filter can use.
+    assert _campaign_rows(studio, index["collection"]) == {
+        "campaign/red-hero.png": (weakest["similarity"], match["similarity"], True),
+        "campaign/blue-shelf.png": (blue["product_fidelity"]["weakest"]["similarity"],
+                                    blue["prompt_match"]["similarity"], False)}
+    assert _campaign_rows(studio, index["collection"], "flagged == true") == {
+        "campaign/red-hero.png": (weakest["similarity"], match["similarity"], True)}
+    assert list(_campaign_rows(studio, index["collection"], f"fidelity < {median}")) == ["campaign/red-hero.png"]
 
-    # Nothing changed: nothing is scored again.
+    # Nothing changed: nothing is scored again, and the campaign index does not even open Milvus.
     again = materialize_drop("spring")
     assert metadata(again, "campaign_images")["scored"] == 0 and len(gemini.generate_requests) == 2
-    assert _scores(studio) == stored
+    assert _scores(studio) == stored and metadata(again, "campaign_image_index")["synced"] is False
 
 
 def test_publish_requires_scores_keeps_a_flagged_approved_image_back_and_scores_go_in_the_manifest(

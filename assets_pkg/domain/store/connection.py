@@ -44,6 +44,7 @@ class Connection:
         retries: int = DEFAULTS["MILVUS_RETRIES"],
         retry_delay: float = 0.5,
         share: bool = False,
+        scores: bool = False,
     ):
         if not COLLECTION_RE.fullmatch(collection):
             raise StoreError(f"MILVUS_COLLECTION={collection!r} is not a valid collection name")
@@ -61,6 +62,7 @@ class Connection:
         self._lock: FileLock | None = None
         self._connect_uri: str | None = None  # another process's Milvus for this Lite file (it shares it)
         self.share = share
+        self.scores = scores  # a campaign collection: its rows hold the images' scores (rows.SCORE_FIELDS)
 
     def _clean(self, msg: str) -> str:
         msg = str(msg).splitlines()[0] if str(msg) else ""

@@ -13,8 +13,8 @@ import numpy as np
 from ..errors import StoreError
 from ..milvus import pymilvus
 from ..products import SKU_RE
-from .rows import (HIT_FIELDS, MAX_TOP_K, MIN_CANDIDATES, PRODUCT_FIELDS, RRF_K, SPARSE, Hit, RowFacts, drop_filter,
-                   filter_expr, stored_facts)
+from .rows import (HIT_FIELDS, MAX_TOP_K, MIN_CANDIDATES, PRODUCT_FIELDS, RRF_K, SCORE_FIELDS, SPARSE, Hit, RowFacts,
+                   drop_filter, filter_expr, stored_facts)
 
 
 class Reads:
@@ -35,7 +35,7 @@ class Reads:
         if not self.exists():
             return {}
         have = set(self._fields())
-        fields = ["id", "path", "aliases", *(f for f in PRODUCT_FIELDS if f in have)]
+        fields = ["id", "path", "aliases", *(f for f in (*PRODUCT_FIELDS, *SCORE_FIELDS) if f in have)]
         return {r["id"]: stored_facts(r) for page in self._pages(self.collection, drop_filter(drop), fields)
                 for r in page}
 

@@ -16,6 +16,11 @@ PRODUCT_FIELDS = ("sku", "name", "category", "color", "tags", "attributes")
 FIELDS = ("id", "drop", "sha256", "path", "aliases", "width", "height", *PRODUCT_FIELDS, "text", "vector")
 SPARSE = "text_sparse"  # BM25 of `text`, made by Milvus itself (absent on servers older than 2.5)
 HIT_FIELDS = ["drop", "path", "aliases", "sku", "name", "category", "color"]
+# A campaign collection's rows also hold the image's scores (stages/campaigns/scores.py) as scalar fields, for
+# filters such as `flagged == true` or `fidelity < 0.6`: the weakest product's likeness, the prompt's match and
+# whether the image is flagged. A row not scored (yet) holds NO_SCORES.
+SCORE_FIELDS = ("fidelity", "prompt_match", "flagged")
+NO_SCORES = (-1.0, -1.0, False)
 MAX_TOP_K = 100  # hits of one search: what the page shows, a brief retrieves, the CLI prints
 # Each side of a hybrid search brings this many candidates (at least) for RRF to fuse: a row that only one
 # side ranks highly must still meet the other side's ranking to be fused, not be cut off before it.
@@ -29,6 +34,7 @@ class RowFacts(NamedTuple):
     path: str
     aliases: tuple[str, ...]
     product: tuple  # sku, name, category, color, tags (JSON), attributes (JSON)
+    scores: tuple = ()  # a campaign row's fidelity, prompt_match, flagged (SCORE_FIELDS); () for a product row
 
 
 def _product_values(product: dict | None) -> tuple:
@@ -38,9 +44,18 @@ def _product_values(product: dict | None) -> tuple:
             json.dumps(dict(p.get("attributes", {})), ensure_ascii=False, sort_keys=True))
 
 
+def _score_values(scores: dict | None) -> tuple:
+    """A campaign row's scores as stored: similarities to 4 places (Milvus keeps float32), -1.0 for none."""
+    s = scores or {}
+    similarity = [round(float(s[k]), 4) if s.get(k) is not None else NO_SCORES[i]
+                  for i, k in enumerate(SCORE_FIELDS[:2])]
+    return (*similarity, bool(s.get("flagged", False)))
+
+
 def row_facts(row: dict) -> RowFacts:
-    """The facts of a row to write (keys path, aliases and optionally product)."""
-    return RowFacts(row["path"], tuple(row.get("aliases") or ()), _product_values(row.get("product")))
+    """The facts of a row to write (keys path, aliases, optionally product, and scores for a campaign image)."""
+    return RowFacts(row["path"], tuple(row.get("aliases") or ()), _product_values(row.get("product")),
+                    _score_values(row["scores"]) if "scores" in row else ())
 
 
 # What a row without product fields holds in them (and a row of the previous schema is read as holding).
@@ -49,7 +64,8 @@ NO_PRODUCT = dict(zip(PRODUCT_FIELDS, _product_values(None)))
 
 def stored_facts(r: dict) -> RowFacts:
     return RowFacts(r["path"], tuple(json.loads(r.get("aliases") or "[]")),
-                    tuple(r.get(f, NO_PRODUCT[f]) for f in PRODUCT_FIELDS))
+                    tuple(r.get(f, NO_PRODUCT[f]) for f in PRODUCT_FIELDS),
+                    _score_values(dict(zip(SCORE_FIELDS, (r[f] for f in SCORE_FIELDS)))) if SCORE_FIELDS[0] in r else ())
 
 
 def row_id(drop: str, sha256: str) -> str:

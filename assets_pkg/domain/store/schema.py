@@ -7,7 +7,7 @@ import re
 
 from ..errors import StoreError
 from ..milvus import display_uri, is_lite_uri, pymilvus
-from .rows import FIELDS, SPARSE
+from .rows import FIELDS, SCORE_FIELDS, SPARSE
 from .upgrade import FIELDS_V1
 
 # Recorded with each verified sync: a drop synced under an older schema opens the collection once more, so
@@ -88,9 +88,12 @@ class Schema:
             names = set(self._fields())
             have = self.dim()
             if names == set(FIELDS_V1) and have == dim:
-                self._upgrade_v1(dim, upgrade)
+                self._upgrade(dim, upgrade, "the schema with product fields")
                 return
-            if names - {SPARSE} != set(FIELDS) or have != dim:
+            if self.scores and names - {SPARSE} == set(FIELDS) and have == dim:
+                self._upgrade(dim, upgrade, "the schema with its images' scores")
+                return
+            if names - {SPARSE} - set(SCORE_FIELDS) != set(FIELDS) or have != dim:
                 raise StoreError(
                     f"collection {self.collection!r} at {self.uri} has fields {sorted(names)} and dim {have}, "
                     f"but this model needs dim {dim}; set MILVUS_COLLECTION to a new name"
@@ -122,6 +125,10 @@ class Schema:
         schema.add_field("attributes", DataType.VARCHAR, max_length=16384)  # JSON object: the catalog's other columns
         schema.add_field("text", DataType.VARCHAR, max_length=16384, **({"enable_analyzer": True} if bm25 else {}))
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        if self.scores:
+            schema.add_field("fidelity", DataType.FLOAT)
+            schema.add_field("prompt_match", DataType.FLOAT)
+            schema.add_field("flagged", DataType.BOOL)
         index = self.client.prepare_index_params()
         index.add_index("vector", index_type="AUTOINDEX", metric_type="COSINE")
         if bm25:

@@ -14,7 +14,7 @@ from ..drops import validate_drop_name
 from ..errors import StoreError
 from ..milvus import is_lite_uri
 from ..products import search_text
-from .rows import PRODUCT_FIELDS, RowFacts, SyncReport, checked_ids, row_facts, row_id
+from .rows import NO_SCORES, PRODUCT_FIELDS, SCORE_FIELDS, RowFacts, SyncReport, checked_ids, row_facts, row_id
 
 WRITE_BATCH = 500
 UPSERTS_IN_FLIGHT = 2
@@ -29,6 +29,7 @@ class Writes:
             "height": int(r["height"]), **dict(zip(PRODUCT_FIELDS, facts.product)),
             "text": search_text(r["path"], facts.aliases, r.get("product")),
             "vector": np.asarray(r["vector"], dtype=np.float32).tolist(),
+            **(dict(zip(SCORE_FIELDS, facts.scores or NO_SCORES)) if SCORE_FIELDS[0] in self._fields() else {}),
         }
 
     def upsert_drop(self, drop: str, rows: Iterable[dict], new: bool = False) -> int:
@@ -79,7 +80,10 @@ class Writes:
         """The rows that must be written: new ones, and those whose names or product fields differ from the
         stored row; every row with `rewrite_all` (after a model change)."""
         current = self.rows_of_drop(drop) if current is None else current
-        return [r for r in rows if rewrite_all or current.get(row_id(drop, r["sha256"])) != row_facts(r)]
+        # Scores count where rows hold them (or will, once this store brings its collection to that schema).
+        scored = self.scores or (self.exists() and SCORE_FIELDS[0] in self._fields())
+        facts = row_facts if scored else (lambda r: row_facts(r)._replace(scores=()))
+        return [r for r in rows if rewrite_all or current.get(row_id(drop, r["sha256"])) != facts(r)]
 
     def sync_drop(self, drop: str, rows: Sequence[dict], dim: int, rewrite_all: bool = False,
                   write: Sequence[dict] | None = None) -> SyncReport:

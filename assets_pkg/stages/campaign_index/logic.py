@@ -9,6 +9,10 @@ and the product collection's "unchanged, do not even open it" rule keys on its o
 Like the product collection, an unchanged drop costs no model, no Milvus and no download: the PNGs are
 known by size and version from one listing, and a verified sync is recorded in `campaign-index.json`.
 
+Each row also holds its image's scores (`fidelity`, `prompt_match`, `flagged`; stages/campaigns/scores.py), so
+a filter finds the flagged candidates. A row whose scores alone changed is written again with the vector
+already stored: scores never cost an encoding.
+
 Each model has its own campaign collection (`<its product collection>_campaigns`) and record, as it has
 for products (domain/search_models.py).
 
@@ -26,13 +30,13 @@ from typing import TYPE_CHECKING, Callable
 from PIL import Image
 
 from ...domain import storage
-from ...domain.artifacts import DropArtifacts
+from ...domain.artifacts import DropArtifacts, digest
 from ...domain.errors import StudioError
 from ...domain.milvus import display_uri, lite_fingerprint
 from ...domain.record import StageRecord
-from ...domain.store import SCHEMA_VERSION, ImageCollection, row_id
+from ...domain.store import SCHEMA_VERSION, ImageCollection, row_facts, row_id
 from ..campaigns.logic import campaign_png_entries
-from ..campaigns.scores import read_image_vectors
+from ..campaigns.scores import Thresholds, flagged, read_image_vectors, read_scores, summary
 from ..collection.logic import rows_digest, verified_unchanged
 
 if TYPE_CHECKING:
@@ -82,6 +86,14 @@ def campaign_rows(art: DropArtifacts, known: dict[str, dict]) -> tuple[list[dict
     return list(rows.values()), files
 
 
+def row_scores(files: DropArtifacts, limits: Thresholds) -> dict[str, dict]:
+    """campaign/<stem>.png -> what its row holds of its scores (the serving model's, in `files`)."""
+    stored = read_scores(files)
+    flags = flagged(stored, limits)
+    return {image: {"fidelity": summary(s)["product_fidelity"], "prompt_match": summary(s)["prompt_match"],
+                    "flagged": image in flags} for image, s in (stored.get("images") or {}).items()}
+
+
 def index_campaign_images(drop: str, art: DropArtifacts, model_id: str, load_encoder: Callable[[], "ClipEncoder"],
                           open_store: Callable[[], ImageCollection], uri: str, collection: str,
                           model_files: DropArtifacts | None = None, transition: str | None = None) \
@@ -91,7 +103,11 @@ def index_campaign_images(drop: str, art: DropArtifacts, model_id: str, load_enc
     record = _record(model_files or art)
     last = record.last
     rows, files = campaign_rows(art, last.get("files", {}))
-    digest_now = rows_digest(drop, rows, model_id, collection, display_uri(uri))
+    scores = row_scores(model_files or art, Thresholds.from_settings())
+    for r in rows:
+        r["scores"] = scores.get(r["path"])
+    digest_now = digest({"rows": rows_digest(drop, rows, model_id, collection, display_uri(uri)),
+                         "scores": sorted((r["sha256"], row_facts(r).scores) for r in rows)})
     never_indexed = not rows and not last.get("indexed")
     if never_indexed or record.kept(digest_now, intact=verified_unchanged(lite_fingerprint(uri))):
         if transition and not never_indexed:
@@ -102,6 +118,9 @@ def index_campaign_images(drop: str, art: DropArtifacts, model_id: str, load_enc
         todo = store.changed_rows(drop, rows, rewrite_all) if rows else []
         # campaign_images encoded what it scored with this model: those vectors are not computed again.
         known = read_image_vectors(model_files or art) if todo else {}
+        if todo and not rewrite_all:  # the same bytes are the same row: its stored vector is this model's
+            stored = store.vectors([row_id(drop, r["sha256"]) for r in todo if r["sha256"] not in known])
+            known.update({i.rpartition("/")[2]: v for i, v in stored.items()})
         reused = [{**r, "vector": known[r["sha256"]]} for r in todo if r["sha256"] in known]
         todo = [r for r in todo if r["sha256"] not in known]
         encoder = load_encoder() if todo else None

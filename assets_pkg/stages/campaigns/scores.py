@@ -13,7 +13,8 @@ with a fixed value.
 Scores live in the serving model's files of the drop (`scores.json`), each image's under a key of exactly
 what they depend on (its bytes, the model, its references' bytes, its brief's prompt and the drop's other
 prompts): an unchanged image is never scored again, and after a change of model each is scored once, the
-next time campaign_images runs. The sidecars, the record of what was billed, are left as they are.
+next time campaign_images runs. Each image's sidecar gets its scores too (`scores`, with the model), so the
+PNG and its JSON carry them wherever they are copied; what the sidecar records of the request is left as it is.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from ...domain import listing, storage
-from ...domain.artifacts import DropArtifacts, digest, read_json
+from ...domain.artifacts import DropArtifacts, digest, read_json, write_json
 from ...domain.storage import write_atomic
 from ...domain.errors import StudioError
 from ...domain.settings import setting
@@ -176,6 +177,20 @@ def _write_image_vectors(files: DropArtifacts, vectors: dict[str, np.ndarray]) -
     write_atomic(files / VECTORS, lambda tmp: pq.write_table(table, tmp))
 
 
+def _stem(image: str) -> str:
+    return image.removeprefix("campaign/").removesuffix(".png")
+
+
+def _to_sidecar(outputs: CampaignOutputs, image: str, sidecar: dict | None, model_id: str, scores: dict) -> bool:
+    """Write an image's scores into its sidecar (read here when None); False when it has none."""
+    sidecar = read_json(outputs.sidecar(_stem(image)), {}) if sidecar is None else sidecar
+    if not sidecar:
+        return False
+    write_json(outputs.sidecar(_stem(image)), {**sidecar, "scores": {
+        "model": model_id, "product_fidelity": scores["product_fidelity"], "prompt_match": scores["prompt_match"]}})
+    return True
+
+
 def score_campaign_images(outputs: CampaignOutputs, stems: list[str], prompts: dict[str, str], model_id: str,
                           files: DropArtifacts, product_vectors: Callable[[], tuple[list[str], np.ndarray]],
                           vectors_version: str, load_encoder: Callable[[], "ClipEncoder"],
@@ -218,17 +233,25 @@ def score_campaign_images(outputs: CampaignOutputs, stems: list[str], prompts: d
         prompt_vectors = dict(zip(names, encoder.embed_texts([prompts[b] for b in names]))) if names else {}
         made = {}
         for i, vector in zip(batch.indices, batch.vectors):
-            image, _, sidecar, key, seen, sha256 = todo[i]
+            image, stem, sidecar, key, seen, sha256 = todo[i]
             current[image] = {"key": key, "files": seen, "sha256": sha256,
                               **score_image(vector, sidecar, by_sha, prompt_vectors)}
+            _to_sidecar(outputs, image, sidecar, model_id, current[image])
             report.scored.append(image)
             made[sha256] = vector
         wanted = {s.get("sha256") for s in current.values()}
         _write_image_vectors(files, {**{k: v for k, v in read_image_vectors(files).items() if k in wanted}, **made})
+    # An earlier release kept the scores out of the sidecars: they are copied there once, not computed again.
+    copied = [] if old.get("sidecars") and same_model else \
+        [image for image in current if image not in report.scored and _to_sidecar(outputs, image, None, model_id, current[image])]
+    if report.scored or copied:  # sidecars just written: known by their new version
+        rewritten = {e.rel: e.version for e in listing.list_files(outputs.folder)}
+        for image in (*report.scored, *copied):
+            current[image]["files"] = [*current[image]["files"][:2], rewritten.get(f"{_stem(image)}.json")]
     report.scores = dict(sorted(current.items()))
     report.flagged = flagged({"images": report.scores, "median": report.median}, limits)
     doc = {"model": model_id, "median": report.median, "median_of": vectors_version, "prompts": prompts_key,
-           "images": report.scores}
+           "images": report.scores, "sidecars": True}
     if stems and doc != old:
         files.write_json(FILE, doc)
     return report
