@@ -16,6 +16,19 @@ def test_vit_b32_shaped_weights_load_like_the_official_ones(vit_b32_shaped):
     assert enc.model.visual.input_resolution == 224
     assert enc.model.visual.conv1.weight.shape == (768, 3, 32, 32)
     assert enc.dtype.is_floating_point and str(enc.dtype) == "torch.float32"  # fp16 checkpoint, fp32 on CPU
+    # Built without torch's random initialisation, then loaded: exactly the model clip.load itself gives.
+    import clip
+    import torch
+
+    assert torch.nn.init.normal_.__module__ == "torch.nn.init"  # initialisation is back for every other module
+    reference, _ = clip.load(str(vit_b32_shaped), device="cpu", jit=False)
+    tokens = clip.tokenize(["a red circle", "a blue square"])
+    with torch.inference_mode():
+        expected = reference.eval().encode_text(tokens).float()
+        pixels = torch.linspace(-1, 1, 3 * 224 * 224).reshape(1, 3, 224, 224)
+        expected_image = reference.encode_image(pixels).float()
+        assert torch.equal(enc.model.encode_text(tokens).float(), expected)
+        assert torch.equal(enc.model.encode_image(pixels.to(enc.dtype)).float(), expected_image)
 
 
 def test_drop_runs_end_to_end_with_vit_b32_shapes_on_cpu(studio, vit_b32_shaped, monkeypatch):
