@@ -88,12 +88,16 @@ def vit_b32_shaped() -> Path:
 _FORKED: list = []
 
 
+_SERVER: list = []
+
+
 def forked_cli():
-    """This worker's forking process for CLI commands (tests/forked_cli.py), started on first use."""
-    from forked_cli import ForkedCli
+    """This worker's connection to the session's forking process for CLI commands (tests/forked_cli.py), or,
+    without test workers, its own one, started on first use."""
+    from forked_cli import SHARED, ForkedCli
 
     if not _FORKED:
-        _FORKED.append(ForkedCli(ROOT))
+        _FORKED.append(ForkedCli(ROOT, os.environ.get(SHARED)))
     return _FORKED[0]
 
 
@@ -102,6 +106,21 @@ def pytest_configure(config):
     # start would inherit that: pools, servers and `dagster dev` would then outlive their stop signal.
     if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        # xdist's controller: one forking process for all its workers, importing while they collect (one
+        # process's imports and learned imports instead of one per worker).
+        from forked_cli import SHARED, start_server
+
+        proc, path = start_server(ROOT)
+        _SERVER.append(proc)
+        os.environ[SHARED] = path
+
+
+def pytest_unconfigure(config):
+    from forked_cli import stop_server
+
+    for proc in _SERVER:
+        stop_server(proc)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -16,9 +16,11 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 _FORKER = r"""
@@ -50,7 +52,7 @@ def learn(path):
                     pass
 
 
-def command(req, job):  # in the forked child: never returns
+def command(req, job, before):  # in the forked child: never returns
     os.environ.clear(); os.environ.update(req["env"])
     os.chdir(req["cwd"])
     sys.path[:0] = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]  # as python would
@@ -86,42 +88,116 @@ def command(req, job):  # in the forked child: never returns
     os._exit(code)
 
 
-print(json.dumps({"ready": True}), flush=True)
-for line in sys.stdin:
-    req = json.loads(line)
-    sys.stdout.flush(); sys.stderr.flush()
-    before = set(sys.modules)
-    pids = []
-    for job in req["jobs"]:  # several jobs run at once (two runs of one drop racing each other)
-        pid = os.fork()
-        if pid == 0:
-            command(req, job)
-        pids.append(pid)
-    print(json.dumps({"pids": pids}), flush=True)
-    codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
-    print(json.dumps({"rcs": codes}), flush=True)
-    learn(req["imports"])
+def serve(path):
+    # One process serves every test worker: each connection sends a request per line and gets, per request,
+    # a line with the commands' pids at once and a line with their exit statuses when all have ended.
+    # Requests of different workers run side by side; learning imports waits until none is running.
+    import select, socket
+    parent = os.getppid()
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path + ".tmp")
+    listener.listen(16)
+    os.rename(path + ".tmp", path)  # the socket appears once the libraries are imported
+    clients, running, to_learn = {}, {}, []  # socket -> unread bytes; pid -> its request; imports files
+    while True:
+        if not running:
+            for imports in to_learn:
+                learn(imports)
+            to_learn.clear()
+        ready, _, _ = select.select([listener, *clients], [], [], 0.02 if running else 1.0)
+        if os.getppid() != parent:  # the test session is gone
+            os._exit(0)
+        for conn in ready:
+            if conn is listener:
+                clients[listener.accept()[0]] = b""
+                continue
+            data = conn.recv(1 << 16)
+            if not data:
+                del clients[conn]
+                conn.close()
+                continue
+            clients[conn] += data
+            while b"\n" in clients[conn]:
+                line, _, clients[conn] = clients[conn].partition(b"\n")
+                req = json.loads(line)
+                sys.stdout.flush(); sys.stderr.flush()
+                before = set(sys.modules)
+                request = {"conn": conn, "pids": [], "codes": {}, "imports": req["imports"]}
+                for job in req["jobs"]:  # several jobs run at once (two runs of one drop racing each other)
+                    pid = os.fork()
+                    if pid == 0:
+                        listener.close()
+                        for other in clients:
+                            other.close()
+                        command(req, job, before)
+                    request["pids"].append(pid)
+                    running[pid] = request
+                conn.sendall((json.dumps({"pids": request["pids"]}) + "\n").encode())
+        while running:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            request = running.pop(pid, None)
+            if request is None:
+                continue
+            request["codes"][pid] = os.waitstatus_to_exitcode(status)
+            if len(request["codes"]) == len(request["pids"]):
+                to_learn.append(request["imports"])
+                try:
+                    request["conn"].sendall((json.dumps({"rcs": [request["codes"][p] for p in request["pids"]]}) + "\n").encode())
+                except OSError:
+                    pass  # that worker is gone
+
+
+serve(sys.argv[1])
 """
 
 
-class ForkedCli:
-    """One forking process; `run` is `subprocess.run([python, -m, module, *args])` in effect. Only code that
-    the forking process has not imported can be run this way, so an earlier release's checkout runs as well."""
+SHARED = "DROP_STUDIO_TEST_FORKER"  # the socket of the session's forking process, for every test worker
 
-    def __init__(self, cwd: Path):
+
+def start_server(cwd: Path) -> tuple[subprocess.Popen, str]:
+    """A forking process listening at a new socket (it appears once the libraries are imported)."""
+    path = str(Path(tempfile.mkdtemp(prefix="forker-")) / "socket")
+    env = {k: v for k, v in os.environ.items() if k != "MILVUS_URI"}  # pymilvus reads it when imported
+    proc = subprocess.Popen([sys.executable, "-c", _FORKER, path], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    return proc, path
+
+
+class ForkedCli:
+    """A connection to a forking process (the session's shared one at `path`, else one of its own); `run` is
+    `subprocess.run([python, -m, module, *args])` in effect. Only code that the forking process has not
+    imported can be run this way, so an earlier release's checkout runs as well."""
+
+    def __init__(self, cwd: Path, path: str | None = None):
         self.cwd = cwd
         self.tmp = Path(tempfile.mkdtemp(prefix="forked-cli-"))
-        env = {k: v for k, v in os.environ.items() if k != "MILVUS_URI"}  # pymilvus reads it when imported
-        self.proc = subprocess.Popen([sys.executable, "-c", _FORKER], cwd=cwd, env=env, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
-        assert json.loads(self._line(120)) == {"ready": True}
+        self.proc = None
+        if path is None:
+            self.proc, path = start_server(cwd)
+        self.sock = socket.socket(socket.AF_UNIX)
+        deadline = time.monotonic() + 300  # importing torch, clip and dagster on a loaded machine
+        while True:
+            try:
+                self.sock.connect(path)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline or (self.proc is not None and self.proc.poll() is not None):
+                    raise RuntimeError(f"the forking test process at {path} did not start") from None
+                time.sleep(0.1)
+        self.buffer = b""
 
     def _line(self, timeout: float) -> str:
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line:
-            raise RuntimeError("the forking test process did not answer")
-        return line
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            ready, _, _ = select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
+            data = self.sock.recv(1 << 16) if ready else b""
+            if not data:
+                raise RuntimeError("the forking test process did not answer")
+            self.buffer += data
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line.decode()
 
     def run(self, args: list[str], env: dict, timeout: float, cwd: Path | None = None,
             module: str = "assets_pkg.cli") -> subprocess.CompletedProcess:
@@ -133,10 +209,9 @@ class ForkedCli:
         """Each `python -m module *args` of commands, all started together; returns when all have ended."""
         jobs = [{"args": list(args), "stdout": str(self.tmp / f"stdout{i}"), "stderr": str(self.tmp / f"stderr{i}")}
                 for i, args in enumerate(commands)]
-        self.proc.stdin.write(json.dumps({"jobs": jobs, "env": env, "cwd": str(cwd or self.cwd), "module": module,
-                                          "imports": str(self.tmp / "imports.json")}) + "\n")
-        self.proc.stdin.flush()
-        pids = json.loads(self._line(30))["pids"]
+        self.sock.sendall((json.dumps({"jobs": jobs, "env": env, "cwd": str(cwd or self.cwd), "module": module,
+                                       "imports": str(self.tmp / "imports.json")}) + "\n").encode())
+        pids = json.loads(self._line(60))["pids"]
         try:
             rcs = json.loads(self._line(timeout))["rcs"]
         except RuntimeError:
@@ -154,8 +229,14 @@ class ForkedCli:
 
     def close(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.sock.close()
+        if self.proc is not None:
+            stop_server(self.proc)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
