@@ -224,3 +224,13 @@ def test_two_runs_of_the_same_drop_at_once_leave_exact_rows(studio):
         assert store.count("spring") == len(ids) == 18
     m = scan_drop(ProductDrop("spring", studio.drops / "spring"))
     assert ids == {row_id("spring", h) for h in m.images["sha256"]}
+
+
+def test_a_file_that_is_not_milvus_lite_is_one_line_and_is_left_as_it_was(tmp_path):
+    """Milvus Lite's server dies at once on it: noticed as it starts (not taken for a server still starting)."""
+    uri = tmp_path / "milvus.db"
+    uri.write_bytes(b"a spreadsheet saved under the wrong name " * 50)
+    with pytest.raises(StoreError) as e:
+        ProductImageStore(str(uri)).open()
+    assert str(e.value).startswith(f"DROP_STUDIO_MILVUS_URI={uri}: Milvus Lite file cannot be opened")
+    assert "\n" not in str(e.value) and uri.read_bytes() == b"a spreadsheet saved under the wrong name " * 50
