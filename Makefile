@@ -64,8 +64,8 @@ test-servers:
 test: install test-servers
 	$(BIN)/python -m pytest -n 3 --dist loadfile
 
-# The rules, in 3.5 to 4.5 minutes on 2 cores: every test but those that start a server, `dagster dev` or a
-# browser (marked `services`) and the five that kill a run or build a world over several models or releases
+# The rules, in about 3 minutes on 2 cores (2:55 and 2:58 in a row): every test but those that start a server, `dagster dev` or a
+# browser (marked `services`) and the six that kill a run or build a world over several models or releases
 # (marked `slow`); `make test` runs them all. Tests are spread one by one over three workers (no file here holds a
 # server to share): on 2 cores a third worker uses the time the others wait on Milvus Lite, Gemini's test
 # server and subprocesses.
