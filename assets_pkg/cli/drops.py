@@ -1,8 +1,9 @@
-"""`drop-studio drops sync | remove`: drop partitions and a removed drop's rows."""
+"""`drop-studio drops sync | remove | import`: drop partitions, a removed drop's rows, a drop from a store's export."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -59,3 +60,39 @@ def drops_remove(drop: str, force: bool) -> None:
         instance.delete_dynamic_partition(product_drops.name, folder.name)
     print(f"{folder.name}: deleted {rows} Milvus rows, artifacts and "
           f"{'the partition' if had_partition else 'no partition (there was none)'}")
+
+
+@drops.command("import")
+@click.argument("export", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--drop", "drop", required=True, help="the drop to make, or to bring up to date with the export")
+def drops_import(export: Path, drop: str) -> None:
+    """Make a drop from a Shopify product export or a Merchant Center feed (TSV or XML): the export is copied
+    into the drop's folder, the pictures it names are fetched (only what changed, the next time) and its
+    products.csv is written; `drop-studio run` then does the rest."""
+    from assets_pkg.domain import storage
+    from assets_pkg.domain.drops import validate_drop_name
+    from assets_pkg.domain.errors import InvalidDropName
+    from assets_pkg.domain.settings import setting
+    from assets_pkg.domain.storefront.exports import ExportError
+    from assets_pkg.domain.storefront.importer import import_export
+
+    try:
+        validate_drop_name(drop)
+    except InvalidDropName as e:
+        raise CliError(f"--drop: {e}") from None
+    drops_dir = storage.location("DROPS_DIR", setting("DROPS_DIR"))
+    if storage.is_remote(drops_dir):
+        raise CliError(f"DROPS_DIR={drops_dir}: drops import writes pictures into a local DROPS_DIR only, for now")
+    allow = frozenset(h.strip() for h in (setting("FETCH_ALLOW_HOSTS") or "").split(",") if h.strip())
+    try:
+        report = import_export(export, drops_dir / drop, allow, setting("FETCH_MAX_BYTES"),
+                               setting("MAX_IMAGE_PIXELS"))
+    except ExportError as e:
+        raise CliError(str(e)) from None
+    for line in report.rejected + report.failed:
+        print(f"drop-studio: {line}", file=sys.stderr)
+    print(f"{drop}: {report.pictures} pictures: {report.fetched} fetched ({report.bytes} bytes), {report.unchanged} "
+          f"unchanged, {report.removed} removed, {len(report.failed)} failed; {len(report.rejected)} rows of "
+          f"{export.name} not read. Next: drop-studio run --drop {drop}")
+    if report.failed:
+        sys.exit(1)

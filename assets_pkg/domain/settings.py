@@ -28,6 +28,10 @@ DEFAULTS: dict[str, str | int | None] = {
     "SCORE_PROMPT_MIN": None,
     "PUBLISH_REQUIRES_SCORES": False,
     "MAX_IMAGE_PIXELS": 64_000_000,
+    # Pictures fetched by URL from a store's export (domain/storefront): the largest body taken, and the hosts
+    # whose non-public addresses may be fetched from (comma-separated; none by default).
+    "FETCH_MAX_BYTES": 50_000_000,
+    "FETCH_ALLOW_HOSTS": None,
     "CLIP_MODEL": "ViT-B/32",
     "CLIP_DEVICE": "auto",
     "CLIP_BATCH_SIZE": 0,
