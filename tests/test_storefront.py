@@ -173,7 +173,9 @@ def test_an_export_becomes_exactly_the_catalog_products_csv_gives(store, tmp_pat
     assert report.rejected == rejected
     assert (report.pictures, report.fetched, report.failed) == (5, 5, [])
     assert _catalog(tmp_path / "drop") == catalog
-    assert (tmp_path / "drop" / name).read_text() == export.read_text()  # the export is kept with the drop
+    # The export is kept with the drop, under the one name a run refreshes it from.
+    kept = tmp_path / "drop" / f"store-export{Path(name).suffix}"
+    assert kept.read_text() == export.read_text() and len(list((tmp_path / "drop").glob("store-export*"))) == 1
 
 
 def test_a_rerun_downloads_nothing_a_changed_picture_alone_and_a_404_leaves_the_drop(store, tmp_path):
@@ -254,3 +256,41 @@ def test_drops_import_then_run_finds_a_variant_by_its_sku_and_colour(studio, sto
     hits = _search(studio, "HAT-B", 1)
     assert hits[0]["sku"] == "HAT-B" and hits[0]["match"] == "sku"
     assert {h["sku"] for h in _search(studio, "sun hat", 10, color="blue")} == {"HAT-B"}
+
+
+def test_a_drop_that_keeps_its_feed_is_refreshed_by_each_run_and_the_sensor_sees_a_changed_feed(studio, store):
+    from assets_pkg.domain.drops import ProductDrop, drop_fingerprint
+    from assets_pkg.domain.store import ProductImageStore
+
+    _serve(store)
+    folder = studio.drops / "summer"
+    folder.mkdir()
+    (folder / "store-export.tsv").write_text(MERCHANT_TSV.format(u=store.url))
+    env = {"FETCH_ALLOW_HOSTS": "127.0.0.1"}
+    [first] = studio.run_json("--drop", "summer", extra_env=env)
+    assert first["ok"] and (first["encoded"], first["indexed"], first["products"]) == (5, 5, 3)
+
+    store.log.clear()
+    fingerprint = drop_fingerprint(ProductDrop("summer", folder))
+    assert store.log == []  # a sensor tick downloads nothing
+    [again] = studio.run_json("--drop", "summer", extra_env=env)
+    assert (again["encoded"], store.sent()) == (0, 0) and [s for _, s, _ in store.log] == [304] * 5
+
+    store.files["/tile.png"] = _png("blue", (80, 80))  # a new picture behind the same URL
+    del store.files["/hat-top.png"]
+    [changed] = studio.run_json("--drop", "summer", extra_env=env)
+    assert (changed["encoded"], changed["indexed"]) == (1, 4)
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as milvus:
+        assert sorted(r.product[0] for r in milvus.rows_of_drop("summer").values()) == ["HAT-B", "HAT-R", "HAT-R", "TILE-1"]
+    rejected = [r for r in _rejections(studio, "summer") if r["file"] == "store-export.tsv"]
+    assert [r["reason"] for r in rejected] == ["2: " + f"{store.url}/hat-top.png: HTTP 404", "5: id: the id is empty"]
+
+    (folder / "store-export.tsv").write_text(MERCHANT_TSV.format(u=store.url).replace("Pool tile", "Pool tile XL"))
+    assert drop_fingerprint(ProductDrop("summer", folder)) != fingerprint  # a changed feed is a changed drop
+
+
+def _rejections(studio, drop: str) -> list[dict]:
+    from assets_pkg.domain.artifacts import DropArtifacts
+    from assets_pkg.stages.scan.logic import read_manifest
+
+    return read_manifest(DropArtifacts.at(studio.artifacts, drop)).rejected

@@ -153,12 +153,14 @@ def decode_problem(data: bytes, max_pixels: int) -> str | tuple[int, int, str]:
 
 def drop_fingerprint(drop: ProductDrop, entries: list[Entry] | None = None) -> str:
     """A cheap fingerprint of a drop's content from one listing (`entries`, else the drop folder's): names,
-    sizes and versions (modification time, or an object's ETag) of its image files, briefs.yaml and
-    products.csv. Any add, replace or remove changes it, and nothing is downloaded: reading every file on
+    sizes and versions (modification time, or an object's ETag) of its image files, briefs.yaml,
+    products.csv and a store export (storefront/importer.py). Any add, replace or remove changes it, and nothing is downloaded: reading every file on
     every sensor tick would not scale to large libraries."""
     h = hashlib.sha256()
     entries = listing.list_files(drop.folder) if entries is None else entries
-    described = (drop.briefs_file.name, drop.catalog_file.name)
+    from .storefront.importer import EXPORT_NAMES
+
+    described = (drop.briefs_file.name, drop.catalog_file.name, *EXPORT_NAMES)
     for e in image_entries(entries) + [e for e in entries if e.rel in described]:
         h.update(f"{e.rel}\0{e.size}\0{e.version}\0{e.problem or ''}\n".encode())
     return h.hexdigest()[:32]

@@ -22,6 +22,9 @@ from .fetch import fetch
 from .exports import Picture, read_export
 
 STATE = ".store-pictures.json"
+# The export as the drop keeps it: a drop folder holding one of these is refreshed from it by every scan, and the
+# sensor sees a changed export as a changed drop (domain/drops.py's fingerprint names them).
+EXPORT_NAMES = ("store-export.csv", "store-export.tsv", "store-export.txt", "store-export.xml")
 PICTURES = "pictures"
 IN_FLIGHT = 16  # downloads at once: enough to hide a store CDN's latency, few enough not to be throttled
 EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tiff"}
@@ -44,13 +47,21 @@ def _file_name(picture: Picture, fmt: str) -> str:
     return f"{PICTURES}/{stem}-{hashlib.sha256(picture.url.encode()).hexdigest()[:10]}{EXTENSIONS.get(fmt, '.img')}"
 
 
+def export_of(folder: Path) -> Path | None:
+    """The store export a drop folder keeps, if any."""
+    return next((folder / n for n in EXPORT_NAMES if (folder / n).is_file()), None)
+
+
 def import_export(export: Path, folder: Path, allow: frozenset[str], max_bytes: int, max_pixels: int,
                   in_flight: int = IN_FLIGHT) -> ImportReport:
     data = export.read_bytes()
     parsed = read_export(export.name, data)
     folder.mkdir(parents=True, exist_ok=True)
-    if export.resolve() != (folder / export.name).resolve():
-        shutil.copyfile(export, folder / export.name)
+    kept = folder / f"store-export{export.suffix.lower() if f'store-export{export.suffix.lower()}' in EXPORT_NAMES else '.csv'}"
+    if export.resolve() != kept.resolve():
+        for other in EXPORT_NAMES:  # one export per drop
+            (folder / other).unlink(missing_ok=True)
+        shutil.copyfile(export, kept)
     report = ImportReport(parsed.kind, rejected=[f"{export.name}:{r['line']}: {r['field'] + ': ' if r['field'] else ''}"
                                                  f"{r['reason']}" for r in parsed.rejected])
     state_path = folder / STATE

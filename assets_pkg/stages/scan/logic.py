@@ -151,11 +151,36 @@ class ScanReport:
         return self.manifest.key
 
 
+def refresh_from_export(drop: ProductDrop, max_pixels: int) -> list[dict]:
+    """A drop that keeps a store export: its pictures fetched again where they changed (one conditional
+    request each) and its products.csv written; what could not be read or fetched, as rejections."""
+    from ...domain.settings import setting
+    from ...domain.storefront.exports import ExportError
+    from ...domain.storefront.importer import EXPORT_NAMES, export_of, import_export
+
+    if storage.is_remote(drop.folder):
+        found = [e.rel for e in listing.list_files(drop.folder) if e.rel in EXPORT_NAMES]
+        return [{"file": f, "reason": "a store export in a bucket is not fetched yet: run drop-studio drops import "
+                                      "with a local DROPS_DIR"} for f in found]
+    export = export_of(drop.folder)
+    if export is None:
+        return []
+    allow = frozenset(h.strip() for h in (setting("FETCH_ALLOW_HOSTS") or "").split(",") if h.strip())
+    try:
+        report = import_export(export, drop.folder, allow, setting("FETCH_MAX_BYTES"), max_pixels)
+    except ExportError as e:
+        return [{"file": export.name, "reason": str(e)}]
+    return [{"file": export.name, "reason": line.removeprefix(f"{export.name}:")}
+            for line in report.rejected + report.failed]
+
+
 def update_manifest(drop: ProductDrop, art: DropArtifacts, max_pixels: int) -> ScanReport:
     start = time.perf_counter()
+    from_export = refresh_from_export(drop, max_pixels)
     previous = read_manifest(art)
     manifest = scan_drop(drop, previous.images if previous else None, max_pixels=max_pixels,
                          previous_rejected=previous.rejected if previous else [])
+    manifest.rejected = sorted(manifest.rejected + from_export, key=lambda r: (r["file"], r["reason"]))
     changed = previous is None or previous.rejected != manifest.rejected or not previous.images.equals(manifest.images)
     if changed:
         write_manifest(art, manifest)
