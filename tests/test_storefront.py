@@ -288,6 +288,17 @@ def test_a_drop_that_keeps_its_feed_is_refreshed_by_each_run_and_the_sensor_sees
     (folder / "store-export.tsv").write_text(MERCHANT_TSV.format(u=store.url).replace("Pool tile", "Pool tile XL"))
     assert drop_fingerprint(ProductDrop("summer", folder)) != fingerprint  # a changed feed is a changed drop
 
+    store.server.shutdown()  # the store is down: the run fails in one line, and the drop keeps what it had
+    store.server.server_close()
+    down = studio.cli("run", "--json", "--drop", "summer", extra_env=env, check=False)
+    [summary] = json.loads(down.stdout)
+    assert down.returncode == 1 and summary["error"].startswith(
+        f"raw_product_images: store-export.tsv: the store did not answer for any of its 5 pictures ({store.url}/")
+    assert summary["error"].endswith("the pictures fetched before are kept")
+    assert len(list((folder / "pictures").iterdir())) == 4
+    with ProductImageStore(studio.env["DROP_STUDIO_MILVUS_URI"]) as milvus:
+        assert milvus.count("summer") == 4
+
 
 def _rejections(studio, drop: str) -> list[dict]:
     from assets_pkg.domain.artifacts import DropArtifacts

@@ -20,6 +20,7 @@ MAX_REDIRECTS = 3
 TIMEOUT_S = 30
 CHUNK = 1 << 16
 REDIRECTS = (301, 302, 303, 307, 308)
+NO_ANSWER = "the server did not answer"
 GONE = (404, 410)
 
 
@@ -104,4 +105,4 @@ def fetch(url: str, allow: frozenset[str], max_bytes: int, max_pixels: int, etag
     except Refused as e:
         return Fetched("failed", reason=f"refused: {e}")
     except urllib3.exceptions.HTTPError as e:
-        return Fetched("failed", reason=f"the server did not answer ({type(e).__name__})")
+        return Fetched("failed", reason=f"{NO_ANSWER} ({type(e).__name__})")

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .fetch import fetch
+from .fetch import NO_ANSWER, fetch
 from .exports import Picture, read_export
 
 STATE = ".store-pictures.json"
@@ -39,6 +39,7 @@ class ImportReport:
     removed: int = 0
     bytes: int = 0
     failed: list[str] = field(default_factory=list)  # one line each: the row, the URL, why
+    unanswered: int = 0  # of those, URLs whose server did not answer at all
     rejected: list[str] = field(default_factory=list)  # rows of the export that cannot be read
 
 
@@ -96,6 +97,7 @@ def import_export(export: Path, folder: Path, allow: frozenset[str], max_bytes: 
             report.unchanged += 1
         else:
             report.failed.append(f"{export.name}:{picture.line}: {url}: {got.reason}")
+            report.unanswered += got.reason.startswith(NO_ANSWER)
             if got.status == "gone" and url in state:
                 (folder / state.pop(url)["file"]).unlink(missing_ok=True)
                 report.removed += 1

@@ -170,6 +170,10 @@ def refresh_from_export(drop: ProductDrop, max_pixels: int) -> list[dict]:
         report = import_export(export, drop.folder, allow, setting("FETCH_MAX_BYTES"), max_pixels)
     except ExportError as e:
         return [{"file": export.name, "reason": str(e)}]
+    if report.unanswered and report.unanswered == len(report.failed) and not (report.fetched or report.unchanged):
+        # The store is down, not a picture missing: nothing is taken out of the drop, the run stops here.
+        raise StudioError(f"{export.name}: the store did not answer for any of its {report.unanswered} pictures "
+                          f"({report.failed[0].split(': ', 2)[1]}); the pictures fetched before are kept")
     return [{"file": export.name, "reason": line.removeprefix(f"{export.name}:")}
             for line in report.rejected + report.failed]
 
