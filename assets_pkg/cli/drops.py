@@ -74,6 +74,7 @@ def drops_import(export: Path, drop: str) -> None:
     from assets_pkg.domain.errors import InvalidDropName
     from assets_pkg.domain.settings import setting
     from assets_pkg.domain.storefront.exports import ExportError
+    from assets_pkg.domain.storefront.fetch import allowed_hosts
     from assets_pkg.domain.storefront.importer import import_export
 
     try:
@@ -83,9 +84,8 @@ def drops_import(export: Path, drop: str) -> None:
     drops_dir = storage.location("DROPS_DIR", setting("DROPS_DIR"))
     if storage.is_remote(drops_dir):
         raise CliError(f"DROPS_DIR={drops_dir}: drops import writes pictures into a local DROPS_DIR only, for now")
-    allow = frozenset(h.strip() for h in (setting("FETCH_ALLOW_HOSTS") or "").split(",") if h.strip())
     try:
-        report = import_export(export, drops_dir / drop, allow, setting("FETCH_MAX_BYTES"),
+        report = import_export(export, drops_dir / drop, allowed_hosts(), setting("FETCH_MAX_BYTES"),
                                setting("MAX_IMAGE_PIXELS"))
     except ExportError as e:
         raise CliError(str(e)) from None

@@ -25,6 +25,13 @@ NO_ANSWER = "the server did not answer"
 GONE = (404, 410)
 
 
+def allowed_hosts() -> frozenset[str]:
+    """FETCH_ALLOW_HOSTS: the hosts whose non-public addresses may be fetched from."""
+    from ..settings import setting
+
+    return frozenset(h.strip() for h in (setting("FETCH_ALLOW_HOSTS") or "").split(",") if h.strip())
+
+
 class Refused(Exception):
     """A URL Drop Studio does not fetch, and why."""
 

@@ -90,8 +90,11 @@ def row_scores(files: DropArtifacts, limits: Thresholds) -> dict[str, dict]:
     """campaign/<stem>.png -> what its row holds of its scores (the serving model's, in `files`)."""
     stored = read_scores(files)
     flags = flagged(stored, limits)
-    return {image: {"fidelity": summary(s)["product_fidelity"], "prompt_match": summary(s)["prompt_match"],
-                    "flagged": image in flags} for image, s in (stored.get("images") or {}).items()}
+    rows = {}
+    for image, s in (stored.get("images") or {}).items():
+        line = summary(s)
+        rows[image] = {"fidelity": line["product_fidelity"], "prompt_match": line["prompt_match"], "flagged": image in flags}
+    return rows
 
 
 def index_campaign_images(drop: str, art: DropArtifacts, model_id: str, load_encoder: Callable[[], "ClipEncoder"],

@@ -156,6 +156,7 @@ def refresh_from_export(drop: ProductDrop, max_pixels: int) -> list[dict]:
     request each) and its products.csv written; what could not be read or fetched, as rejections."""
     from ...domain.settings import setting
     from ...domain.storefront.exports import ExportError
+    from ...domain.storefront.fetch import allowed_hosts
     from ...domain.storefront.importer import EXPORT_NAMES, export_of, import_export
 
     if storage.is_remote(drop.folder):
@@ -165,9 +166,8 @@ def refresh_from_export(drop: ProductDrop, max_pixels: int) -> list[dict]:
     export = export_of(drop.folder)
     if export is None:
         return []
-    allow = frozenset(h.strip() for h in (setting("FETCH_ALLOW_HOSTS") or "").split(",") if h.strip())
     try:
-        report = import_export(export, drop.folder, allow, setting("FETCH_MAX_BYTES"), max_pixels)
+        report = import_export(export, drop.folder, allowed_hosts(), setting("FETCH_MAX_BYTES"), max_pixels)
     except ExportError as e:
         return [{"file": export.name, "reason": str(e)}]
     if report.unanswered and report.unanswered == len(report.failed) and not (report.fetched or report.unchanged):
