@@ -56,13 +56,13 @@ class Store:
                         status, headers = 200, {"ETag": etag, "Content-Type": "image/png"}
                 else:
                     status, headers, body = 404, {}, b"not here"
+                store.log.append((self.path, status, len(body)))  # before answering: a client that has its answer sees it
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-                store.log.append((self.path, status, len(body)))
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
