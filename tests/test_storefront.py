@@ -275,6 +275,7 @@ def test_a_drop_that_keeps_its_feed_is_refreshed_by_each_run_and_the_sensor_sees
     assert store.log == []  # a sensor tick downloads nothing
     [again] = studio.run_json("--drop", "summer", extra_env=env)
     assert (again["encoded"], store.sent()) == (0, 0) and [s for _, s, _ in store.log] == [304] * 5
+    assert drop_fingerprint(ProductDrop("summer", folder)) == fingerprint  # a refresh alone does not re-trigger
 
     store.files["/tile.png"] = _png("blue", (80, 80))  # a new picture behind the same URL
     del store.files["/hat-top.png"]

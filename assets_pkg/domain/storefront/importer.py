@@ -48,6 +48,11 @@ def _file_name(picture: Picture, fmt: str) -> str:
     return f"{PICTURES}/{stem}-{hashlib.sha256(picture.url.encode()).hexdigest()[:10]}{EXTENSIONS.get(fmt, '.img')}"
 
 
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
 def export_of(folder: Path) -> Path | None:
     """The store export a drop folder keeps, if any."""
     return next((folder / n for n in EXPORT_NAMES if (folder / n).is_file()), None)
@@ -104,13 +109,15 @@ def import_export(export: Path, folder: Path, allow: frozenset[str], max_bytes: 
     for url in [u for u in state if u not in wanted]:  # no longer in the export
         (folder / state.pop(url)["file"]).unlink(missing_ok=True)
         report.removed += 1
-    state_path.write_text(json.dumps(state, indent=1, sort_keys=True))
+    _write_if_changed(state_path, json.dumps(state, indent=1, sort_keys=True))
     rows = [wanted[url].catalog_row(entry["file"]) for url, entry in state.items()]
     columns = ["file", "sku", "name", "category", "color", "tags", *parsed.attribute_names()]
     out = io.StringIO()
     writer = csv.DictWriter(out, columns, restval="", lineterminator="\n")
     writer.writeheader()
     writer.writerows(sorted(rows, key=lambda r: r["file"]))
-    (folder / "products.csv").write_text(out.getvalue())
+    # Rewritten only when it changes: its modification time is in the drop's fingerprint, and a refresh that
+    # touched it would make the sensor run the drop again after every run.
+    _write_if_changed(folder / "products.csv", out.getvalue())
     report.pictures = len(state)
     return report
