@@ -64,13 +64,13 @@ test-servers:
 test: install test-servers
 	$(BIN)/python -m pytest -n 3 --dist loadfile
 
-# The rules, in about 3 minutes on 2 cores (2:55 and 2:58 in a row): every test but those that start a server, `dagster dev` or a
+# The rules, in about 2.5 minutes on 2 cores: every test but those that start a server, `dagster dev` or a
 # browser (marked `services`) and the six that kill a run or build a world over several models or releases
-# (marked `slow`); `make test` runs them all. Tests are spread one by one over three workers (no file here holds a
-# server to share): on 2 cores a third worker uses the time the others wait on Milvus Lite, Gemini's test
-# server and subprocesses.
+# (marked `slow`); `make test` runs them all. Three workers (on 2 cores a third uses the time the others wait on
+# Milvus Lite, Gemini's test server and subprocesses); a worker that runs out of tests takes some of another's
+# (`worksteal`), and the tests that took longest last time go out first (tests/conftest.py).
 test-fast: install
-	$(BIN)/python -m pytest -n 3 --dist load -m "not services and not slow"
+	$(BIN)/python -m pytest -n 3 --dist worksteal -m "not services and not slow"
 
 clean:
 	rm -rf data/artifacts data/milvus.db data/milvus.db.lock data/milvus-campaigns.db data/milvus-campaigns.db.lock data/milvus*.db.shared.json data/dagster_home data/publish

@@ -174,7 +174,7 @@ def _dagster_home_template(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def studio(tmp_path, tiny_clip, _dagster_home_template, monkeypatch) -> Studio:
+def studio(tmp_path, tiny_clip, _dagster_home_template, monkeypatch):
     """An isolated environment: drops, artifacts, Milvus Lite file and Dagster home (a copy of an empty
     instance with the shipped config) under tmp_path."""
     env = {
@@ -192,18 +192,36 @@ def studio(tmp_path, tiny_clip, _dagster_home_template, monkeypatch) -> Studio:
         monkeypatch.setenv(k, v)
     for k in ("MILVUS_TOKEN", "GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI"):
         monkeypatch.delenv(k, raising=False)
-    return Studio(tmp_path, env)
+    yield Studio(tmp_path, env)
+    _IN_MEMORY.clear()
+
+
+_IN_MEMORY: list = []
+
+
+def in_memory_instance():
+    """This test's in-memory Dagster instance (see materialize_drop)."""
+    from dagster import DagsterInstance
+
+    if not _IN_MEMORY:
+        _IN_MEMORY.append(DagsterInstance.ephemeral())
+    return _IN_MEMORY[0]
 
 
 def materialize_drop(drop: str, instance=None, run_config=None, **resource_overrides):
-    """Run the whole graph for one drop in-process with the environment's settings."""
-    from dagster import DagsterInstance, materialize
+    """Run the whole graph for one drop in-process with the environment's settings.
+
+    Without `instance`, the runs of one test go to one in-memory Dagster instance (Dagster's own, as its testing
+    guide uses): the stages keep their state on disk and in Milvus, not in the instance, and SQLite's event
+    storage costs about 0.9 s a run. A test about what the instance records (runs, sensors, data versions)
+    passes `DagsterInstance.get()`, the studio's SQLite instance; the CLI always records there."""
+    from dagster import materialize
 
     from assets_pkg.assets import drop_assets, product_drops
     from assets_pkg.assets import drop_checks
     from orchestration.definitions import build_resources
 
-    instance = instance or DagsterInstance.get()
+    instance = instance or in_memory_instance()
     if drop not in instance.get_dynamic_partitions(product_drops.name):
         instance.add_dynamic_partitions(product_drops.name, [drop])
     resources = {**build_resources(), **resource_overrides}
@@ -229,6 +247,30 @@ LONG_FILES_FIRST = ("test_daemon.py", "test_milvus_server.py", "test_search_app.
                     "test_review.py", "test_object_store.py", "test_postgres.py")
 
 
+# Each test's time in the last run (pytest's cache): the longest go out first, so no worker is left with a long
+# test when the others are done (the tail of `make test-fast` was 5-9 s). Without a cache (a fresh clone), the
+# order is the files' own.
+DURATIONS_KEY = "drop_studio/durations"
+
+
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONG_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's tests keep their order
+    cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
+    took = cache.get(DURATIONS_KEY, {}) if cache else {}
+    # Stable: tests never timed keep their files' order. Under `--dist loadfile` a file goes out where its
+    # first test would, so a file with a long test still starts early.
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), -took.get(item.nodeid, 0.0)))
+
+
+_TOOK: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    # In xdist's controller the workers' reports arrive here too, so the controller sees every test.
+    _TOOK[report.nodeid] = _TOOK.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    cache = getattr(config, "cache", None)
+    if _TOOK and cache and not hasattr(config, "workerinput"):
+        cache.set(DURATIONS_KEY, {**cache.get(DURATIONS_KEY, {}), **_TOOK})

@@ -15,7 +15,7 @@ from PIL import Image
 
 from assets_pkg.domain.channels import CHANNELS, ChannelError, channels_for, read_channels_file, requests_for
 from assets_pkg.domain.image_models import ASPECT_RATIOS, IMAGE_SIZES, output_size
-from conftest import draw_drop, materialize_drop, metadata
+from conftest import draw_drop, materialize_drop, metadata, in_memory_instance
 from fake_gemini import FakeGemini, asked_size
 from signing import make_signing_files
 
@@ -134,7 +134,7 @@ def _approve(art, image: str) -> None:
 
 
 def _publish(extra_env: dict, monkeypatch):
-    from dagster import DagsterInstance, materialize
+    from dagster import materialize
 
     from assets_pkg.assets import campaign_selects, drop_assets
     from orchestration.definitions import build_resources
@@ -142,7 +142,7 @@ def _publish(extra_env: dict, monkeypatch):
     for k, v in extra_env.items():
         monkeypatch.setenv(k, v)
     return materialize(drop_assets, selection=[campaign_selects], partition_key="spring", resources=build_resources(),
-                       instance=DagsterInstance.get(), raise_on_error=False)
+                       instance=in_memory_instance(), raise_on_error=False)
 
 
 def _reader(data: bytes, mime: str, ca: Path):
@@ -243,9 +243,7 @@ def test_without_a_certificate_renditions_are_published_unsigned_with_their_xmp(
     result = _publish({}, monkeypatch)
     facts = metadata(result, "campaign_selects")
     assert (facts["renditions"], facts["renditions_signed"]) == (1, 0)
-    from dagster import DagsterInstance
-
-    lines = [e.user_message for e in DagsterInstance.get().all_logs(result.run_id)]
+    lines = [e.user_message for e in in_memory_instance().all_logs(result.run_id)]
     assert sum("spring: renditions published unsigned (no C2PA certificate" in m for m in lines) == 1
     data = (studio.root / "publish" / "spring" / "red-hero.pmax-landscape.jpg").read_bytes()
     image = pyexiv2.ImageData(data)

@@ -25,8 +25,10 @@ def gemini(monkeypatch):
 
 def test_campaign_images_come_from_gemini_with_prompt_and_references(studio, gemini, monkeypatch):
     monkeypatch.setenv("GEMINI_IMAGE_MODEL", "gemini-test-image")
+    from dagster import DagsterInstance
+
     draw_drop(studio.drops / "spring", briefs=BRIEFS)
-    result = materialize_drop("spring")
+    result = materialize_drop("spring", instance=DagsterInstance.get())  # what the instance records is checked
     assert result.success
     camp = metadata(result, "campaign_images")
     assert (camp["generator"], camp["model"], camp["generated"]) == ("gemini", "gemini-test-image", 2)
@@ -53,8 +55,6 @@ def test_campaign_images_come_from_gemini_with_prompt_and_references(studio, gem
     assert API_KEY not in sidecar
     assert all(API_KEY not in str(v) for v in camp.values())
     assert all(API_KEY not in (e.message or "") for e in result.all_events)  # Dagster's logs of the run
-    from dagster import DagsterInstance
-
     run = DagsterInstance.get().get_run_by_id(result.run_id)
     assert API_KEY not in json.dumps(run.run_config, default=str) and API_KEY not in json.dumps(run.tags)
 

@@ -13,10 +13,10 @@ import sys
 import time
 
 import pytest
-from dagster import DagsterInstance, build_sensor_context
+from dagster import build_sensor_context
 
 from assets_pkg.domain.image_models import DEFAULT_GEMINI_IMAGE_MODEL, image_model
-from conftest import ROOT, draw_drop, materialize_drop, metadata
+from conftest import ROOT, draw_drop, in_memory_instance, materialize_drop, metadata
 from fake_gemini import FakeGemini
 
 API_KEY = "test-key-not-a-secret-0123456789"
@@ -159,7 +159,7 @@ def _batch_sensor_requests(studio):
     from orchestration.sensors import campaign_batches
 
     resources = build_resources()
-    context = build_sensor_context(instance=DagsterInstance.get(),
+    context = build_sensor_context(instance=in_memory_instance(),  # the instance this test's runs went to
                                    resources={"library": resources["library"], "generator": resources["generator"]})
     return campaign_batches(context).run_requests
 

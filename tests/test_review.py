@@ -17,7 +17,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import ROOT, draw_drop, materialize_drop, metadata
+from conftest import ROOT, draw_drop, materialize_drop, metadata, in_memory_instance
 from fake_gemini import FakeGemini, image_reply, png_bytes
 from servers import Serve, chrome
 
@@ -360,7 +360,7 @@ def test_a_brief_with_a_base_image_sends_it_first_and_a_missing_one_fails_before
 
 
 def test_offline_the_board_makes_revisions_and_later_runs_keep_them(studio):
-    from dagster import DagsterInstance, materialize
+    from dagster import materialize
 
     from assets_pkg.assets import campaign_images, drop_assets
     from orchestration.definitions import build_resources
@@ -372,7 +372,7 @@ def test_offline_the_board_makes_revisions_and_later_runs_keep_them(studio):
 
     def revise(path: str, note: str):
         return materialize(drop_assets, selection=[campaign_images], partition_key="spring", resources=build_resources(),
-                           instance=DagsterInstance.get(), raise_on_error=False, run_config={"ops": {"campaign_images": {"config": {
+                           instance=in_memory_instance(), raise_on_error=False, run_config={"ops": {"campaign_images": {"config": {
                                "revise": path, "note": note, "reviewer": "Fay"}}}})
 
     made = revise("campaign/blue-shelf.v2.png", "bluer sky")

@@ -11,7 +11,7 @@ import json
 import pytest
 from PIL import Image
 
-from conftest import draw_drop, materialize_drop, metadata
+from conftest import draw_drop, materialize_drop, metadata, in_memory_instance
 from fake_gemini import FakeGemini, image_reply
 
 API_KEY = "test-key-not-a-secret-0123456789"
@@ -130,7 +130,7 @@ def test_an_image_that_is_its_reference_scores_its_likeness_and_a_grey_one_is_fl
 
 def test_publish_requires_scores_keeps_a_flagged_approved_image_back_and_scores_go_in_the_manifest(
         studio, made, monkeypatch):
-    from dagster import DagsterInstance, materialize
+    from dagster import materialize
 
     from assets_pkg.assets import campaign_selects, drop_assets
     from assets_pkg.domain.reviews import Reviews
@@ -140,7 +140,7 @@ def test_publish_requires_scores_keeps_a_flagged_approved_image_back_and_scores_
     for image in ("campaign/red-hero.png", "campaign/blue-shelf.png"):
         Reviews(art).record(image, "approve", "", "Ada")
     publish = lambda: materialize(drop_assets, selection=[campaign_selects], partition_key="spring",
-                                  resources=build_resources(), instance=DagsterInstance.get())
+                                  resources=build_resources(), instance=in_memory_instance())
     first = metadata(publish(), "campaign_selects")
     folder = studio.root / "publish" / "spring"
     assert first["published"] == 2  # flagged, but the setting is off: a person decided
@@ -155,7 +155,7 @@ def test_publish_requires_scores_keeps_a_flagged_approved_image_back_and_scores_
     held = metadata(result, "campaign_selects")["held_back_flagged"]
     assert len(held) == 1 and held[0].startswith("red-hero.png: DOT-7 looks least like its photos")
     assert sorted(p.name for p in folder.iterdir()) == ["blue-shelf.png", "manifest.csv", "manifest.json"]
-    lines = [e.user_message for e in DagsterInstance.get().all_logs(result.run_id)]
+    lines = [e.user_message for e in in_memory_instance().all_logs(result.run_id)]
     assert sum("approved but not published (PUBLISH_REQUIRES_SCORES): red-hero.png: " in m for m in lines) == 1
 
     # A fixed floor in place of the drop's rule: nothing is under -1.
