@@ -197,6 +197,53 @@ def test_sensor_notices_changes_in_a_bucket_from_listings_alone(studio, s3, buck
     assert image_gets(s3, bucket, "spring") == gets  # noticed from the listing: nothing downloaded
 
 
+def test_a_store_export_makes_a_drop_in_a_bucket_and_a_rerun_downloads_nothing(studio, s3, bucket, tmp_path):
+    """drops import and every run's refresh with DROPS_DIR in a bucket: the pictures are fetched into the
+    drop's own prefix, conditionally the second time, and a changed export in the bucket is a changed drop."""
+    from test_storefront import MERCHANT_TSV, Store, _png, _serve
+
+    from assets_pkg.domain import storage
+    from assets_pkg.domain.drops import drop_fingerprints
+
+    store = Store()
+    try:
+        _serve(store)
+        feed = tmp_path / "feed.tsv"
+        feed.write_text(MERCHANT_TSV.format(u=store.url))
+        env = {"FETCH_ALLOW_HOSTS": "127.0.0.1"}
+        made = studio.cli("drops", "import", str(feed), "--drop", "summer", extra_env=env, check=False)
+        assert made.returncode == 0, made.stderr
+        assert "5 pictures: 5 fetched" in made.stdout
+        kept = objects(s3, bucket, "drops/summer/")
+        pictures = sorted(k for k in kept if k.startswith("drops/summer/pictures/"))
+        assert len(pictures) == 5 and all(decodes(kept[k]) for k in pictures)
+        assert kept["drops/summer/store-export.tsv"] == feed.read_bytes()
+        assert {"drops/summer/products.csv", "drops/summer/.store-pictures.json"} <= set(kept)
+
+        [first] = studio.run_json("--drop", "summer", extra_env=env)
+        assert first["ok"] and (first["encoded"], first["indexed"], first["products"]) == (5, 5, 3)
+        assert milvus_ids(studio, "summer") == expected_ids(s3, bucket, "summer")
+
+        _, before = drop_fingerprints(storage.location("DROPS_DIR", f"s3://{bucket}/drops"))
+        store.log.clear()
+        [again] = studio.run_json("--drop", "summer", extra_env=env)
+        assert (again["encoded"], store.sent()) == (0, 0) and [s for _, s, _ in store.log] == [304] * 5
+        _, after = drop_fingerprints(storage.location("DROPS_DIR", f"s3://{bucket}/drops"))
+        assert after == before  # a refresh alone rewrites no object the sensor watches
+
+        store.files["/tile.png"] = _png("blue", (80, 80))  # a new picture behind the same URL
+        [changed] = studio.run_json("--drop", "summer", extra_env=env)
+        assert (changed["encoded"], changed["indexed"]) == (1, 5) and store.sent() == len(store.files["/tile.png"])
+        assert milvus_ids(studio, "summer") == expected_ids(s3, bucket, "summer")
+
+        s3.client().put_object(Bucket=bucket, Key="drops/summer/store-export.tsv",
+                               Body=MERCHANT_TSV.format(u=store.url).replace("Pool tile", "Pool tile XL").encode())
+        _, edited = drop_fingerprints(storage.location("DROPS_DIR", f"s3://{bucket}/drops"))
+        assert edited["summer"] != after["summer"]  # a changed export in the bucket is a changed drop
+    finally:
+        store.server.shutdown()
+
+
 def test_bucket_errors_are_one_line_and_never_show_keys(studio, s3, bucket, tmp_path):
     draw_drop(tmp_path / "spring", spec=[("red", "circle", 1)])
     upload(s3, bucket, tmp_path / "spring", "drops/spring")

@@ -82,8 +82,7 @@ def drops_import(export: Path, drop: str) -> None:
     except InvalidDropName as e:
         raise CliError(f"--drop: {e}") from None
     drops_dir = storage.location("DROPS_DIR", setting("DROPS_DIR"))
-    if storage.is_remote(drops_dir):
-        raise CliError(f"DROPS_DIR={drops_dir}: drops import writes pictures into a local DROPS_DIR only, for now")
+    storage.check_access(drops_dir)  # a missing bucket is one line before any picture is fetched
     try:
         report = import_export(export, drops_dir / drop, allowed_hosts(), setting("FETCH_MAX_BYTES"),
                                setting("MAX_IMAGE_PIXELS"))

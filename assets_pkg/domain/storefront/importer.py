@@ -1,6 +1,7 @@
 """A drop made from a store's export: the export copied into the drop's folder, each picture it names fetched
 into `pictures/` (conditionally when fetched before), and `products.csv` written from the export, so the drop
-is an ordinary drop to every stage, search and the page.
+is an ordinary drop to every stage, search and the page. The drop's folder may be local or in a bucket
+(domain/storage.py): every read, write and delete goes through the same functions as the stages'.
 
 State in the drop folder: `.store-pictures.json` (hidden, so not a file of the drop): URL -> file, ETag,
 Last-Modified. A URL gone from the export, or answering 404 or 410, takes its picture out of the drop; one that
@@ -13,11 +14,11 @@ import hashlib
 import io
 import json
 import re
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from .. import listing, storage
+from ..storage import AnyPath
 from .fetch import NO_ANSWER, fetch
 from .exports import Picture, read_export
 
@@ -48,37 +49,54 @@ def _file_name(picture: Picture, fmt: str) -> str:
     return f"{PICTURES}/{stem}-{hashlib.sha256(picture.url.encode()).hexdigest()[:10]}{EXTENSIONS.get(fmt, '.img')}"
 
 
-def _write_if_changed(path: Path, text: str) -> None:
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+def _read_if_there(path: AnyPath) -> bytes | None:
+    try:
+        return storage.read_bytes(path)
+    except FileNotFoundError:
+        return None
 
 
-def export_of(folder: Path) -> Path | None:
-    """The store export a drop folder keeps, if any."""
-    return next((folder / n for n in EXPORT_NAMES if (folder / n).is_file()), None)
+def _write_if_changed(path: AnyPath, text: str) -> None:
+    if _read_if_there(path) != text.encode():
+        storage.write_atomic(path, text.encode())
 
 
-def import_export(export: Path, folder: Path, allow: frozenset[str], max_bytes: int, max_pixels: int,
+def _same_file(a: AnyPath, b: AnyPath) -> bool:
+    if storage.is_remote(a) or storage.is_remote(b):
+        return str(a) == str(b)
+    return a.resolve() == b.resolve()
+
+
+def export_of(folder: AnyPath, entries: list[listing.Entry] | None = None) -> AnyPath | None:
+    """The store export a drop folder keeps, if any (from `entries`, its listing, when the caller has it)."""
+    if entries is None and not storage.is_remote(folder):
+        return next((folder / n for n in EXPORT_NAMES if (folder / n).is_file()), None)
+    names = {e.rel for e in (listing.list_files(folder) if entries is None else entries)}
+    return next((folder / n for n in EXPORT_NAMES if n in names), None)
+
+
+def import_export(export: AnyPath, folder: AnyPath, allow: frozenset[str], max_bytes: int, max_pixels: int,
                   in_flight: int = IN_FLIGHT) -> ImportReport:
-    data = export.read_bytes()
+    data = storage.read_bytes(export)
     parsed = read_export(export.name, data)
-    folder.mkdir(parents=True, exist_ok=True)
-    kept = folder / f"store-export{export.suffix.lower() if f'store-export{export.suffix.lower()}' in EXPORT_NAMES else '.csv'}"
-    if export.resolve() != kept.resolve():
+    suffix = export.suffix.lower()
+    kept = folder / (f"store-export{suffix}" if f"store-export{suffix}" in EXPORT_NAMES else "store-export.csv")
+    if not _same_file(export, kept):
         for other in EXPORT_NAMES:  # one export per drop
-            (folder / other).unlink(missing_ok=True)
-        shutil.copyfile(export, kept)
+            storage.remove(folder / other)
+        storage.write_atomic(kept, data)
     report = ImportReport(parsed.kind, rejected=[f"{export.name}:{r['line']}: {r['field'] + ': ' if r['field'] else ''}"
                                                  f"{r['reason']}" for r in parsed.rejected])
     state_path = folder / STATE
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    state = json.loads(_read_if_there(state_path) or b"{}")
+    present = {e.rel for e in listing.list_files(folder)} if storage.is_folder(folder) else set()  # one listing
     wanted: dict[str, Picture] = {}
     for picture in parsed.pictures:
         wanted.setdefault(picture.url, picture)
 
     def one(url: str):
         known = state.get(url, {})
-        if known and not (folder / known["file"]).exists():
+        if known and known["file"] not in present:
             known = {}
         return url, fetch(url, allow, max_bytes, max_pixels, known.get("etag", ""), known.get("last_modified", ""))
 
@@ -90,11 +108,8 @@ def import_export(export: Path, folder: Path, allow: frozenset[str], max_bytes: 
             name = _file_name(picture, got.format)
             old = state.get(url, {}).get("file")
             if old and old != name:
-                (folder / old).unlink(missing_ok=True)
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            tmp = folder / (name + ".part")
-            tmp.write_bytes(got.data)
-            tmp.replace(folder / name)
+                storage.remove(folder / old)
+            storage.write_atomic(folder / name, got.data)
             state[url] = {"file": name, "etag": got.etag, "last_modified": got.last_modified}
             report.fetched += 1
             report.bytes += len(got.data)
@@ -104,10 +119,10 @@ def import_export(export: Path, folder: Path, allow: frozenset[str], max_bytes: 
             report.failed.append(f"{export.name}:{picture.line}: {url}: {got.reason}")
             report.unanswered += got.reason.startswith(NO_ANSWER)
             if got.status == "gone" and url in state:
-                (folder / state.pop(url)["file"]).unlink(missing_ok=True)
+                storage.remove(folder / state.pop(url)["file"])
                 report.removed += 1
     for url in [u for u in state if u not in wanted]:  # no longer in the export
-        (folder / state.pop(url)["file"]).unlink(missing_ok=True)
+        storage.remove(folder / state.pop(url)["file"])
         report.removed += 1
     _write_if_changed(state_path, json.dumps(state, indent=1, sort_keys=True))
     rows = [wanted[url].catalog_row(entry["file"]) for url, entry in state.items()]
@@ -116,8 +131,8 @@ def import_export(export: Path, folder: Path, allow: frozenset[str], max_bytes: 
     writer = csv.DictWriter(out, columns, restval="", lineterminator="\n")
     writer.writeheader()
     writer.writerows(sorted(rows, key=lambda r: r["file"]))
-    # Rewritten only when it changes: its modification time is in the drop's fingerprint, and a refresh that
-    # touched it would make the sensor run the drop again after every run.
+    # Rewritten only when it changes: its modification time (or ETag) is in the drop's fingerprint, and a
+    # refresh that touched it would make the sensor run the drop again after every run.
     _write_if_changed(folder / "products.csv", out.getvalue())
     report.pictures = len(state)
     return report

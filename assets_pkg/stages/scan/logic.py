@@ -157,12 +157,8 @@ def refresh_from_export(drop: ProductDrop, max_pixels: int) -> list[dict]:
     from ...domain.settings import setting
     from ...domain.storefront.exports import ExportError
     from ...domain.storefront.fetch import allowed_hosts
-    from ...domain.storefront.importer import EXPORT_NAMES, export_of, import_export
+    from ...domain.storefront.importer import export_of, import_export
 
-    if storage.is_remote(drop.folder):
-        found = [e.rel for e in listing.list_files(drop.folder) if e.rel in EXPORT_NAMES]
-        return [{"file": f, "reason": "a store export in a bucket is not fetched yet: run drop-studio drops import "
-                                      "with a local DROPS_DIR"} for f in found]
     export = export_of(drop.folder)
     if export is None:
         return []
