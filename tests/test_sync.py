@@ -217,6 +217,39 @@ def test_broken_checkpoint_fails_the_blocking_embeddings_check_and_nothing_reach
     assert milvus_ids(studio, "spring") == set()
 
 
+def _check_metadata(result, name: str) -> dict:
+    (evaluation,) = [e.asset_check_evaluation_data for e in result.all_events
+                     if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.asset_check_evaluation_data.check_name == name]
+    return {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()}
+
+
+def test_the_embeddings_check_trusts_the_file_it_read_whole_and_verify_reads_every_vector(studio):
+    draw_drop(studio.drops / "spring", spec=[("red", "circle", 2), ("blue", "square", 1)])
+    first = materialize_drop("spring")
+    assert _check_metadata(first, "embeddings_are_sound")["verified"] == "every vector read"
+    again = _check_metadata(materialize_drop("spring"), "embeddings_are_sound")
+    assert again["verified"].startswith("trusted: the file every vector was read from at ")
+    assert (again["rows"], again["valid_images"]) == (3, 3)
+
+    # A vector's bytes changed in place, the file's size and modification time kept: no record can see that.
+    parquet = studio.artifacts / "spring" / "embeddings.parquet"
+    st = parquet.stat()
+    from assets_pkg.stages.embeddings.logic import read_vectors
+
+    _, vectors = read_vectors(parquet)
+    data = parquet.read_bytes()
+    one = vectors[0][:4].tobytes()
+    assert data.count(one) == 1
+    parquet.write_bytes(data.replace(one, np.full(4, np.nan, np.float32).tobytes()))
+    os.utime(parquet, ns=(st.st_atime_ns, st.st_mtime_ns))
+    (trusted,) = studio.run_json()
+    assert trusted["ok"] and trusted["checks"]["embeddings_are_sound"] is True
+    proc = studio.cli("run", "--json", "--verify", check=False)
+    (verified,) = json.loads(proc.stdout)
+    assert proc.returncode == 1 and verified["checks"]["embeddings_are_sound"] is False
+    assert not (studio.artifacts / "spring" / "embeddings.verified.json").exists()  # it vouches for nothing now
+
+
 def test_collection_check_catches_orphans_and_png_check_catches_broken_images(studio, monkeypatch):
     from assets_pkg.domain.artifacts import DropArtifacts
     from assets_pkg.stages.campaigns.checks import campaign_images_decode

@@ -93,9 +93,11 @@ def follow_model(models_now, switch, search_again, drops: list[str], size: int, 
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object per drop")
 @click.option("--search-again", is_flag=True,
               help="search every brief's references again, although its inputs are unchanged")
+@click.option("--verify", is_flag=True,
+              help="read every vector and ask Milvus for every row, although the last run verified them")
 @click.option("--log-level", default="CRITICAL", show_default=True,
               help="Dagster console log level; INFO shows per-batch progress")
-def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, log_level: str) -> None:
+def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, verify: bool, log_level: str) -> None:
     """Materialize the whole graph for drops (default: all)."""
     from dagster import materialize
 
@@ -122,13 +124,19 @@ def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, log_le
     if unknown:
         raise CliError(f"no such drop in {drops_dir}: {', '.join(unknown)} (known: {', '.join(names) or 'none'})")
     order = list(instance.get_dynamic_partitions("product_drops"))
-    run_config = {**quiet(log_level), **({"ops": {"reference_images": {"config": {"search_again": True}}}}
-                                         if search_again else {})}
+    ops = {**({"reference_images": {"config": {"search_again": True}}} if search_again else {}),
+           **({op: {"config": {"verify": True}} for op in ("clip_embeddings", "product_image_collection")}
+              if verify else {})}
+    run_config = {**quiet(log_level), **({"ops": ops} if ops else {})}
 
     def run_one(part: list[str], selection=None):
         if not as_json:
             print(f"== {', '.join(part)}", file=sys.stderr)
-        return run_drops(part, resources, instance, selection=selection, run_config=run_config)
+        config = run_config
+        if selection is not None:  # config only for the ops of the run: Dagster refuses any other
+            names = {a.key.path[-1] for a in selection}
+            config = {**run_config, "ops": {k: v for k, v in ops.items() if k in names}}
+        return run_drops(part, resources, instance, selection=selection, run_config=config)
 
     size = setting("DROP_BATCH")
     settled = run_all(run_one, batches(order, wanted, size), size)

@@ -61,6 +61,19 @@ def added_at(path: AnyPath) -> float | None:
     return None
 
 
+def version_of(path: AnyPath) -> str | None:
+    """One file's size and version as its listing would show them (`size-version`); None when it is gone."""
+    try:
+        if not is_remote(path):
+            st = os.stat(path)
+            return f"{st.st_size}-{st.st_mtime_ns}"
+        with errors(path):
+            info = path.fs.info(path.path)
+    except FileNotFoundError:
+        return None
+    return f"{int(info.get('size') or 0)}-{_object_version(info)}"
+
+
 def as_iso(seconds: float | None) -> str:
     """A time from `added_at` as UTC ISO 8601 to the second; "" for an unknown one."""
     return "" if seconds is None else datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")

@@ -1,6 +1,6 @@
 """product_image_collection: the drop's rows in Milvus, with their product fields."""
 
-from dagster import AssetExecutionContext
+from dagster import AssetExecutionContext, Config
 
 from ...domain.record import inputs_key
 from ...resources import ClipModel, DropLibrary, MilvusResource, search_models
@@ -9,6 +9,10 @@ from ..catalog.asset import product_catalog
 from ..embeddings.asset import clip_embeddings
 from .checks import COLLECTION_MATCHES_MANIFEST, collection_matches_manifest
 from .logic import keep_serving_in_line, sync_collection
+
+
+class CollectionConfig(Config):
+    verify: bool = False  # ask Milvus for the drop's rows, even when the Lite file is the one verified last time
 
 
 @drop_stage(
@@ -20,14 +24,14 @@ from .logic import keep_serving_in_line, sync_collection
                 "images, keyed by drop and content hash, with their product fields and a BM25 full-text field "
                 "(and, while a change of model is built, the serving model's rows kept in line).",
 )
-def product_image_collection(context: AssetExecutionContext, drop: str, library: DropLibrary, clip: ClipModel,
-                             milvus: MilvusResource) -> Outcome:
+def product_image_collection(context: AssetExecutionContext, drop: str, config: CollectionConfig,
+                             library: DropLibrary, clip: ClipModel, milvus: MilvusResource) -> Outcome:
     art = library.artifacts(drop)
     models = search_models(library, milvus)
     model = clip.use_in(models)
     report = sync_collection(drop, art, lambda: milvus.store(collection=model.collection), milvus.get("uri"),
                              model.collection, milvus.display_uri, files=model.files(art),
-                             transition=models.transition)
+                             transition=models.transition, verify=config.verify)
     context.log.info(f"{drop}: upserted {report.upserted}, deleted {report.deleted}, {report.indexed} rows now "
                      f"in {model.collection}")
     key, serving = report.key, models.serving

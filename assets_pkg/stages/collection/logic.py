@@ -97,7 +97,7 @@ def rows_digest(drop: str, rows: list[dict], model_id: str | None, collection: s
 
 def sync_collection(drop: str, art: DropArtifacts, open_store: Callable[[], ImageCollection], uri: str,
                     collection: str, display_uri: str, files: DropArtifacts | None = None,
-                    transition: str | None = None) -> CollectionReport:
+                    transition: str | None = None, verify: bool = False) -> CollectionReport:
     """Make the drop's rows in `collection` exactly its images that have a vector in `files` (the model's
     files; the drop's own artifacts by default). `transition`: the change of model this sync builds, kept in
     the record (search_models.switch_if_ready counts the drops built for it)."""
@@ -109,7 +109,7 @@ def sync_collection(drop: str, art: DropArtifacts, open_store: Callable[[], Imag
     record = sync_record(files)
     last = record.last
     fingerprint = lite_fingerprint(uri)
-    if kept := record.kept(digest_now, intact=verified_unchanged(fingerprint)):
+    if not verify and (kept := record.kept(digest_now, intact=verified_unchanged(fingerprint))):
         report = CollectionReport(digest_now, expected, None, kept["indexed"], kept["collection_rows"],
                                   unchanged=len(rows), products=products)
         verified = fingerprint

@@ -2,7 +2,7 @@
 
 import sys
 
-from dagster import AssetExecutionContext
+from dagster import AssetExecutionContext, Config
 from tqdm import tqdm
 
 from ...k8s import GPU_POD
@@ -14,6 +14,10 @@ from .checks import EMBEDDINGS_ARE_SOUND, embeddings_are_sound
 from .logic import embed_drop
 
 
+class EmbeddingsConfig(Config):
+    verify: bool = False  # the check reads every vector, even when the file is the one it verified before
+
+
 @drop_stage(
     deps=[raw_product_images],
     group_name="catalog",
@@ -23,8 +27,8 @@ from .logic import embed_drop
     op_tags={"dagster-k8s/config": GPU_POD},
     description="CLIP image embeddings (float32, unit norm) of each distinct image; reused by content hash.",
 )
-def clip_embeddings(context: AssetExecutionContext, drop: str, library: DropLibrary, clip: ClipModel,
-                    milvus: MilvusResource) -> Outcome:
+def clip_embeddings(context: AssetExecutionContext, drop: str, config: EmbeddingsConfig, library: DropLibrary,
+                    clip: ClipModel, milvus: MilvusResource) -> Outcome:
     art = library.artifacts(drop)
     # The model's own files: a change of CLIP_MODEL encodes beside the serving model's, never over them.
     model = clip.use_in(search_models(library, milvus))
@@ -47,7 +51,7 @@ def clip_embeddings(context: AssetExecutionContext, drop: str, library: DropLibr
             bar.close()
     for r in report.rejected:
         context.log.warning(f"rejected {drop}/{r['file']}: {r['reason']}")
-    return Outcome(report.key, checks=[embeddings_are_sound(art, files)], metadata={
+    return Outcome(report.key, checks=[embeddings_are_sound(art, files, config.verify)], metadata={
         "model": report.model_id,
         "device": report.device,
         "dim": report.dim,

@@ -32,7 +32,8 @@ from ...domain.record import inputs_key
 from ...domain.storage import AnyPath, write_atomic
 from ..scan.logic import read_manifest
 
-FILES = ("embeddings.parquet", "embeddings.json", "embeddings.partial/")
+# embeddings.verified.json: what the blocking check last read whole and found sound (checks.py).
+FILES = ("embeddings.parquet", "embeddings.json", "embeddings.partial/", "embeddings.verified.json")
 
 if TYPE_CHECKING:  # torch is imported only by a run that encodes
     from ...domain.encoder import ClipEncoder, EmbedProgress
