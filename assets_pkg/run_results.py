@@ -38,6 +38,16 @@ def check_results(result, drop: str | None = None) -> dict[str, bool]:
     }
 
 
+def failed_error_checks(result, drop: str) -> list[str]:
+    """The checks of `drop` that failed at ERROR severity (a WARN is advice for a person, e.g. the scores')."""
+    return sorted(
+        e.asset_check_evaluation_data.check_name for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.asset_check_evaluation_data.partition in (None, drop) and not e.asset_check_evaluation_data.passed
+        and e.asset_check_evaluation_data.severity.value == "ERROR"
+    )
+
+
 def asset_metadata(result, asset: str, drop: str) -> dict:
     """The metadata of `asset`'s last materialization for `drop` in this run ({} when none)."""
     events = [m for m in result.asset_materializations_for_node(asset) if m.partition in (None, drop)]

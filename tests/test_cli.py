@@ -38,8 +38,9 @@ def test_run_json_search_and_runs_recorded_in_the_instance(studio):
     assert spring["blocked"] == []
     assert (summer["images"], summer["indexed"], summer["briefs"], summer["generated"]) == (3, 3, 0, [])
 
-    again = studio.run_json("--drop", "spring")
+    again = studio.run_json("--drop", "spring")  # nothing changed: answered without a Dagster run
     assert [(s["drop"], s["encoded"], s["reused"], s["indexed"]) for s in again] == [("spring", 0, 24, 24)]
+    assert again[0]["settled_by"].startswith("the run of ")
 
     hits = json.loads(studio.cli("search", "a red circle", "--top-k", "3", "--json").stdout)
     assert [h["path"].rsplit("/", 1)[-1].rsplit("_", 1)[0] for h in hits] == ["red_circle"] * 3
@@ -52,8 +53,9 @@ def test_run_json_search_and_runs_recorded_in_the_instance(studio):
 
     instance = DagsterInstance.get()
     runs = instance.get_runs(RunsFilter(tags={"launched_by": "drop-studio"}))
-    # The first `run` carried both drops in one Dagster run; each has its own materialization and counts.
-    assert sorted(r.tags["drop"] for r in runs) == ["spring", "spring..summer"]
+    # The first `run` carried both drops in one Dagster run; each has its own materialization and counts. The
+    # second had nothing to do and said so without a run.
+    assert [r.tags["drop"] for r in runs] == ["spring..summer"]
     assert all(r.is_success for r in runs)
     (both,) = [r for r in runs if r.tags["drop"] == "spring..summer"]
     indexed = {m.partition: m.metadata["indexed"].value
@@ -119,18 +121,52 @@ def test_search_refuses_bad_arguments_clearly(studio):
         _one_line_error(studio.cli(*args, check=False), needle)
 
 
-def test_an_unchanged_drop_is_refreshed_without_torch_or_pymilvus(studio):
-    draw_drop(studio.drops / "spring", briefs=BRIEFS)
+def test_an_unchanged_drop_is_answered_without_dagster_and_a_touched_one_without_torch_or_pymilvus(studio):
+    names = draw_drop(studio.drops / "spring", briefs=BRIEFS)
     studio.cli("run")
-    # -X importtime lists every module the process imported: nothing to encode or search needs no torch.
-    proc = studio.cli("run", "--json", python_args=["-X", "importtime"])
-    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
-    assert {"dagster", "pandas"} <= imported
-    # Nothing to encode or search needs no torch; an unchanged Milvus Lite file needs no pymilvus either.
+
+    def run_importing():
+        # -X importtime lists every module the process imported.
+        proc = studio.cli("run", "--json", python_args=["-X", "importtime"])
+        imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+        (summary,) = json.loads(proc.stdout)
+        assert (summary["ok"], summary["encoded"], summary["reused"], summary["indexed"]) == (True, 0, 24, 24)
+        assert len(summary["generated"]) == 2
+        return summary, imported
+
+    # Nothing changed since the run that settled the drop: no Dagster run, so not even Dagster is imported.
+    summary, imported = run_importing()
+    assert summary["settled_by"].startswith("the run of ")
+    assert not {"dagster", "torch", "clip", "pymilvus"} & imported
+    # A picture touched (its modification time changed, its bytes not): a Dagster run looks, and finds nothing to
+    # encode or search (no torch) and an unchanged Milvus Lite file (no pymilvus).
+    os.utime(studio.drops / "spring" / names[0])
+    summary, imported = run_importing()
+    assert "settled_by" not in summary and "dagster" in imported
     assert not {"torch", "clip", "pymilvus"} & imported
-    (summary,) = json.loads(proc.stdout)
-    assert (summary["ok"], summary["encoded"], summary["reused"], summary["indexed"]) == (True, 0, 24, 24)
-    assert len(summary["generated"]) == 2
+
+
+def test_a_settled_drop_runs_again_when_a_decision_a_setting_or_an_artifact_changes(studio):
+    from assets_pkg.domain.artifacts import DropArtifacts
+    from assets_pkg.domain.reviews import Reviews
+
+    draw_drop(studio.drops / "spring", spec=[("red", "circle", 2), ("blue", "square", 2)], briefs=BRIEFS)
+    studio.cli("run")
+    assert "settled_by" in studio.run_json()[0]
+
+    Reviews(DropArtifacts.at(studio.artifacts, "spring")).record("campaign/red-hero.png", "approve", "", "Ada")
+    (decided,) = studio.run_json()  # a decision: the run publishes it
+    assert "settled_by" not in decided
+    assert (studio.root / "publish" / "spring" / "red-hero.png").exists()
+
+    png = studio.artifacts / "spring" / "campaign" / "blue-shelf.png"
+    png.unlink()  # an output gone: the run makes it again
+    (remade,) = studio.run_json()
+    assert "settled_by" not in remade and png.exists()
+
+    (changed,) = studio.run_json(extra_env={"CLIP_FIT": "crop"})  # a setting a run reads: every image again
+    assert "settled_by" not in changed and changed["encoded"] == 4
+    assert "settled_by" in studio.run_json(extra_env={"CLIP_FIT": "crop"})[0]
 
 
 # -- the Milvus setting's own name --------------------------------------------------------

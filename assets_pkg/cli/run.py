@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime, timezone
 
 import click
 
 from ..domain.plan import after_failure, batches, model_step
 from ..instance import open_instance, reap_dead_runs, run_drops, sync_drops
-from ..run_results import asset_metadata, check_results, failure
+from ..run_results import asset_metadata, check_results, failed_error_checks, failure
 from .app import CliError, cli, quiet, still_on_serving
 
 
@@ -30,6 +31,7 @@ def summarize(drop: str, result, artifacts_dir: str, files=None) -> dict:
         assets.campaign_images))
     blocked = camp.get("blocked") or []
     return {
+        "pending": camp.get("pending") or 0,
         "drop": drop,
         "ok": result.success,
         "images": raw.get("images"),
@@ -46,6 +48,7 @@ def summarize(drop: str, result, artifacts_dir: str, files=None) -> dict:
         "generated": sorted(str(p) for p in campaign_pngs(art)) if camp else [],
         "blocked": [b["brief"] for b in blocked],
         "checks": check_results(result, drop),
+        "failed_checks": failed_error_checks(result, drop),
         "error": failure(result, drop),
     }
 
@@ -99,18 +102,26 @@ def follow_model(models_now, switch, search_again, drops: list[str], size: int, 
               help="Dagster console log level; INFO shows per-batch progress")
 def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, verify: bool, log_level: str) -> None:
     """Materialize the whole graph for drops (default: all)."""
+    from assets_pkg.domain.artifacts import check_artifacts_dir
+    from assets_pkg.domain.settings import setting
+
+    drops_dir = setting("DROPS_DIR")
+    artifacts_dir = setting("ARTIFACTS_DIR")
+    check_artifacts_dir(artifacts_dir)  # before any run starts
+    # Drops a run left with nothing to do, and still so: answered without Dagster (domain/settled.py).
+    names = list(drops_wanted) or _drop_names(drops_dir)
+    quiet_drops = {} if (search_again or verify) else settled_drops(names, drops_dir, artifacts_dir)
+    if names and all(d in quiet_drops for d in names):
+        report([quiet_drops[d] for d in names], as_json)
+        return
+
     from dagster import materialize
 
     from assets_pkg.assets import reference_images, search_model
-    from assets_pkg.domain.artifacts import check_artifacts_dir
-    from assets_pkg.domain.settings import setting
     from assets_pkg.resources import ClipModel, DropLibrary, MilvusResource, build_resources, search_models
 
     resources = build_resources(progress_bar=sys.stderr.isatty() and not as_json)
     instance = open_instance()
-    drops_dir = setting("DROPS_DIR")
-    artifacts_dir = setting("ARTIFACTS_DIR")
-    check_artifacts_dir(artifacts_dir)  # before any run starts
     note = MilvusResource().search_note()
     if note:
         print(f"drop-studio: {note}", file=sys.stderr)
@@ -139,7 +150,8 @@ def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, verify
         return run_drops(part, resources, instance, selection=selection, run_config=config)
 
     size = setting("DROP_BATCH")
-    settled = run_all(run_one, batches(order, wanted, size), size)
+    to_run = [d for d in wanted if d not in quiet_drops]
+    settled = run_all(run_one, batches(order, to_run, size), size) if to_run else {}
 
     def switch() -> bool:
         return all(r.success for r in settled.values()) and materialize(
@@ -151,22 +163,86 @@ def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, verify
                           order, size, manual=setting("MODEL_SWITCH") == "manual")
     model = models.find(ClipModel().model_id())
     files = model.files if model else None
-    summaries = []
-    for drop in wanted:
-        s = summarize(drop, settled[drop], artifacts_dir, files)
-        summaries.append(s)
-        if not as_json:
-            if s["ok"]:
-                print(
-                    f"{drop}: {s['images']} images ({s['distinct']} distinct), {s['encoded']} encoded, {s['reused']} reused, "
-                    f"{len(s['rejected'])} rejected, {s['indexed']} indexed, {s['deleted']} deleted, "
-                    f"{len(s['generated'])}/{s['briefs']} campaign images"
-                    + (f", blocked: {', '.join(s['blocked'])}" if s["blocked"] else "")
-                )
-                for p in s["generated"]:
-                    print(f"  {p}")
-            else:
-                print(f"{drop}: FAILED {s['error']}", file=sys.stderr)
+    summaries = [quiet_drops[d] if d in quiet_drops else summarize(d, settled[d], artifacts_dir, files) for d in wanted]
+    remember_settled([s for s in summaries if not s.get("settled_by")], drops_dir, artifacts_dir,
+                     switching=models.target is not None)
+    report(summaries, as_json)
+
+
+def _drop_names(drops_dir: str) -> list[str]:
+    from assets_pkg.domain.drops import discover_drops
+
+    return [d.name for d in discover_drops(drops_dir).drops]
+
+
+def settled_drops(names: list[str], drops_dir: str, artifacts_dir: str) -> dict[str, dict]:
+    """drop -> what a run would say of it now, for the drops of `names` whose settled key is unchanged since a
+    run settled them: that run's summary, with nothing encoded, deleted or upserted this time."""
+    from assets_pkg.domain.artifacts import DropArtifacts
+    from assets_pkg.domain.drops import ProductDrop, drops_root
+    from assets_pkg.domain.search_models import SearchModels
+    from assets_pkg.domain.settled import settled_key, settled_summary
+
+    root = drops_root(drops_dir)
+    state = SearchModels.path_of(artifacts_dir, setting_of("MILVUS_COLLECTION"))
+    found = {}
+    for name in names:
+        art = DropArtifacts.at(artifacts_dir, name)
+        try:
+            summary = settled_summary(art, settled_key(ProductDrop(name, root / name), art, state))
+        except Exception:  # whatever cannot be seen here, a run will say
+            summary = None
+        if summary is not None:
+            found[name] = {**summary, "encoded": 0, "reused": (summary["encoded"] or 0) + (summary["reused"] or 0),
+                           "upserted": 0, "deleted": 0}
+    return found
+
+
+def setting_of(name: str):
+    from assets_pkg.domain.settings import setting
+
+    return setting(name)
+
+
+def remember_settled(summaries: list[dict], drops_dir: str, artifacts_dir: str, switching: bool) -> None:
+    """After a run: each drop it left with nothing to do (succeeded, no check failed at ERROR severity, nothing
+    blocked or pending, no change of model under way) is recorded with its settled key; any other forgets its
+    record."""
+    from assets_pkg.domain.artifacts import DropArtifacts
+    from assets_pkg.domain.drops import ProductDrop, drops_root
+    from assets_pkg.domain.search_models import SearchModels
+    from assets_pkg.domain.settled import forget_settled, record_settled, settled_key
+
+    root = drops_root(drops_dir)
+    state = SearchModels.path_of(artifacts_dir, setting_of("MILVUS_COLLECTION"))
+    for s in summaries:
+        art = DropArtifacts.at(artifacts_dir, s["drop"])
+        if s["ok"] and not switching and not s["blocked"] and not s["pending"] and not s["failed_checks"]:
+            when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            record_settled(art, settled_key(ProductDrop(s["drop"], root / s["drop"]), art, state),
+                           {**s, "settled_by": f"the run of {when}"})
+        else:
+            forget_settled(art)
+
+
+def report(summaries: list[dict], as_json: bool) -> None:
+    for s in summaries:
+        if as_json:
+            continue
+        if s.get("settled_by"):
+            print(f"{s['drop']}: nothing changed since {s['settled_by']}: answered without a Dagster run "
+                  f"(--verify runs one anyway)", file=sys.stderr)
+        if s["ok"]:
+            print(
+                f"{s['drop']}: {s['images']} images ({s['distinct']} distinct), {s['encoded']} encoded, {s['reused']} reused, "
+                f"{len(s['rejected'])} rejected, {s['indexed']} indexed, {s['deleted']} deleted, "
+                f"{len(s['generated'])}/{s['briefs']} campaign images"
+                + (f", blocked: {', '.join(s['blocked'])}" if s["blocked"] else "")
+            )
+            for p in s["generated"]:
+                print(f"  {p}")
+        else:
+            print(f"{s['drop']}: FAILED {s['error']}", file=sys.stderr)
     if as_json:
         print(json.dumps(summaries, indent=2))
     failed = [s for s in summaries if not s["ok"]]
