@@ -76,14 +76,19 @@ def test_unchanged_briefs_are_not_generated_again_and_force_regenerates(studio, 
     draw_drop(studio.drops / "spring", briefs=BRIEFS)
     assert materialize_drop("spring").success
     assert len(gemini.requests) == 2
+    sheet = studio.artifacts / "spring" / "sheets" / "campaign.jpg"
+    drawn = sheet.stat().st_mtime_ns
     again = materialize_drop("spring")
     assert again.success and len(gemini.requests) == 2  # nothing billed twice
     assert metadata(again, "campaign_images")["cached"] == 2
+    assert sheet.stat().st_mtime_ns == drawn  # nor its contact sheet drawn again
+    assert "data:image/jpeg;base64," in metadata(again, "campaign_images")["contact_sheet"]
 
     brief_file = studio.drops / "spring" / "briefs.yaml"
     brief_file.write_text(brief_file.read_text().replace("A red product on a sunny beach", "A red product at night"))
     assert materialize_drop("spring").success
     assert [r["body"]["contents"][0]["parts"][0]["text"] for r in gemini.requests[2:]] == ["A red product at night"]
+    assert sheet.stat().st_mtime_ns > drawn  # a new image: the sheet shows it
 
     forced = materialize_drop("spring", run_config={"ops": {"campaign_images": {"config": {"force": True}}}})
     assert forced.success and len(gemini.requests) == 5

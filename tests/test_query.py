@@ -173,3 +173,25 @@ def test_in_the_api_and_on_the_page_with_the_same_names(studio):
             assert browser.find_element(By.ID, "sort").get_attribute("value") == "added"
         finally:
             browser.quit()
+
+
+def test_a_query_asked_again_answers_exactly_as_the_first_time_from_its_kept_vector(studio):
+    import numpy as np
+
+    from assets_pkg.resources import ClipModel, MilvusResource
+    from assets_pkg.web.server import build_service
+
+    draw_drop(studio.drops / "spring", spec=[("red", "circle", 2), ("blue", "square", 2)])
+    assert materialize_drop("spring").success
+    service = build_service(MilvusResource(), ClipModel())
+    try:
+        model = service.model()
+        first, _ = service.search(parse_query("a red circle -square"), "spring", 4)
+        kept = dict(service._text_vectors)
+        assert sorted(kept) == [(model.id, "a red circle"), (model.id, "square")]  # per model, per words
+        again, _ = service.search(parse_query("a red circle -square"), "spring", 4)
+        assert [(h.path, h.score, h.similarity) for h in again] == [(h.path, h.score, h.similarity) for h in first]
+        fresh = service.encoder(model).embed_texts(["a red circle"])[0]
+        assert np.array_equal(service.text_vectors(model, ["a red circle"])[0], fresh)
+    finally:
+        service.close()

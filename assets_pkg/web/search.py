@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 THUMBNAIL_SIDE = 320
 PREVIEW_SIDE = 400  # a rendition's preview, on its long side: enough to judge a crop
+QUERY_VECTORS_KEPT = 1024  # a 512-d vector is 2 KB: 2 MB at most
 THUMBNAILS_KEPT = 2048  # about 30 MB of JPEGs
 SERVING_CHECK_S = 1.0  # how often the page looks whether search moved to another model
 
@@ -94,6 +95,10 @@ class SearchService:
         self._cached = TTLCache(maxsize=4096, ttl=cache_s)  # drop names, rows, facets: seconds-old is fine
         self._cache_lock = threading.Lock()
         self._thumbnails = LRUCache(maxsize=THUMBNAILS_KEPT)
+        # (model, words) -> the words' vector: a query asked again (the next page of hits, back and forward, a
+        # shared link, a refinement of the same words) skips the text encoder, most of a query's time.
+        self._text_vectors = LRUCache(maxsize=QUERY_VECTORS_KEPT)
+        self._text_lock = threading.Lock()
         self._thumb_lock = threading.Lock()
         self.view = DropView(artifacts_dir, self._remember, self.drop_names, self._indexed)
         # the page's drop views, answered from the stages' files
@@ -160,6 +165,22 @@ class SearchService:
                 self._encoder = (model.id, self._load_encoder(model))
             return self._encoder[1]
 
+    def text_vectors(self, model: "ModelEntry", texts: list[str]):
+        """The unit vectors of `texts` with `model`'s encoder, each encoded once while it stays among the
+        QUERY_VECTORS_KEPT asked last."""
+        import numpy as np
+
+        with self._text_lock:
+            known = {t: self._text_vectors.get((model.id, t)) for t in texts}
+        todo = [t for t, v in known.items() if v is None]
+        if todo:
+            for t, v in zip(todo, self.encoder(model).embed_texts(todo)):
+                known[t] = v
+            with self._text_lock:
+                for t in todo:
+                    self._text_vectors[(model.id, t)] = known[t]
+        return np.stack([known[t] for t in texts])
+
     def _indexed(self) -> dict[str, int]:
         with self._connection.use(self.model()) as (products, _):
             return {d: products.count(d) for d in self.drop_names()}
@@ -173,9 +194,8 @@ class SearchService:
         floor refine the hits (domain/query.py)."""
         query = query if isinstance(query, Query) else Query(query)
         model = self.model()
-        encoder = self.encoder(model)
-        vector = encoder.embed_texts([query.words])
-        negatives = encoder.embed_texts(list(query.negatives)) if query.negatives else None
+        vector = self.text_vectors(model, [query.words])
+        negatives = self.text_vectors(model, list(query.negatives)) if query.negatives else None
         return self._nearest(vector, drop, k, kinds, text=query.words, where=where, model=model, collapse=collapse,
                              query=query, negatives=negatives), model
 
@@ -201,8 +221,8 @@ class SearchService:
         encoder = self.encoder(model)
         vector = encoder.embed_image_bytes(data)
         if query.words:
-            vector = with_words(vector, encoder.embed_texts([query.words])[0])[None]
-        negatives = encoder.embed_texts(list(query.negatives)) if query.negatives else None
+            vector = with_words(vector, self.text_vectors(model, [query.words])[0])[None]
+        negatives = self.text_vectors(model, list(query.negatives)) if query.negatives else None
         return self._nearest(vector, drop, k, kinds, text=query.words or None, where=where, model=model,
                              query=query, negatives=negatives), model
 

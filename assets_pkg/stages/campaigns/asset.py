@@ -2,7 +2,7 @@
 
 from dagster import AssetExecutionContext, Config, MetadataValue
 
-from ...domain import storage
+from ...domain import listing, storage
 from ...domain.sheets import contact_sheet
 from ...metadata import contact_sheet_metadata
 from ...metadata import table
@@ -29,6 +29,14 @@ class CampaignConfig(Config):
     reviewer: str = ""
 
 
+def sheet_is_current(sheet, report) -> bool:
+    """The contact sheet an earlier run drew still shows the drop's campaign images: none was removed since,
+    and none was written after it (a run that generated nothing draws nothing)."""
+    drawn = listing.added_at(sheet)
+    return drawn is not None and not report.removed_stale and \
+        all((listing.added_at(storage.as_path(p)) or float("inf")) <= drawn for p in report.generated)
+
+
 @drop_stage(
     deps=[reference_images, campaign_briefs],
     group_name="campaigns",
@@ -53,7 +61,7 @@ def campaign_images(context: AssetExecutionContext, drop: str, config: CampaignC
                                   shared_base_images=library.get("base_images_dir"),
                                   shapes=brief_shapes(info, library.channels(drop)))
     sheet = contact_sheet_metadata(
-        art.sheet_path("campaign"), "campaign", reuse=False,
+        art.sheet_path("campaign"), "campaign", reuse=sheet_is_current(art.sheet_path("campaign"), report),
         draw=lambda: contact_sheet([(p, storage.as_path(p).stem) for p in report.generated], thumb=256, cols=4,
                                    title=f"{drop}: campaign images by {gen.name}"),
     )
