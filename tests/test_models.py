@@ -15,7 +15,7 @@ from dagster import DagsterInstance, materialize
 
 from assets_pkg.domain.search_models import SearchModels, model_key
 from assets_pkg.domain.store import ProductImageStore
-from conftest import BRIEFS, draw_drop, materialize_drop, metadata
+from conftest import BRIEFS, draw_drop, in_memory_instance, materialize_drop, metadata
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def switch():
     from assets_pkg.assets import search_assets
     from assets_pkg.resources import build_resources
 
-    result = materialize(search_assets, instance=DagsterInstance.get(), resources=build_resources())
+    result = materialize(search_assets, instance=in_memory_instance(), resources=build_resources())
     assert result.success
     return metadata(result, "search_model")
 
@@ -57,7 +57,8 @@ def evaluate_model_changes(cursor: str | None = None) -> tuple[list, str]:
     from assets_pkg.resources import build_resources
     from orchestration.sensors import model_changes
 
-    with build_sensor_context(instance=DagsterInstance.get(), cursor=cursor, resources=build_resources()) as context:
+    # The instance this test's runs (materialize_drop) went to.
+    with build_sensor_context(instance=in_memory_instance(), cursor=cursor, resources=build_resources()) as context:
         result = model_changes(context)
     return list(result.run_requests or []), result.cursor
 
