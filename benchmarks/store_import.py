@@ -70,19 +70,26 @@ def serve(folder: Path):
     return server, stats
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def served_feed(description: str):
+    """The command line's --images folder served over HTTP, and a Merchant Center TSV feed naming two of its
+    JPEGs per row: (the pictures' names, the server, its counters, the feed's text, its row count)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--images", required=True, type=Path)
-    a = parser.parse_args()
-    pictures = sorted(p.name for p in a.images.glob("*.jpg"))
-    server, stats = serve(a.images)
+    images = parser.parse_args().images
+    pictures = sorted(p.name for p in images.glob("*.jpg"))
+    server, stats = serve(images)
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    work = Path(tempfile.mkdtemp())
-    feed = work / "feed.tsv"
     rows = ["id\ttitle\timage_link\tadditional_image_link\tproduct_type\tcolor"]
     for i in range(len(pictures) // 2):
         rows.append(f"SKU-{i:05d}\tProduct {i}\t{url}/{pictures[2 * i]}\t{url}/{pictures[2 * i + 1]}\tBench > Things\tRed")
-    feed.write_text("\n".join(rows) + "\n")
+    return images, pictures, server, stats, "\n".join(rows) + "\n", len(rows) - 1
+
+
+def main() -> None:
+    images, pictures, server, stats, text, row_count = served_feed(__doc__.splitlines()[0])
+    work = Path(tempfile.mkdtemp())
+    feed = work / "feed.tsv"
+    feed.write_text(text)
     allow = frozenset({"127.0.0.1"})
 
     t = time.perf_counter()
@@ -97,9 +104,9 @@ def main() -> None:
     again = import_export(feed, work / "drop", allow, 50_000_000, 64_000_000)
     again_s = time.perf_counter() - t
     t = time.perf_counter()
-    scan_drop(ProductDrop("bench", a.images))
+    scan_drop(ProductDrop("bench", images))
     scan_folder_s = time.perf_counter() - t
-    print(f"{len(rows) - 1} rows, {first.pictures} pictures ({first.fetched} fetched, {len(first.failed)} failed), "
+    print(f"{row_count} rows, {first.pictures} pictures ({first.fetched} fetched, {len(first.failed)} failed), "
           f"{sent / 1e6:.1f} MB, at most {peak} in flight (bound {IN_FLIGHT})")
     print(f"first import {fetch_s:.1f} s + scan {scan_fetched_s:.1f} s = {fetch_s + scan_fetched_s:.1f} s; the same "
           f"pictures scanned from a folder {scan_folder_s:.1f} s ({(fetch_s + scan_fetched_s) / scan_folder_s:.2f}x)")

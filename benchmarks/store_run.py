@@ -11,7 +11,6 @@ vectors. The CLIP model is CLIP_MODEL, else the repo's tiny checkpoint: the smal
 share of fetching in a run, so the tiny model is the hard case for the ratio.
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -22,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from store_import import serve  # noqa: E402
+from store_import import served_feed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,20 +47,12 @@ def run(env: dict) -> tuple[float, dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", required=True, type=Path)
-    a = parser.parse_args()
-    pictures = sorted(p.name for p in a.images.glob("*.jpg"))
-    server, stats = serve(a.images)
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    images, pictures, server, stats, text, row_count = served_feed(__doc__.splitlines()[0])
     base = Path(tempfile.mkdtemp(prefix="store-run-"))
     folder, store = world(base, "folder"), world(base, "store")
     for name in pictures:  # hard links: the folder drop holds the very files the server sends
-        os.link(a.images / name, Path(folder["DROPS_DIR"]) / "bench" / name)
-    rows = ["id\ttitle\timage_link\tadditional_image_link\tproduct_type\tcolor"]
-    for i in range(len(pictures) // 2):
-        rows.append(f"SKU-{i:05d}\tProduct {i}\t{url}/{pictures[2 * i]}\t{url}/{pictures[2 * i + 1]}\tBench > Things\tRed")
-    (Path(store["DROPS_DIR"]) / "bench" / "store-export.tsv").write_text("\n".join(rows) + "\n")
+        os.link(images / name, Path(folder["DROPS_DIR"]) / "bench" / name)
+    (Path(store["DROPS_DIR"]) / "bench" / "store-export.tsv").write_text(text)
 
     folder_first, f1 = run(folder)
     store_first, s1 = run(store)
@@ -71,7 +62,7 @@ def main() -> None:
     again_requests, again_bytes = stats["requests"], stats["bytes"]
     folder_again, f2 = run(folder)
     n = len(pictures)
-    print(f"{len(rows) - 1} rows naming {n} pictures ({sent / 1e6:.0f} MB), CLIP_MODEL={Path(store['CLIP_MODEL']).name}")
+    print(f"{row_count} rows naming {n} pictures ({sent / 1e6:.0f} MB), CLIP_MODEL={Path(store['CLIP_MODEL']).name}")
     print(f"first run: folder {folder_first:.1f} s ({f1['encoded']} encoded), store {store_first:.1f} s "
           f"({s1['encoded']} encoded, {s1['images']} pictures, at most {peak} in flight): "
           f"{store_first / folder_first:.2f}x")
