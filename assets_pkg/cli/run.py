@@ -211,18 +211,20 @@ def remember_settled(summaries: list[dict], drops_dir: str, artifacts_dir: str, 
     from assets_pkg.domain.artifacts import DropArtifacts
     from assets_pkg.domain.drops import ProductDrop, drops_root
     from assets_pkg.domain.search_models import SearchModels
-    from assets_pkg.domain.settled import forget_settled, record_settled, settled_key
+    from assets_pkg.domain.settled import record_settled, settled_key
 
     root = drops_root(drops_dir)
     state = SearchModels.path_of(artifacts_dir, setting_of("MILVUS_COLLECTION"))
     for s in summaries:
         art = DropArtifacts.at(artifacts_dir, s["drop"])
+        key = None
         if s["ok"] and not switching and not s["blocked"] and not s["pending"] and not s["failed_checks"]:
-            when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            record_settled(art, settled_key(ProductDrop(s["drop"], root / s["drop"]), art, state),
-                           {**s, "settled_by": f"the run of {when}"})
-        else:
-            forget_settled(art)
+            try:
+                key = settled_key(ProductDrop(s["drop"], root / s["drop"]), art, state)
+            except Exception:  # not knowable now: the next run runs, which is always right
+                key = None
+        when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        record_settled(art, key, {**s, "settled_by": f"the run of {when}"})
 
 
 def report(summaries: list[dict], as_json: bool) -> None:

@@ -92,11 +92,8 @@ def settled_summary(art: DropArtifacts, key: str | None) -> dict | None:
 
 
 def record_settled(art: DropArtifacts, key: str | None, summary: dict) -> None:
+    """Keep the summary of the run that settled the drop under its key; with no key, forget any earlier one."""
     if key is None:
         storage.remove(art / RECORD)
         return
     art.write_json(RECORD, {"key": key, "summary": summary})
-
-
-def forget_settled(art: DropArtifacts) -> None:
-    storage.remove(art / RECORD)
