@@ -247,9 +247,9 @@ LONG_FILES_FIRST = ("test_daemon.py", "test_milvus_server.py", "test_search_app.
                     "test_review.py", "test_object_store.py", "test_postgres.py")
 
 
-# Each test's time in the last run (pytest's cache): the longest go out first, so no worker is left with a long
-# test when the others are done (the tail of `make test-fast` was 5-9 s). Without a cache (a fresh clone), the
-# order is the files' own.
+# Each test's time in the last run (pytest's cache): the files that took longest go out first, so no worker is
+# left with a long file when the others are done. A file's own tests keep their order (tests sharing a
+# module's world may depend on it). Without a cache (a fresh clone), the order is the files' own.
 DURATIONS_KEY = "drop_studio/durations"
 
 
@@ -257,9 +257,10 @@ def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONG_FILES_FIRST)}
     cache = getattr(config, "cache", None)  # None under -p no:cacheprovider
     took = cache.get(DURATIONS_KEY, {}) if cache else {}
-    # Stable: tests never timed keep their files' order. Under `--dist loadfile` a file goes out where its
-    # first test would, so a file with a long test still starts early.
-    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), -took.get(item.nodeid, 0.0)))
+    per_file: dict[str, float] = {}
+    for item in items:
+        per_file[item.path.name] = per_file.get(item.path.name, 0.0) + took.get(item.nodeid, 0.0)
+    items.sort(key=lambda item: (rank.get(item.path.name, len(rank)), -per_file[item.path.name]))  # stable
 
 
 _TOOK: dict[str, float] = {}
