@@ -145,8 +145,8 @@ def run(drops_wanted: tuple[str, ...], as_json: bool, search_again: bool, verify
             print(f"== {', '.join(part)}", file=sys.stderr)
         config = run_config
         if selection is not None:  # config only for the ops of the run: Dagster refuses any other
-            names = {a.key.path[-1] for a in selection}
-            config = {**run_config, "ops": {k: v for k, v in ops.items() if k in names}}
+            selected = {a.key.path[-1] for a in selection}
+            config = {**run_config, "ops": {k: v for k, v in ops.items() if k in selected}}
         return run_drops(part, resources, instance, selection=selection, run_config=config)
 
     size = setting("DROP_BATCH")
@@ -181,10 +181,11 @@ def settled_drops(names: list[str], drops_dir: str, artifacts_dir: str) -> dict[
     from assets_pkg.domain.artifacts import DropArtifacts
     from assets_pkg.domain.drops import ProductDrop, drops_root
     from assets_pkg.domain.search_models import SearchModels
+    from assets_pkg.domain.settings import setting
     from assets_pkg.domain.settled import settled_key, settled_summary
 
     root = drops_root(drops_dir)
-    state = SearchModels.path_of(artifacts_dir, setting_of("MILVUS_COLLECTION"))
+    state = SearchModels.path_of(artifacts_dir, setting("MILVUS_COLLECTION"))
     found = {}
     for name in names:
         art = DropArtifacts.at(artifacts_dir, name)
@@ -198,12 +199,6 @@ def settled_drops(names: list[str], drops_dir: str, artifacts_dir: str) -> dict[
     return found
 
 
-def setting_of(name: str):
-    from assets_pkg.domain.settings import setting
-
-    return setting(name)
-
-
 def remember_settled(summaries: list[dict], drops_dir: str, artifacts_dir: str, switching: bool) -> None:
     """After a run: each drop it left with nothing to do (succeeded, no check failed at ERROR severity, nothing
     blocked or pending, no change of model under way) is recorded with its settled key; any other forgets its
@@ -211,10 +206,11 @@ def remember_settled(summaries: list[dict], drops_dir: str, artifacts_dir: str, 
     from assets_pkg.domain.artifacts import DropArtifacts
     from assets_pkg.domain.drops import ProductDrop, drops_root
     from assets_pkg.domain.search_models import SearchModels
+    from assets_pkg.domain.settings import setting
     from assets_pkg.domain.settled import record_settled, settled_key
 
     root = drops_root(drops_dir)
-    state = SearchModels.path_of(artifacts_dir, setting_of("MILVUS_COLLECTION"))
+    state = SearchModels.path_of(artifacts_dir, setting("MILVUS_COLLECTION"))
     for s in summaries:
         art = DropArtifacts.at(artifacts_dir, s["drop"])
         key = None

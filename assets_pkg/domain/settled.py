@@ -18,6 +18,7 @@ write to it), a drop that keeps a store export (each run asks the store what cha
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -41,8 +42,10 @@ def _listing(folder) -> list[tuple]:
     return [(e.rel, e.size, e.version) for e in listing.list_files(folder)]
 
 
+@functools.cache
 def _code() -> str:
-    """The code a run would execute: Drop Studio's own source files, by size and modification time."""
+    """The code a run would execute: Drop Studio's own source files, by size and modification time (once a
+    process: it is the same for every drop)."""
     found = []
     for package in ("assets_pkg", "orchestration"):
         for root, _, names in os.walk(CODE / package):
