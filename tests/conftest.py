@@ -225,8 +225,12 @@ def materialize_drop(drop: str, instance=None, run_config=None, **resource_overr
     if drop not in instance.get_dynamic_partitions(product_drops.name):
         instance.add_dynamic_partitions(product_drops.name, [drop])
     resources = {**build_resources(), **resource_overrides}
+    # Dagster's console log quiet, as the CLI has it: the events are in the result and the instance, and
+    # formatting every one of them for pytest's capture cost CPU in every run.
+    from assets_pkg.cli.app import quiet
+
     return materialize([*drop_assets, *drop_checks], partition_key=drop, instance=instance, resources=resources,
-                       raise_on_error=False, run_config=run_config or {})
+                       raise_on_error=False, run_config={**quiet(), **(run_config or {})})
 
 
 
