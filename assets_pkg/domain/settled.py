@@ -2,7 +2,7 @@
 
 Every stage already knows when it has nothing to do (domain/record.py), but asking them costs a Dagster run:
 imports, opening the instance, a run's own events (seconds). After a run that settled a drop (it succeeded,
-every check passed, nothing blocked or pending), `drop-studio run` records the drop's *settled key*: a digest
+no check failed at ERROR severity, nothing blocked or pending, no change of model under way), `drop-studio run` records the drop's *settled key*: a digest
 of everything a later run of the drop reads, as cheaply as it can be seen without reading content:
 
 - the drop's own listing (drop_fingerprint: its pictures, briefs, catalog), and its artifacts' listing
