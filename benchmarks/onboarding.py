@@ -8,7 +8,8 @@ fresh world (DAGSTER_HOME, Milvus Lite file, artifacts):
 - `batched`: the drops through one `drop-studio run` (runs of DROP_BATCH drops; wall and peak RSS);
 - `one_by_one`: the same with DROP_BATCH=1, one Dagster run per drop in the same process (the old way);
 - `sensor`: `dagster dev` started with the drops present and nothing else: from its start until every
-  drop's reference_images is materialized, and how many runs the sensor launched.
+  drop's reference_images is materialized, how many runs the sensor launched, when `dagster dev` answered,
+  and each run's creation, start and end (seconds from `dagster dev`'s start).
 - `noop_refresh`: `drop-studio run --drop <one drop>` again with nothing changed, against `import dagster`.
 """
 
@@ -111,6 +112,8 @@ def main(argv=None):
             names = sorted(d.name for d in many.iterdir())
             start = time.perf_counter()
             with DagsterDev(env, tmp / "sensor" / "dagster-dev.log"):
+                result["sensor_dagster_dev_ready_s"] = round(time.perf_counter() - start, 1)
+                started = time.time() - (time.perf_counter() - start)
                 instance = DagsterInstance.get()
                 wait_for_runs(instance, lambda runs: set(names) <= instance.get_materialized_partitions(
                     AssetKey("reference_images")) and all(r.is_finished for r in runs), a.timeout,
@@ -119,6 +122,13 @@ def main(argv=None):
                 runs = instance.get_runs()
                 result["sensor_runs"] = len(runs)
                 result["sensor_runs_failed"] = sum(not r.is_success for r in runs)
+                # Where the time went: each run's queue wait and its own length, from the run records.
+                records = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp.timestamp())
+                result["sensor_first_run_created_s"] = round(records[0].create_timestamp.timestamp() - started, 1)
+                result["sensor_runs_timeline"] = [
+                    {"created_s": round(r.create_timestamp.timestamp() - started, 1),
+                     "started_s": round(r.start_time - started, 1) if r.start_time else None,
+                     "ended_s": round(r.end_time - started, 1) if r.end_time else None} for r in records]
         if "single_run_s" in result and "sensor_all_done_s" in result:
             result["sensor_vs_single"] = round(result["sensor_all_done_s"] / result["single_run_s"], 2)
         if "single_peak_mb" in result and "batched_peak_mb" in result:

@@ -9,6 +9,7 @@ in every end-to-end figure.
 """
 
 import argparse
+import json
 import multiprocessing
 import os
 import tempfile
@@ -69,17 +70,27 @@ def main(argv=None):
     p.add_argument("--drops", type=int, default=20, help="vectors are spread over this many drops")
     p.add_argument("--model", default=os.environ.get("CLIP_MODEL", "ViT-B/32"))
     p.add_argument("--device", default="auto")
+    p.add_argument("--keep", metavar="DIR", help="write the collection into DIR and keep it; a later run with "
+                   "the same DIR, --vectors and --drops searches it without writing again")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
 
     encoder = ClipEncoder(a.model, a.device)
     with tempfile.TemporaryDirectory() as tmp:
-        uri = os.path.join(tmp, "bench.db")
-        # Written by another process, as an ingest run does; searched as a user meets it afterwards.
-        start = time.perf_counter()
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            per_drop = pool.apply(fill, (uri, a.vectors, encoder.dim, a.drops))
-        fill_s = time.perf_counter() - start
+        folder = a.keep or tmp
+        os.makedirs(folder, exist_ok=True)
+        uri = os.path.join(folder, "bench.db")
+        kept = os.path.join(folder, f"written-{a.vectors}-{a.drops}.json")
+        if os.path.exists(kept) and os.path.exists(uri):
+            per_drop, fill_s = json.load(open(kept))
+        else:
+            # Written by another process, as an ingest run does; searched as a user meets it afterwards.
+            start = time.perf_counter()
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                per_drop = pool.apply(fill, (uri, a.vectors, encoder.dim, a.drops))
+            fill_s = time.perf_counter() - start
+            if a.keep:
+                json.dump([per_drop, fill_s], open(kept, "w"))
         tenth = max(1, len(per_drop) // 10)
         store = ProductImageStore(uri, collection="bench").open()
         assert store.count() == a.vectors

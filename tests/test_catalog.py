@@ -18,6 +18,7 @@ from assets_pkg.domain.products import file_words
 from assets_pkg.stages.catalog.logic import CatalogError, parse_catalog
 from assets_pkg.domain.milvus import campaign_uri
 from assets_pkg.domain.store import ImageCollection, ProductImageStore
+from assets_pkg.domain.store.rows import SPARSE
 from conftest import BRIEFS, ROOT, draw_drop, forked_cli
 from fake_gemini import FakeGemini
 
@@ -455,3 +456,43 @@ def test_a_world_scored_before_sidecars_and_rows_held_scores_gets_them_without_s
         [again] = _run(ROOT, env)
         assert again["ok"] and len(gemini.requests) == 2
         assert {p.name: p.stat().st_mtime_ns for p in (art / "campaign").glob("*.json")} == written
+
+
+def test_the_fused_search_scores_every_hit_as_milvus_own_rrf_hybrid_search_does(tmp_path):
+    """The hybrid search fuses CLIP's and BM25's rankings itself (two searches are cheaper than Lite's
+    `hybrid_search`); it must rank as Milvus's RRFRanker would: the same scores, and the same rows wherever
+    a score is not tied at the cut-off. With a drop filter, only that drop's rows."""
+    import numpy as np
+    from pymilvus import AnnSearchRequest, RRFRanker
+
+    words = ["red", "silk", "cape", "gold", "watch", "white", "sneakers", "straw", "hat", "leather", "bag", "glass"]
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(600, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    with ProductImageStore(str(tmp_path / "m.db")) as store:
+        for d in range(3):
+            rows = [{"sha256": f"{i:064x}", "path": f"p{i}.jpg", "aliases": [], "width": 1, "height": 1,
+                     "vector": vectors[i], "product": {"sku": f"SKU-{i}", "name": " ".join(rng.choice(words, 3)),
+                                                       "category": "bags", "color": "red", "tags": [],
+                                                       "attributes": {}}}
+                    for i in range(200 * d, 200 * (d + 1))]
+            store.sync_drop(f"drop{d}", rows, 16)
+        assert store.full_text
+        compared = 0
+        for n, query in enumerate(["red silk cape", "gold watch", "straw hat", "white leather bag", "glass"]):
+            vector = vectors[n * 37] + 0.1 * rng.normal(size=16).astype(np.float32)
+            vector /= np.linalg.norm(vector)
+            for drop in (None, "drop1"):
+                ours = store.search(vector, drop=drop, top_k=10, texts=[query])[0]
+                expr = f'drop == "{drop}"' if drop else None
+                requests = [AnnSearchRequest([vector.tolist()], "vector", {"metric_type": "COSINE"}, 50, expr=expr),
+                            AnnSearchRequest([query], SPARSE, {"metric_type": "BM25"}, 50, expr=expr)]
+                theirs = store.client.hybrid_search(store.collection, requests, RRFRanker(60), limit=10)[0]
+                assert [round(h.score, 6) for h in ours] == [round(float(h["distance"]), 6) for h in theirs]
+                cut = round(float(theirs[-1]["distance"]), 6)
+                assert {h.id for h in ours if round(h.score, 6) > cut} == \
+                    {h["id"] for h in theirs if round(float(h["distance"]), 6) > cut}
+                assert all(h.drop == drop for h in ours) if drop else len({h.drop for h in ours}) > 1
+                assert all(set(h.words) <= set(query.split()) for h in ours) and any(h.words for h in ours)
+                compared += 1
+        assert compared == 10

@@ -9,7 +9,8 @@ filtered by drop stay right). Works with a Milvus Lite file (`data/milvus.db`) o
 Each row carries the product fields of the drop's catalog (sku, name, category, color, tags, attributes)
 as scalar fields, and a `text` built from its file names and the catalog; on Milvus 2.5 and newer (and
 Milvus Lite) a BM25 `Function` turns `text` into the sparse vector `text_sparse`, and a text search is
-Milvus's own `hybrid_search` of CLIP (text to image) and BM25, fused by `RRFRanker`. Older servers have no
+a CLIP (text to image) search and a BM25 search, fused by reciprocal rank as Milvus's `RRFRanker` fuses
+them (`fuse_ranks`; two searches cost less than Lite's `hybrid_search`). Older servers have no
 BM25: their collections have no `text_sparse`, and search is CLIP plus the exact filters.
 
 One module per role: rows.py (a row's id and facts, filters, hits), connection.py (the Lite file or the
