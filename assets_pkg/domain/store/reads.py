@@ -113,14 +113,20 @@ class Reads:
     def _hybrid(self, vector: np.ndarray, text: str, expr: str, limit: int, fields: list[str]) -> list[Hit]:
         """CLIP's and BM25's best `candidates` each, fused by reciprocal rank (`fuse_ranks`). Two searches
         and the fusion here, not one `hybrid_search`: Milvus Lite's took 42 ms at 1,000,000 rows where its
-        two halves took 12 and 9 ms (benchmarks/search_latency.py)."""
+        two halves took 12 and 9 ms (benchmarks/search_latency.py). Only BM25's candidates bring their
+        vectors (a picture's similarity to the query); CLIP's similarity is its search's own score."""
         candidates = min(max(4 * limit, MIN_CANDIDATES), 16384)
-        halves = [self._call("search", self.client.search, self.collection, data=[query], anns_field=field,
-                             limit=candidates, filter=expr, output_fields=[*fields, "text", "vector"],
-                             search_params={"metric_type": metric})[0]
-                  for query, field, metric in ((vector.tolist(), "vector", "COSINE"), (text, SPARSE, "BM25"))]
-        return explain_hybrid(vector, text, [(Hit.from_milvus(h, "hybrid"), h["entity"])
-                                             for h in fuse_ranks(halves, limit)])
+        pictures, words = (
+            self._call("search", self.client.search, self.collection, data=[query], anns_field=field,
+                       limit=candidates, filter=expr, output_fields=[*fields, "text", *extra],
+                       search_params={"metric_type": metric})[0]
+            for query, field, metric, extra in ((vector.tolist(), "vector", "COSINE", ()),
+                                                (text, SPARSE, "BM25", ("vector",))))
+        similarity = {h["id"]: float(np.dot(np.asarray(h["entity"]["vector"], dtype=np.float32), vector))
+                      for h in words}
+        similarity.update((h["id"], float(h["distance"])) for h in pictures)
+        return explain_hybrid(text, [(Hit.from_milvus(h, "hybrid"), h["entity"].get("text") or "", similarity[h["id"]])
+                                     for h in fuse_ranks([pictures, words], limit)])
 
 
 def fuse_ranks(rankings: Sequence[Sequence[dict]], limit: int, k: int = RRF_K) -> list[dict]:
@@ -145,16 +151,12 @@ def query_words(text: str) -> set[str]:
     return {w.lower() for w in _WORDS.findall(text)}
 
 
-def explain_hybrid(vector: np.ndarray, text: str, hits: list[tuple["Hit", dict]]) -> list["Hit"]:
-    """Each fused hit with its picture's similarity to the query and why it was found, in the fused order.
-    A hit none of whose words the query holds was found by its picture alone; one with the query's words is
-    also a picture match when its picture is at least as like the query as such a hit."""
+def explain_hybrid(text: str, hits: list[tuple["Hit", str, float]]) -> list["Hit"]:
+    """Each fused hit (with its row's text and its picture's similarity to the query) and why it was found,
+    in the fused order. A hit none of whose words the query holds was found by its picture alone; one with
+    the query's words is also a picture match when its picture is at least as like the query as such a hit."""
     asked = query_words(text)
-    scored = []
-    for hit, entity in hits:
-        words = tuple(sorted(asked & query_words(entity.get("text") or "")))
-        similarity = float(np.dot(np.asarray(entity["vector"], dtype=np.float32), vector))
-        scored.append((hit, words, similarity))
+    scored = [(hit, tuple(sorted(asked & query_words(row_text))), similarity) for hit, row_text, similarity in hits]
     by_picture = [s for _, words, s in scored if not words]
     floor = min(by_picture) if by_picture else float("inf")
     out = []
