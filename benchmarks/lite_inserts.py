@@ -6,8 +6,8 @@ and with inserts of several sizes; prints each 10,000 rows' seconds, first and l
     python benchmarks/lite_inserts.py --rows 300000 --no-bm25
     python benchmarks/lite_inserts.py --rows 30000 --batch 1000
 
-Drop Studio's own part of a drop's write (reading the drop's rows before and its ids after, counting,
-flushing) is measured by benchmarks/search_latency.py's per-drop timing; this leaves only Milvus Lite.
+benchmarks/search_latency.py times each drop's whole write (`sync_drop`: Drop Studio's reads of the drop's
+rows before and its ids after, the inserts, the flush); this times Milvus Lite's inserts alone.
 """
 
 import argparse
@@ -18,6 +18,7 @@ import warnings
 
 import numpy as np
 
+from assets_pkg.domain.store.writes import WRITE_BATCH
 from report import print_result
 
 warnings.filterwarnings("ignore")
@@ -28,7 +29,7 @@ WORDS = "red blue gold silk cape watch hat dress sneakers glass coffee grapes".s
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=300_000)
-    p.add_argument("--batch", type=int, default=500, help="rows per insert (Drop Studio sends 500)")
+    p.add_argument("--batch", type=int, default=WRITE_BATCH, help="rows per insert (default: what Drop Studio sends)")
     p.add_argument("--no-bm25", action="store_true")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)

@@ -15,6 +15,7 @@ import os
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -82,7 +83,7 @@ def main(argv=None):
         uri = os.path.join(folder, "bench.db")
         kept = os.path.join(folder, f"written-{a.vectors}-{a.drops}.json")
         if os.path.exists(kept) and os.path.exists(uri):
-            per_drop, fill_s = json.load(open(kept))
+            per_drop, fill_s = json.loads(Path(kept).read_text())
         else:
             # Written by another process, as an ingest run does; searched as a user meets it afterwards.
             start = time.perf_counter()
@@ -90,7 +91,7 @@ def main(argv=None):
                 per_drop = pool.apply(fill, (uri, a.vectors, encoder.dim, a.drops))
             fill_s = time.perf_counter() - start
             if a.keep:
-                json.dump([per_drop, fill_s], open(kept, "w"))
+                Path(kept).write_text(json.dumps([per_drop, fill_s]))
         tenth = max(1, len(per_drop) // 10)
         store = ProductImageStore(uri, collection="bench").open()
         assert store.count() == a.vectors

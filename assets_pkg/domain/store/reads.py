@@ -122,10 +122,14 @@ class Reads:
                        search_params={"metric_type": metric})[0]
             for query, field, metric, extra in ((vector.tolist(), "vector", "COSINE", ()),
                                                 (text, SPARSE, "BM25", ("vector",))))
-        similarity = {h["id"]: float(np.dot(np.asarray(h["entity"]["vector"], dtype=np.float32), vector))
-                      for h in words}
-        similarity.update((h["id"], float(h["distance"])) for h in pictures)
-        return explain_hybrid(text, [(Hit.from_milvus(h, "hybrid"), h["entity"].get("text") or "", similarity[h["id"]])
+        cosine = {h["id"]: float(h["distance"]) for h in pictures}
+
+        def similarity(hit: dict) -> float:  # a hit only BM25 found is one of its candidates, with its vector
+            if hit["id"] in cosine:
+                return cosine[hit["id"]]
+            return float(np.dot(np.asarray(hit["entity"]["vector"], dtype=np.float32), vector))
+
+        return explain_hybrid(text, [(Hit.from_milvus(h, "hybrid"), h["entity"].get("text") or "", similarity(h))
                                      for h in fuse_ranks([pictures, words], limit)])
 
 
@@ -138,8 +142,7 @@ def fuse_ranks(rankings: Sequence[Sequence[dict]], limit: int, k: int = RRF_K) -
         for rank, hit in enumerate(ranking, start=1):
             scores[hit["id"]] = scores.get(hit["id"], 0.0) + 1.0 / (k + rank)
             first.setdefault(hit["id"], hit)
-    order = {i: n for n, i in enumerate(first)}
-    best = sorted(scores, key=lambda i: (-scores[i], order[i]))[:limit]
+    best = sorted(first, key=lambda i: -scores[i])[:limit]  # stable: ties stay in the order first seen
     return [{**first[i], "distance": scores[i]} for i in best]
 
 
